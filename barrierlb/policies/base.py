@@ -1,0 +1,150 @@
+"""Policy interface, the decision it returns, and the registry of policies by name."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from barrierlb.state import ClusterState, Placement
+
+#: Which branch of a policy produced a decision.
+BRANCHES = ("exact", "heuristic", "fallback", "rule", "idle")
+
+
+@dataclass(frozen=True)
+class Decision(Placement):
+    """A placement plus how it was reached.
+
+    Attributes
+    ----------
+    branch : str
+        ``"exact"`` (proven optimal MILP), ``"heuristic"`` (fast solver),
+        ``"fallback"`` (exact solver timed out; best of its incumbent and the fast
+        solver), ``"rule"`` (a baseline's rule) or ``"idle"`` (nothing to place).
+    objective : float
+        Predicted imbalance of the placement (NaN where the policy does not score).
+    solve_time_s : float
+        Wall time the policy spent deciding.
+    """
+
+    branch: str = "rule"
+    objective: float = float("nan")
+    solve_time_s: float = 0.0
+    info: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {self.branch!r}")
+
+
+class Policy(ABC):
+    """Decides where waiting tasks go. Never mutates the state it is given.
+
+    Subclasses implement :meth:`decide_problem` on the arrays of a
+    :class:`~barrierlb.problem.StepProblem`; :meth:`decide` builds that problem
+    from a :class:`~barrierlb.state.ClusterState` with the policy's horizon.
+    Policy options are keyword-only constructor arguments.
+    """
+
+    name: ClassVar[str] = ""
+    #: Horizon the policy needs in its step problem (0: current step only).
+    horizon: int = 0
+    gamma: float = 1.0
+    max_wait: int | None = None
+
+    def decide(self, state: ClusterState) -> Decision:
+        """Return the decision for the state's current decision point."""
+        if not isinstance(state, ClusterState):
+            raise TypeError(f"state must be a ClusterState, got {type(state).__name__}")
+        started = time.perf_counter()
+        if state.n_waiting == 0 or not state.free_slots.any():
+            return _idle(started)
+        problem = state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait)
+        return self.decide_problem(problem, started=started)
+
+    @abstractmethod
+    def decide_problem(self, problem, *, started: float | None = None) -> Decision:
+        """Return the decision for an explicit step problem."""
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({options})"
+
+    def options(self) -> dict:
+        """The policy's options as given to its constructor."""
+        return dict(getattr(self, "_options", {}))
+
+
+def _idle(started: float) -> Decision:
+    empty = np.zeros(0, dtype=np.int64)
+    return Decision(empty, empty, empty, branch="idle", solve_time_s=time.perf_counter() - started)
+
+
+_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register(name: str):
+    """Class decorator registering a policy under ``name``."""
+    def wrap(cls: type[Policy]) -> type[Policy]:
+        if name in _REGISTRY:
+            raise ValueError(f"policy name {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def available_policies() -> list[str]:
+    """Registered policy names."""
+    return sorted(_REGISTRY)
+
+
+def make_policy(spec: str, **options) -> Policy:
+    """Build a policy from ``"name"`` or ``"name:key=value,key=value"``.
+
+    Option values are parsed as int, float, bool (``true``/``false``) or
+    ``none``, else kept as strings; keyword ``options`` override the spec.
+
+    Examples
+    --------
+    >>> make_policy("bfio:horizon=40").horizon
+    40
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"policy spec must be a string, got {type(spec).__name__}")
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(available_policies())}")
+    parsed = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"policy option {item!r} in {spec!r} must look like key=value")
+        parsed[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    parsed.update(options)
+    try:
+        return _REGISTRY[name](**parsed)
+    except TypeError as error:
+        raise ValueError(f"bad options for policy {name!r}: {error}") from None
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+__all__ = ["Decision", "Policy", "available_policies", "make_policy", "register"]

@@ -1,0 +1,100 @@
+"""BF-IO: balance the future with integer optimization (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from barrierlb._validate import check_int, check_real
+from barrierlb.policies.base import Decision, Policy, register
+from barrierlb.problem import predicted_imbalance
+from barrierlb.solvers import solve_exact, solve_fast
+
+#: Default bound on how many decisions a waiting task may be passed over.
+DEFAULT_MAX_WAIT = 64
+
+
+@register("bfio")
+class BFIO(Policy):
+    """BF-IO with the fast solver (greedy on the exact marginal score + local search).
+
+    Parameters
+    ----------
+    horizon : int
+        Lookahead ``H`` in steps (0 to about 100; 0 needs no prediction).
+    gamma : float
+        Horizon weights ``gamma**h`` (1: uniform, as in the paper).
+    max_wait : int or None
+        Bounded waiting: a task passed over this many decisions must be placed
+        next (default 64); ``None`` turns the bound off.
+    work_conserving : bool
+        Fill every free slot the pool can fill (default on).
+    local_search : bool
+        Improve the greedy placement by local search (default on).
+    """
+
+    def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
+                 work_conserving: bool = True, local_search: bool = True):
+        self.horizon = check_int("horizon", horizon, minimum=0)
+        if self.horizon > 1024:
+            raise ValueError(f"horizon must be <= 1024 steps, got {self.horizon}")
+        self.gamma = check_real("gamma", gamma, minimum=0.0, maximum=1.0)
+        self.max_wait = None if max_wait is None else check_int("max_wait", max_wait, minimum=0)
+        self.work_conserving = bool(work_conserving)
+        self.local_search = bool(local_search)
+        self._options = {"horizon": self.horizon, "gamma": self.gamma, "max_wait": self.max_wait,
+                         "work_conserving": self.work_conserving, "local_search": self.local_search}
+
+    def _fast(self, problem):
+        return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                          alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
+                          local_search=self.local_search)
+
+    def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
+        result = self._fast(problem)
+        return _to_decision(problem, result.task_index, result.worker, "heuristic", result.objective, started,
+                            {"greedy_objective": result.greedy_objective, "moves": result.moves})
+
+
+@register("bfio-exact")
+class BFIOExact(BFIO):
+    """BF-IO solved exactly as a MILP (HiGHS), falling back to the fast solver on timeout.
+
+    Parameters are those of :class:`BFIO` plus ``time_limit_s`` (default 1 s).
+    The decision's branch is ``"exact"`` when optimality was proven, else
+    ``"fallback"``: the better of the MILP's incumbent and the fast solver.
+    """
+
+    def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
+                 work_conserving: bool = True, local_search: bool = True, time_limit_s: float = 1.0):
+        super().__init__(horizon=horizon, gamma=gamma, max_wait=max_wait, work_conserving=work_conserving,
+                         local_search=local_search)
+        self.time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
+        self._options["time_limit_s"] = self.time_limit_s
+
+    def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
+        exact = solve_exact(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                            alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
+                            time_limit_s=self.time_limit_s)
+        info = {"milp_status": exact.status, "milp_time_s": exact.solve_time_s}
+        if exact.optimal:
+            value = predicted_imbalance(problem, exact.task_index, exact.worker)
+            return _to_decision(problem, exact.task_index, exact.worker, "exact", value, started, info)
+        fast = self._fast(problem)
+        best = (fast.objective, fast.task_index, fast.worker, "fast")
+        if exact.found:
+            value = predicted_imbalance(problem, exact.task_index, exact.worker)
+            if value < best[0]:
+                best = (value, exact.task_index, exact.worker, "milp_incumbent")
+        info["fallback_source"] = best[3]
+        return _to_decision(problem, best[1], best[2], "fallback", best[0], started, info)
+
+
+def _to_decision(problem, task_index, worker, branch, objective, started, info) -> Decision:
+    task_index = np.asarray(task_index, dtype=np.int64)
+    return Decision(task_ids=problem.pool_ids[task_index], workers=np.asarray(worker, dtype=np.int64),
+                    pool_index=task_index, branch=branch, objective=float(objective),
+                    solve_time_s=time.perf_counter() - started, info=info)

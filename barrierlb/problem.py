@@ -1,0 +1,169 @@
+"""The step problem of BF-IO: arrays in, and the objective that scores a placement.
+
+At a decision point the placed tasks project a load ``P[h, g]`` over the
+horizon ``h = 0..H``; the waiting pool holds tasks with lookaheads ``w[i, h]``.
+A placement ``task_index -> worker`` yields ``Lhat = P + sum_i x[i, g] w[i]``
+and the predicted imbalance
+
+    sum_h d_h * (G * max_g Lhat[h, g] - sum_g Lhat[h, g])
+
+over the ``G`` alive workers (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from barrierlb._validate import check_array, check_int, check_real
+from barrierlb._xp import array_namespace
+
+
+def horizon_weights(horizon: int, *, gamma: float = 1.0) -> np.ndarray:
+    """Weights ``d_h = gamma**h`` for ``h = 0..horizon``.
+
+    ``gamma = 1`` gives the paper's uniform weights; ``gamma < 1`` the geometric
+    discount of BalanceRoute.
+
+    Examples
+    --------
+    >>> horizon_weights(2, gamma=0.5).tolist()
+    [1.0, 0.5, 0.25]
+    """
+    horizon = check_int("horizon", horizon, minimum=0)
+    gamma = check_real("gamma", gamma, minimum=0.0, maximum=1.0)
+    if gamma == 0.0:
+        weights = np.zeros(horizon + 1)
+        weights[0] = 1.0
+        return weights
+    return gamma ** np.arange(horizon + 1, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class StepProblem:
+    """Everything a policy needs at one decision point, as arrays.
+
+    Attributes
+    ----------
+    projected_load : ndarray, shape (H + 1, G), float64
+        Predicted work of the already placed tasks per step ahead and worker.
+    pool_work : ndarray, shape (N, H + 1), float64
+        Lookahead of each waiting task, in arrival order.
+    pool_ids : ndarray, shape (N,), int64
+        Task ids of the waiting tasks.
+    free_slots : ndarray, shape (G,), int64
+        Free slots per worker; zero for dead workers.
+    alive : ndarray, shape (G,), bool
+        Which workers take part in the barrier.
+    weights : ndarray, shape (H + 1,), float64
+        Horizon weights ``d_h``.
+    forced : ndarray, shape (N,), bool
+        Tasks that have waited too long and must be placed now.
+    active_count, active_prompt, active_load : ndarray, shape (G,)
+        Running tasks, their prompt tokens and their current work, per worker
+        (inputs of the baselines).
+    work_conserving : bool
+        Place ``min(N, sum(free_slots))`` tasks when true.
+    """
+
+    projected_load: np.ndarray
+    pool_work: np.ndarray
+    pool_ids: np.ndarray
+    free_slots: np.ndarray
+    alive: np.ndarray
+    weights: np.ndarray
+    forced: np.ndarray
+    active_count: np.ndarray
+    active_prompt: np.ndarray
+    active_load: np.ndarray
+    pool_prompt: np.ndarray
+    work_conserving: bool = True
+
+    @property
+    def n_workers(self) -> int:
+        return self.projected_load.shape[1]
+
+    @property
+    def horizon(self) -> int:
+        return self.projected_load.shape[0] - 1
+
+    @property
+    def n_pool(self) -> int:
+        return self.pool_work.shape[0]
+
+    @property
+    def n_to_place(self) -> int:
+        """Tasks a work-conserving placement must place: ``min(N, sum(free))``."""
+        return int(min(self.n_pool, int(self.free_slots.sum())))
+
+    @classmethod
+    def from_arrays(cls, projected_load, pool_work, free_slots, *, alive=None, weights=None,
+                    forced=None, pool_ids=None, work_conserving: bool = True) -> "StepProblem":
+        """Build and validate a problem from bare arrays (tests, benchmarks, users)."""
+        projected_load = check_array("projected_load", projected_load, ndim=2, nonnegative=True)
+        horizon_rows, n_workers = projected_load.shape
+        if horizon_rows < 1 or n_workers < 1:
+            raise ValueError(f"projected_load must have shape (H + 1, G) with G >= 1, got {projected_load.shape}")
+        pool_work = check_array("pool_work", np.reshape(pool_work, (-1, horizon_rows)) if np.size(pool_work) == 0
+                                else pool_work, shape=(None, horizon_rows), nonnegative=True)
+        n_pool = pool_work.shape[0]
+        free_slots = check_array("free_slots", free_slots, shape=(n_workers,), nonnegative=True, dtype=np.int64)
+        alive = (np.ones(n_workers, dtype=bool) if alive is None
+                 else check_array("alive", alive, shape=(n_workers,), dtype=bool))
+        free_slots = np.where(alive, free_slots, 0)
+        weights = (np.ones(horizon_rows) if weights is None
+                   else check_array("weights", weights, shape=(horizon_rows,), nonnegative=True))
+        forced = (np.zeros(n_pool, dtype=bool) if forced is None
+                  else check_array("forced", forced, shape=(n_pool,), dtype=bool))
+        pool_ids = (np.arange(n_pool, dtype=np.int64) if pool_ids is None
+                    else check_array("pool_ids", pool_ids, shape=(n_pool,), dtype=np.int64))
+        if np.unique(pool_ids).size != n_pool:
+            raise ValueError("pool_ids contains duplicate task ids")
+        zeros = np.zeros(n_workers)
+        return cls(projected_load=projected_load, pool_work=pool_work, pool_ids=pool_ids,
+                   free_slots=free_slots, alive=alive, weights=weights, forced=forced,
+                   active_count=zeros.astype(np.int64), active_prompt=zeros, active_load=projected_load[0].copy(),
+                   pool_prompt=pool_work[:, 0].copy(), work_conserving=bool(work_conserving))
+
+
+def loads_after(projected_load, pool_work, task_index, worker):
+    """Projected load after placing ``pool_work[task_index[k]]`` on ``worker[k]``.
+
+    Returns an array of shape ``(H + 1, G)``; works on numpy and CuPy arrays.
+    """
+    xp = array_namespace(projected_load, pool_work)
+    loads = xp.array(projected_load, dtype=xp.float64, copy=True)
+    task_index = xp.asarray(task_index, dtype=xp.int64)
+    worker = xp.asarray(worker, dtype=xp.int64)
+    if task_index.size:
+        contribution = xp.zeros_like(loads.T)
+        xp.add.at(contribution, worker, pool_work[task_index])
+        loads += contribution.T
+    return loads
+
+
+def imbalance_of_loads(loads, alive, weights) -> float:
+    """``sum_h d_h (G max_g L[h, g] - sum_g L[h, g])`` over alive workers."""
+    xp = array_namespace(loads)
+    alive_loads = loads[:, xp.asarray(alive)]
+    n_alive = alive_loads.shape[1]
+    if n_alive == 0:
+        return 0.0
+    per_step = n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)
+    return float(xp.asarray(weights) @ per_step)
+
+
+def predicted_imbalance(problem: StepProblem, task_index, worker) -> float:
+    """The BF-IO objective of a placement (lower is better).
+
+    Parameters
+    ----------
+    problem : StepProblem
+    task_index : array-like of int, shape (K,)
+        Positions in the pool of the placed tasks.
+    worker : array-like of int, shape (K,)
+        Worker of each placed task.
+    """
+    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
+    return imbalance_of_loads(loads, problem.alive, problem.weights)

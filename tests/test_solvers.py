@@ -1,0 +1,117 @@
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from barrierlb import StepProblem, horizon_weights, predicted_imbalance
+from barrierlb.solvers import solve_exact, solve_fast
+
+
+@st.composite
+def problems(draw, max_workers=3, max_pool=5, max_horizon=2):
+    n_workers = draw(st.integers(1, max_workers))
+    horizon = draw(st.integers(0, max_horizon))
+    n_pool = draw(st.integers(0, max_pool))
+    value = st.integers(0, 20).map(float)
+    loads = np.array([[draw(value) for _ in range(n_workers)] for _ in range(horizon + 1)])
+    work = np.array([[draw(value) for _ in range(horizon + 1)] for _ in range(n_pool)]).reshape(n_pool, horizon + 1)
+    free = np.array([draw(st.integers(0, 2)) for _ in range(n_workers)])
+    alive = np.array([draw(st.booleans()) or g == 0 for g in range(n_workers)])
+    gamma = draw(st.sampled_from([1.0, 0.5]))
+    return StepProblem.from_arrays(loads, work, free, alive=alive, weights=horizon_weights(horizon, gamma=gamma))
+
+
+def brute_force_optimum(problem):
+    slots = [g for g in range(problem.n_workers) for _ in range(int(problem.free_slots[g]))]
+    k = problem.n_to_place
+    best = np.inf
+    for tasks in itertools.combinations(range(problem.n_pool), k):
+        for workers in set(itertools.permutations(slots, k)):
+            best = min(best, predicted_imbalance(problem, np.array(tasks, dtype=np.int64),
+                                                 np.array(workers, dtype=np.int64)))
+    return best
+
+
+def test_objective_by_hand():
+    problem = StepProblem.from_arrays([[3.0, 1.0, 0.0], [2.0, 2.0, 2.0]], [[2.0, 5.0]], [1, 1, 1],
+                                      weights=[1.0, 0.5])
+    # step 0: loads 3,1,2 -> 3*3-6 = 3; step 1: loads 2,2,7 -> 21-11 = 10; 3 + 0.5*10
+    assert predicted_imbalance(problem, [0], [2]) == pytest.approx(8.0)
+    assert predicted_imbalance(problem, [], []) == pytest.approx(5.0)   # step 0: 9 - 4; step 1: 0
+
+
+def test_dead_workers_do_not_count():
+    problem = StepProblem.from_arrays([[3.0, 9.0]], [[1.0]], [1, 1], alive=[True, False])
+    assert problem.free_slots.tolist() == [1, 0]
+    assert predicted_imbalance(problem, [0], [0]) == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems())
+def test_exact_solver_matches_brute_force(problem):
+    result = solve_exact(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                         alive=problem.alive, time_limit_s=10)
+    assert result.optimal
+    value = predicted_imbalance(problem, result.task_index, result.worker)
+    assert value == pytest.approx(brute_force_optimum(problem), rel=1e-9, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(max_workers=4, max_pool=7, max_horizon=3))
+def test_exact_never_worse_than_fast_and_fast_reports_its_objective(problem):
+    fast = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                      alive=problem.alive)
+    assert fast.objective == pytest.approx(predicted_imbalance(problem, fast.task_index, fast.worker), abs=1e-6)
+    assert fast.objective <= fast.greedy_objective + 1e-9
+    exact = solve_exact(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                        alive=problem.alive, time_limit_s=10)
+    assert exact.optimal
+    assert predicted_imbalance(problem, exact.task_index, exact.worker) <= fast.objective + 1e-6
+    assert len(fast.task_index) == len(exact.task_index) == problem.n_to_place
+
+
+def test_fast_solver_runs_on_every_backend(xp):
+    rng = np.random.default_rng(0)
+    loads, work = rng.uniform(0, 10, (5, 6)), rng.uniform(0, 5, (12, 5))
+    free = np.array([1, 0, 2, 1, 0, 3])
+    reference = solve_fast(loads, work, free, np.ones(5))
+    result = solve_fast(xp.asarray(loads), xp.asarray(work), free, xp.ones(5))
+    assert np.array_equal(result.task_index, reference.task_index)
+    assert np.array_equal(result.worker, reference.worker)
+    assert result.objective == pytest.approx(reference.objective)
+
+
+def test_forced_tasks_are_placed_first():
+    loads = np.array([[10.0, 0.0]])
+    work = np.array([[1.0], [50.0], [2.0]])
+    result = solve_fast(loads, work, [1, 1], [1.0], forced=[False, True, False])
+    assert 1 in result.task_index.tolist()
+    exact = solve_exact(loads, work, [1, 1], [1.0], forced=[False, True, False])
+    assert 1 in exact.task_index.tolist()
+
+
+def test_not_work_conserving_places_only_helpful_tasks():
+    loads = np.array([[10.0, 10.0]])
+    result = solve_fast(loads, np.array([[5.0]]), [1, 1], [1.0], work_conserving=False)
+    assert result.task_index.size == 0      # any placement raises the peak
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"projected_load": [[1.0, -1.0]]}, "non-negative"),
+    ({"pool_work": [[1.0, 2.0]]}, "shape"),
+    ({"free_slots": [1]}, "shape"),
+    ({"projected_load": [[np.nan, 1.0]]}, "NaN"),
+])
+def test_step_problem_validation(kwargs, message):
+    args = {"projected_load": [[1.0, 2.0]], "pool_work": [[1.0]], "free_slots": [1, 1]}
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        StepProblem.from_arrays(**args)
+
+
+def test_horizon_weights():
+    assert horizon_weights(3).tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="gamma"):
+        horizon_weights(2, gamma=1.5)
