@@ -48,11 +48,12 @@ class ExactResult:
 
 
 def solve_exact(projected_load, pool_work, free_slots, weights, *, alive=None, forced=None,
-                work_conserving: bool = True, time_limit_s: float = 1.0) -> ExactResult:
+                work_conserving: bool = True, time_limit_s: float = 1.0, peak_weight: float = 1.0) -> ExactResult:
     """Solve the step problem to proven optimality within ``time_limit_s``.
 
     Parameters are those of :func:`barrierlb.solvers.solve_fast` (numpy or CuPy
-    arrays; the MILP itself runs on the CPU).
+    arrays; the MILP itself runs on the CPU), including ``peak_weight``, the
+    weight of the ``G * M[h]`` term (1: the paper's objective).
 
     Returns
     -------
@@ -81,7 +82,7 @@ def solve_exact(projected_load, pool_work, free_slots, weights, *, alive=None, f
 
     n_x = n_pool * n_cols                      # x[i, j] at i * n_cols + j
     total = work @ d
-    cost = np.concatenate([np.repeat(-total, n_cols), n_alive * d])
+    cost = np.concatenate([np.repeat(-total, n_cols), n_alive * peak_weight * d])
     lower = np.concatenate([np.zeros(n_x), loads[:, alive].max(axis=1)])
     upper = np.concatenate([np.ones(n_x), np.full(n_rows, np.inf)])
     integrality = np.concatenate([np.ones(n_x), np.zeros(n_rows)])

@@ -37,7 +37,9 @@ class FastResult:
     worker : ndarray of int64, shape (K,)
         Worker of each placed task.
     greedy_objective, objective : float
-        Predicted imbalance after the greedy and after the local search.
+        The minimized objective ``sum_h d_h (peak_weight * G * max - sum)``
+        after the greedy and after the local search (the predicted imbalance
+        when ``peak_weight`` is 1).
     moves : int
         Local-search moves applied.
     """
@@ -51,7 +53,7 @@ class FastResult:
 
 def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, forced=None,
                work_conserving: bool = True, local_search: bool = True, max_moves: int | None = None,
-               max_candidates: int = 32) -> FastResult:
+               max_candidates: int = 128, peak_weight: float = 1.0) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
     Two greedy constructions are tried, each polished by local search, and the
@@ -59,7 +61,7 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
 
     - *pairs*: the (task, worker) pair of lowest marginal score first, which
       fills the deepest holes with the largest tasks that fit;
-    - *slots* (only when every free slot will be filled): the open worker with
+    - *slots* (only when at most 16 free slots will all be filled): the open worker with
       the least room first, each taking its best task, so that workers near the
       peak get the small tasks they can absorb.
 
@@ -83,30 +85,32 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     local_search : bool
         Improve each greedy placement by local search.
     max_moves : int, optional
-        Cap on local-search moves per construction (default ``4 K + 16``).
+        Cap on local-search moves per construction (default 16).
     max_candidates : int
         Waiting tasks considered for replacement moves (the best by greedy score).
+    peak_weight : float
+        Weight of the peak term relative to the paper's objective (1).
 
     Returns
     -------
     FastResult
     """
-    problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving)
+    problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
+                       peak_weight)
     best = None
     for construction in ("pairs", "slots"):
-        if construction == "slots" and not (work_conserving and problem.to_place == int(problem.free.sum()) > 1
-                                            and best_raised):
+        if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
+                                            and problem.to_place <= 16 and best_raised):
             break
         search = _Search(problem)
-        search.place_forced()
         search.greedy(construction)
         greedy_objective = search.objective()
         moves = 0
         if local_search and search.placed_task:
             moves = _local_search(problem.xp, search.loads, problem.work, problem.d, problem.total,
                                   search.placed_task, search.placed_worker, search.unplaced, search.free_left,
-                                  problem.forced, problem.alive, problem.n_alive, search.score,
-                                  max_moves=4 * len(search.placed_task) + 16 if max_moves is None else max_moves,
+                                  problem.forced, problem.alive, problem.peak_cost, search.score,
+                                  max_moves=16 if max_moves is None else max_moves,
                                   max_candidates=max_candidates)
         objective = search.objective() if moves else greedy_objective
         best_raised = bool((search.peak > search.initial_peak).any()) if best is None else best_raised
@@ -120,7 +124,8 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
 class _Problem:
     """Inputs of the fast solver, converted once and shared by every construction."""
 
-    def __init__(self, projected_load, pool_work, free_slots, weights, alive, forced, work_conserving):
+    def __init__(self, projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
+                 peak_weight=1.0):
         xp = array_namespace(projected_load, pool_work)
         self.xp = xp
         self.loads = xp.asarray(projected_load, dtype=xp.float64)
@@ -140,6 +145,8 @@ class _Problem:
         self.to_place = int(min(self.n_pool, self.free.sum()))
         self.total = self.work @ self.d                                  # W_i, shape (N,)
         self.peak_work = self.work.max(axis=1) if self.n_rows else xp.zeros(self.n_pool)
+        self.tie_break = 1e-6 / max(float(self.d.sum()), 1e-12)
+        self.peak_cost = self.n_alive * peak_weight
 
 
 class _Search:
@@ -165,7 +172,7 @@ class _Search:
         if not p.n_alive:
             return 0.0
         alive_loads = self.loads[:, p.alive_x]
-        return float(p.d @ (p.n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)))
+        return float(p.d @ (p.peak_cost * alive_loads.max(axis=1) - alive_loads.sum(axis=1)))
 
     def deltas(self, rows, cols):
         """Change of the objective for placing task ``rows[r]`` on worker ``cols[c]``, shape (R, C).
@@ -182,7 +189,10 @@ class _Search:
         if r.size:
             excess = p.work[rows[r]] - margin.T[c]                         # (pairs, H+1)
             xp.maximum(excess, 0.0, out=excess)
-            out[r, c] += p.n_alive * (excess @ p.d)
+            out[r, c] += p.peak_cost * (excess @ p.d)
+        # Among equal scores prefer the worker with the most room: the scarce large tasks
+        # go to the deepest holes, which nothing else in the pool can fill.
+        out -= p.tie_break * (p.d @ margin)[None, :]
         return out
 
     def place(self, i: int, g: int) -> bool:
@@ -198,14 +208,6 @@ class _Search:
         self.free_left[g] -= 1
         return raised
 
-    def place_forced(self) -> None:
-        """Forced tasks first, oldest first, each to its best worker."""
-        xp = self.p.xp
-        for i in np.flatnonzero(self.p.forced)[: self.p.to_place].tolist():
-            cols = np.flatnonzero(self.free_left > 0)
-            row = to_numpy(self.deltas(xp.asarray([i]), xp.asarray(cols)))[0]
-            self.place(i, int(cols[int(np.argmin(row))]))
-
     def greedy(self, construction: str) -> None:
         p, xp = self.p, self.p.xp
         cols = np.flatnonzero(self.free_left > 0)
@@ -218,7 +220,20 @@ class _Search:
         score[xp.asarray(~self.unplaced)] = xp.inf
         self.score = score
         n_cols = cols.size
+        # Forced tasks (bounded waiting) compete like the others, but once the slots left
+        # are only enough for them, nothing else may take one.
+        must = np.zeros(p.n_pool, dtype=bool)
+        must[np.flatnonzero(p.forced)[: p.to_place]] = True
+        forced_left = int((must & self.unplaced).sum())
+        only_forced = False
+        all_rows = xp.arange(p.n_pool)
+        live = xp.asarray(self.unplaced.copy())            # rows still eligible, on the device
+        open_cols = int((self.free_left[cols] > 0).sum())
         while len(self.placed_task) < p.to_place:
+            if not only_forced and forced_left >= p.to_place - len(self.placed_task):
+                only_forced = True
+                live &= xp.asarray(must)
+                score[~live] = xp.inf
             if construction == "pairs":
                 flat = int(xp.argmin(score))
                 i, j = divmod(flat, n_cols)
@@ -231,18 +246,19 @@ class _Search:
                 break
             g = int(cols[j])
             raised = self.place(i, g)
+            live[i] = False
+            forced_left -= int(must[i])
             score[i, :] = xp.inf
             if self.free_left[g] == 0:
                 score[:, j] = xp.inf
-            open_j = np.flatnonzero(self.free_left[cols] > 0)
-            if not open_j.size or len(self.placed_task) >= p.to_place:
+                open_cols -= 1
+            if not open_cols or len(self.placed_task) >= p.to_place:
                 break
-            live_rows = xp.asarray(np.flatnonzero(self.unplaced))
             if raised:
-                open_jx = xp.asarray(open_j)
-                score[live_rows[:, None], open_jx[None, :]] = self.deltas(live_rows, cols_x[open_jx])
+                open_jx = xp.asarray(np.flatnonzero(self.free_left[cols] > 0))
+                score[:, open_jx] = xp.where(live[:, None], self.deltas(all_rows, cols_x[open_jx]), xp.inf)
             elif self.free_left[g] > 0:
-                score[live_rows, j] = self.deltas(live_rows, xp.asarray([g]))[:, 0]
+                score[:, j] = xp.where(live, self.deltas(all_rows, cols_x[j:j + 1])[:, 0], xp.inf)
 
 
 def _top3(xp, loads, alive_host):
@@ -267,84 +283,92 @@ def _argtop3(xp, masked):
 
 
 def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplaced, free_left, forced_host,
-                  alive_host, n_alive, score, *, max_moves, max_candidates):
-    """Best-improvement local search; updates the lists and ``loads`` in place, returns moves."""
+                  alive_host, peak_cost, score, *, max_moves, max_candidates):
+    """Best-improvement local search; updates the lists and ``loads`` in place, returns moves.
+
+    Each round scores every candidate move exactly (as the change of the
+    objective) over lists of (first, second) pairs and applies the best one:
+
+    - exchange: placed tasks ``a`` and ``b`` on different workers swap;
+    - relocate: placed task ``a`` moves to a worker with a free slot;
+    - replace: a waiting task takes placed task ``a``'s slot (``a`` waits again).
+
+    Exchanges and relocations keep the total work, so they can only help by lowering
+    the peak, which needs ``a`` on a worker holding the peak at some step (and, for an
+    exchange, ``b`` lighter than ``a``). Off the peak workers a replacement can only
+    raise the peak, so only a heavier waiting task can help there.
+    """
     moves = 0
     tol = 1e-9
+    total_host = to_numpy(total)
     while moves < max_moves:
         task = np.asarray(placed_task, dtype=np.int64)
         worker = np.asarray(placed_worker, dtype=np.int64)
-        task_x, worker_x = xp.asarray(task), xp.asarray(worker)
         values, index = _top3(xp, loads, alive_host)
         peak = values[:, 0]
-        w_placed = work[task_x]                                     # (K, H+1)
-        col = loads[:, worker_x].T                                  # (K, H+1)
-        best = (0.0, None)
-
-        # Exchanges and relocations keep the total work, so they can only help by lowering
-        # the peak, which needs a worker that holds the peak at some step: the first task
-        # of such a move must sit on a peak worker.
         on_peak = np.isin(worker, to_numpy(index[:, 0]))
         movers = np.flatnonzero(on_peak)
+        candidates = []          # (gain array, kind, first, second)
+
+        def gain_of(first_worker, second_worker, new_first, new_second):
+            """Objective change when two workers' columns become ``new_first``/``new_second``."""
+            first_worker, second_worker = xp.asarray(first_worker)[:, None], xp.asarray(second_worker)[:, None]
+            hit1 = (index[:, 0][None, :] == first_worker) | (index[:, 0][None, :] == second_worker)
+            hit2 = (index[:, 1][None, :] == first_worker) | (index[:, 1][None, :] == second_worker)
+            others = xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
+            new_peak = xp.maximum(others, new_first)
+            if new_second is not None:
+                new_peak = xp.maximum(new_peak, new_second)
+            return peak_cost * ((new_peak - peak) @ d)
+
         if movers.size:
-            mover_x = xp.asarray(movers)
-            w_mover, col_mover, worker_mover = w_placed[mover_x], col[mover_x], worker_x[mover_x]
-            ga = worker_mover[:, None, None]
-
-            # Exchange: task a (on ga) and task b (on gb) swap workers.
-            if len(task) > 1:
-                gb = worker_x[None, :, None]
-                excl = _excl(xp, values, index, ga, gb)
-                new_a = col_mover[:, None, :] - w_mover[:, None, :] + w_placed[None, :, :]
-                new_b = col[None, :, :] - w_placed[None, :, :] + w_mover[:, None, :]
-                new_peak = xp.maximum(excl, xp.maximum(new_a, new_b))
-                gain = n_alive * ((new_peak - peak) @ d)
-                gain = xp.where(worker_mover[:, None] == worker_x[None, :], xp.inf, gain)
-                flat = int(xp.argmin(gain))
-                value = float(gain.ravel()[flat])
-                if value < best[0] - tol:
-                    a, b = divmod(flat, len(task))
-                    best = (value, ("exchange", int(movers[a]), b))
-
-            # Relocation: task a moves to a worker with a free slot.
+            # Exchange.
+            a_idx, b_idx = np.nonzero((worker[movers][:, None] != worker[None, :])
+                                      & (total_host[task][None, :] < total_host[task[movers]][:, None]))
+            if a_idx.size:
+                a_idx = movers[a_idx]
+                ta, tb = xp.asarray(task[a_idx]), xp.asarray(task[b_idx])
+                ga, gb = worker[a_idx], worker[b_idx]
+                swap = work[tb] - work[ta]
+                gain = gain_of(ga, gb, loads[:, xp.asarray(ga)].T + swap, loads[:, xp.asarray(gb)].T - swap)
+                candidates.append((gain, "exchange", a_idx, b_idx))
+            # Relocation.
             open_cols = np.flatnonzero(free_left > 0)
             if open_cols.size:
-                open_x = xp.asarray(open_cols)
-                excl = _excl(xp, values, index, ga, open_x[None, :, None])
-                new_a = col_mover[:, None, :] - w_mover[:, None, :]
-                new_b = loads[:, open_x].T[None, :, :] + w_mover[:, None, :]
-                new_peak = xp.maximum(excl, xp.maximum(new_a, new_b))
-                gain = n_alive * ((new_peak - peak) @ d)
-                gain = xp.where(worker_mover[:, None] == open_x[None, :], xp.inf, gain)
-                flat = int(xp.argmin(gain))
-                value = float(gain.ravel()[flat])
-                if value < best[0] - tol:
-                    a, j = divmod(flat, open_cols.size)
-                    best = (value, ("relocate", int(movers[a]), int(open_cols[j])))
+                a_idx, j_idx = np.nonzero(worker[movers][:, None] != open_cols[None, :])
+                if a_idx.size:
+                    a_idx = movers[a_idx]
+                    target = open_cols[j_idx]
+                    ta = xp.asarray(task[a_idx])
+                    ga = worker[a_idx]
+                    gain = gain_of(ga, target, loads[:, xp.asarray(ga)].T - work[ta],
+                                   loads[:, xp.asarray(target)].T + work[ta])
+                    candidates.append((gain, "relocate", a_idx, target))
 
-        # Replacement: a waiting task takes a placed (not forced) task's slot. Off the peak
-        # workers the peak can only rise, so only a larger waiting task can help there.
+        # Replacement.
         waiting = np.flatnonzero(unplaced)
         replaceable = ~forced_host[task]
         if waiting.size and replaceable.any():
             if waiting.size > max_candidates:
                 rank = to_numpy(score[xp.asarray(waiting)].min(axis=1)) if score is not None \
-                    else -to_numpy(total[xp.asarray(waiting)])
+                    else -total_host[waiting]
                 waiting = waiting[np.argsort(rank, kind="stable")[:max_candidates]]
-            total_host = to_numpy(total)
-            useful = replaceable[:, None] & (on_peak[:, None] | (total_host[waiting][None, :] > total_host[task][:, None]))
-            a_idx, u_idx = np.nonzero(useful)
+            a_idx, u_idx = np.nonzero(replaceable[:, None] & (on_peak[:, None]
+                                      | (total_host[waiting][None, :] > total_host[task][:, None])))
             if a_idx.size:
-                a_x, u_x = xp.asarray(a_idx), xp.asarray(waiting[u_idx])
-                g_a = worker_x[a_x][:, None]
-                excl = xp.where(index[:, 0][None, :] == g_a, values[:, 1][None, :], values[:, 0][None, :])
-                new_a = col[a_x] - w_placed[a_x] + work[u_x]
-                gain = n_alive * ((xp.maximum(excl, new_a) - peak) @ d) - (total[u_x] - total[task_x][a_x])
-                k = int(xp.argmin(gain))
-                value = float(gain[k])
-                if value < best[0] - tol:
-                    best = (value, ("replace", int(a_idx[k]), int(waiting[u_idx[k]])))
+                incoming = waiting[u_idx]
+                ta, tu = xp.asarray(task[a_idx]), xp.asarray(incoming)
+                ga = worker[a_idx]
+                gain = gain_of(ga, ga, loads[:, xp.asarray(ga)].T - work[ta] + work[tu], None) \
+                    - (total[tu] - total[ta])
+                candidates.append((gain, "replace", a_idx, incoming))
 
+        best = (-tol, None)
+        for gain, kind, first, second in candidates:
+            k = int(xp.argmin(gain))
+            value = float(gain[k])
+            if value < best[0] * (1 + tol) - tol:
+                best = (value, (kind, int(first[k]), int(second[k])))
         if best[1] is None:
             break
         kind, a, b = best[1]
@@ -368,15 +392,3 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
             placed_task[a] = b
         moves += 1
     return moves
-
-
-def _excl(xp, values, index, first, second):
-    """Max over alive workers except ``first``/``second`` (broadcast shapes (..., 1)) per step.
-
-    Returns an array broadcast to ``first``/``second``'s leading shape by ``H + 1``.
-    """
-    i1, i2 = index[:, 0], index[:, 1]
-    hit1 = (i1 == first) | (i1 == second)
-    hit2 = (i2 == first) | (i2 == second)
-    return xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]),
-                    values[:, 0] + xp.zeros(hit1.shape))

@@ -1,0 +1,113 @@
+"""Lookahead predictors: how many decode steps a request has left.
+
+A predictor answers ``remaining(task_ids, prompt, generated)`` with the
+predicted steps left (counting the next one) for each request; ``observe``
+feeds it the output lengths of requests that finished. ``adaptive`` predictors
+change their answers as they learn and are refreshed before every decision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from barrierlb._validate import check_array, check_int, check_real
+
+
+class OraclePredictor:
+    """The true remaining length (the paper's setting)."""
+
+    adaptive = False
+
+    def __init__(self, output_tokens):
+        self._output = check_array("output_tokens", output_tokens, ndim=1, nonnegative=True)
+
+    def remaining(self, task_ids, prompt, generated) -> np.ndarray:
+        return self._output[np.asarray(task_ids)] - np.asarray(generated)
+
+    def observe(self, output_tokens) -> None:
+        pass
+
+
+class NoisyOraclePredictor:
+    """The true output length times a per-request log-normal error ``exp(N(0, sigma))``."""
+
+    adaptive = False
+
+    def __init__(self, output_tokens, *, sigma: float = 0.5, seed: int = 0):
+        output = check_array("output_tokens", output_tokens, ndim=1, nonnegative=True)
+        self.sigma = check_real("sigma", sigma, minimum=0.0)
+        rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+        self._predicted = np.maximum(np.rint(output * np.exp(rng.normal(0.0, self.sigma, output.size))), 1.0)
+
+    def remaining(self, task_ids, prompt, generated) -> np.ndarray:
+        return self._predicted[np.asarray(task_ids)] - np.asarray(generated)
+
+    def observe(self, output_tokens) -> None:
+        pass
+
+
+class SurvivalPredictor:
+    """Learns output lengths online; needs no oracle.
+
+    Predicts the ``quantile`` (default the median) of a request's remaining
+    length given the tokens it has generated so far, from the empirical
+    distribution of finished requests: among finished outputs longer than
+    ``generated``, the quantile of ``output - generated``. Until
+    ``min_samples`` requests have finished, and for requests that outlived every
+    finished one, it predicts no end (``inf``): the lookahead keeps them running.
+
+    Parameters
+    ----------
+    quantile : float
+        Which conditional quantile to predict, in (0, 1).
+    min_samples : int
+        Finished requests needed before predicting.
+    window : int
+        Only the most recent ``window`` finished requests are kept, so the
+        estimate follows a drifting workload.
+    """
+
+    adaptive = True
+
+    def __init__(self, *, quantile: float = 0.5, min_samples: int = 32, window: int = 4096):
+        self.quantile = check_real("quantile", quantile, minimum=0.0, maximum=1.0)
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be strictly between 0 and 1, got {quantile}")
+        self.min_samples = check_int("min_samples", min_samples, minimum=1)
+        self.window = check_int("window", window, minimum=1)
+        self._recent = np.zeros(0)
+        self._sorted = np.zeros(0)
+
+    @property
+    def n_observed(self) -> int:
+        return int(self._recent.size)
+
+    def observe(self, output_tokens) -> None:
+        output = check_array("output_tokens", np.atleast_1d(output_tokens), ndim=1, nonnegative=True)
+        if output.size:
+            self._recent = np.concatenate([self._recent, output])[-self.window:]
+            self._sorted = np.sort(self._recent)
+
+    def remaining(self, task_ids, prompt, generated) -> np.ndarray:
+        generated = np.asarray(generated, dtype=np.float64)
+        n = self._sorted.size
+        if n < self.min_samples:
+            return np.full(generated.shape, math.inf)
+        first = np.searchsorted(self._sorted, generated, side="right")     # outputs > generated
+        alive = n - first
+        pick = np.minimum(first + np.floor(self.quantile * alive).astype(np.int64), n - 1)
+        return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
+
+
+def make_predictor(spec: str, output_tokens, *, seed: int = 0):
+    """``oracle``, ``noisy[:sigma]`` or ``survival[:quantile]``."""
+    name, _, arg = spec.partition(":")
+    if name == "oracle":
+        return OraclePredictor(output_tokens)
+    if name == "noisy":
+        return NoisyOraclePredictor(output_tokens, sigma=float(arg) if arg else 0.5, seed=seed)
+    if name == "survival":
+        return SurvivalPredictor(quantile=float(arg) if arg else 0.5)
+    raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA] or survival[:QUANTILE]")
