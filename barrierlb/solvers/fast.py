@@ -53,7 +53,7 @@ class FastResult:
 
 def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, forced=None,
                work_conserving: bool = True, local_search: bool = True, max_moves: int | None = None,
-               max_candidates: int = 128, peak_weight: float = 1.0) -> FastResult:
+               max_candidates: int = 32, peak_weight: float = 1.0) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
     Two greedy constructions are tried, each polished by local search, and the
@@ -183,6 +183,10 @@ class _Search:
         """
         p, xp = self.p, self.p.xp
         margin = self.peak[:, None] - self.loads[:, cols]                 # (H+1, C)
+        if p.n_rows == 1:                                                 # H = 0: no step axis
+            w = p.work[rows, 0][:, None]
+            return (p.peak_cost * p.d[0]) * xp.maximum(w - margin, 0.0) - p.total[rows][:, None] \
+                - (p.tie_break * p.d[0]) * margin
         out = xp.broadcast_to(-p.total[rows][:, None], (rows.shape[0], cols.shape[0])).copy()
         overflow = p.peak_work[rows][:, None] > margin.min(axis=0)[None, :]
         r, c = xp.nonzero(overflow)
@@ -261,6 +265,13 @@ class _Search:
                 score[:, j] = xp.where(live, self.deltas(all_rows, cols_x[j:j + 1])[:, 0], xp.inf)
 
 
+def _top(priority: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the ``limit`` largest priorities (all when fewer), ties by position."""
+    if priority.size <= limit:
+        return np.arange(priority.size)
+    return np.sort(np.argsort(-priority, kind="stable")[:limit])
+
+
 def _top3(xp, loads, alive_host):
     """Largest three alive loads per step and their workers, shape (H+1, 3) each."""
     n_rows, n_workers = loads.shape
@@ -283,7 +294,7 @@ def _argtop3(xp, masked):
 
 
 def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplaced, free_left, forced_host,
-                  alive_host, peak_cost, score, *, max_moves, max_candidates):
+                  alive_host, peak_cost, score, *, max_moves, max_candidates, max_pairs=1024):
     """Best-improvement local search; updates the lists and ``loads`` in place, returns moves.
 
     Each round scores every candidate move exactly (as the change of the
@@ -292,6 +303,9 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
     - exchange: placed tasks ``a`` and ``b`` on different workers swap;
     - relocate: placed task ``a`` moves to a worker with a free slot;
     - replace: a waiting task takes placed task ``a``'s slot (``a`` waits again).
+
+    At most ``max_pairs`` pairs of each kind are scored per round (the most
+    promising first), which bounds a round's cost on large problems.
 
     Exchanges and relocations keep the total work, so they can only help by lowering
     the peak, which needs ``a`` on a worker holding the peak at some step (and, for an
@@ -308,6 +322,7 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
         peak = values[:, 0]
         on_peak = np.isin(worker, to_numpy(index[:, 0]))
         movers = np.flatnonzero(on_peak)
+        room = to_numpy(d @ (peak[:, None] - loads))                 # weighted room per worker
         candidates = []          # (gain array, kind, first, second)
 
         def gain_of(first_worker, second_worker, new_first, new_second):
@@ -327,6 +342,9 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
                                       & (total_host[task][None, :] < total_host[task[movers]][:, None]))
             if a_idx.size:
                 a_idx = movers[a_idx]
+                # Partners on the workers with the most room first.
+                keep = _top(room[worker[b_idx]], max_pairs)
+                a_idx, b_idx = a_idx[keep], b_idx[keep]
                 ta, tb = xp.asarray(task[a_idx]), xp.asarray(task[b_idx])
                 ga, gb = worker[a_idx], worker[b_idx]
                 swap = work[tb] - work[ta]
@@ -337,7 +355,8 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
             if open_cols.size:
                 a_idx, j_idx = np.nonzero(worker[movers][:, None] != open_cols[None, :])
                 if a_idx.size:
-                    a_idx = movers[a_idx]
+                    keep = _top(room[open_cols[j_idx]], max_pairs)
+                    a_idx, j_idx = movers[a_idx[keep]], j_idx[keep]
                     target = open_cols[j_idx]
                     ta = xp.asarray(task[a_idx])
                     ga = worker[a_idx]
@@ -356,6 +375,10 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
             a_idx, u_idx = np.nonzero(replaceable[:, None] & (on_peak[:, None]
                                       | (total_host[waiting][None, :] > total_host[task][:, None])))
             if a_idx.size:
+                # Moves that can lower a peak first, then the largest gains in placed work.
+                keep = _top(total_host[waiting[u_idx]] - total_host[task[a_idx]]
+                            + np.where(on_peak[a_idx], np.inf, 0.0), max_pairs)
+                a_idx, u_idx = a_idx[keep], u_idx[keep]
                 incoming = waiting[u_idx]
                 ta, tu = xp.asarray(task[a_idx]), xp.asarray(incoming)
                 ga = worker[a_idx]

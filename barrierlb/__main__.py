@@ -1,0 +1,5 @@
+import sys
+
+from barrierlb.cli import main
+
+sys.exit(main())

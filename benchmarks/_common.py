@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmarks: timing percentiles, tables, JSON output, data paths."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def percentiles_ms(seconds) -> tuple[float, float]:
+    values = np.asarray(seconds) * 1e3
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def timed(fn, *args, **kwargs):
+    started = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - started
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]], title: str) -> None:
+    """Plain fixed-width table: ``columns`` are (key, header, format)."""
+    cells = [[fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, (_, h, _) in enumerate(columns)]
+    print(title)
+    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print(flush=True)
+
+
+def write_json(path: str | None, payload) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")

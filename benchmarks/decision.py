@@ -1,0 +1,144 @@
+"""Decision-time and optimality-gap benchmark of the BF-IO step solvers.
+
+Instances are decode decision points (:func:`barrierlb.snapshots.decode_snapshot`):
+
+- ``decode``: the paper's synthetic workload (long outputs), 1 to 8 free slots;
+- ``decode-burst``: the BurstGPT sample's lengths (short outputs: about 40 of
+  32 x 72 slots free up every step), 16 to 64 free slots;
+- ``cold-start``: every slot free.
+
+Both solvers minimize the paper's objective here (uniform weights, peak weight
+1), so ``gap`` = (fast objective - proven optimum) / optimum, over instances the
+MILP proved optimal with a positive optimum.
+
+    python benchmarks/decision.py --quick --json decision.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DATA, percentiles_ms, print_table, write_json  # noqa: E402
+
+from barrierlb.problem import predicted_imbalance  # noqa: E402
+from barrierlb.policies import make_policy  # noqa: E402
+from barrierlb.snapshots import decode_snapshot  # noqa: E402
+from barrierlb.solvers import solve_exact, solve_fast  # noqa: E402
+from barrierlb.workloads import load_workload, synthetic  # noqa: E402
+
+
+def workloads():
+    long = synthetic(20_000, seed=0)
+    burst_file = DATA / "burstgpt_sample_8000.json"
+    if burst_file.is_file():
+        short = load_workload(f"burstgpt:{burst_file}")
+    else:  # shape of the BurstGPT sample without the file: short, heavy-tailed outputs
+        rng = np.random.default_rng(0)
+        short = synthetic(8000, seed=0, prompt_mean=360, prompt_std=500, output_mean=57, output_std=150)
+        short = type(short)("burst-like", short.prompt_tokens,
+                            np.maximum(1, rng.lognormal(2.2, 1.4, 8000).astype(np.int64)))
+    return {"decode": long, "decode-burst": short, "cold-start": long}
+
+
+def problems(workload, case, n_workers, capacity, pool, horizon, free_range, count, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        free = n_workers * capacity if case == "cold-start" else int(rng.integers(free_range[0], free_range[1] + 1))
+        state = decode_snapshot(workload, n_workers, capacity, pool, free, seed=seed * 100_003 + k)
+        out.append(state.step_problem(horizon))
+    return out
+
+
+def fast(problem):
+    return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                      alive=problem.alive)
+
+
+def time_rows(case, n_workers, capacity, pool, horizon, free_range, count, workload, baselines):
+    probs = problems(workload, case, n_workers, capacity, pool, horizon, free_range, count, seed=n_workers + horizon)
+    fast(probs[0])   # warm up
+    rows = []
+    seconds = []
+    for problem in probs:
+        started = time.perf_counter()
+        fast(problem)
+        seconds.append(time.perf_counter() - started)
+    p50, p99 = percentiles_ms(seconds)
+    base = dict(n_workers=n_workers, pool=pool, horizon=horizon, case=case, instances=len(probs),
+                free=f"{free_range[0]}-{free_range[1]}" if case != "cold-start" else "all",
+                gap_mean=None, gap_p99=None)
+    rows.append(dict(base, solver="bfio", p50_ms=p50, p99_ms=p99))
+    for name in baselines:
+        policy = make_policy(name)
+        seconds = []
+        for problem in probs:
+            started = time.perf_counter()
+            policy.decide_problem(problem)
+            seconds.append(time.perf_counter() - started)
+        p50, p99 = percentiles_ms(seconds)
+        rows.append(dict(base, solver=name, p50_ms=p50, p99_ms=p99))
+    return rows
+
+
+def gap_rows(case, n_workers, capacity, pool, horizon, max_free, count, workload, time_limit_s):
+    probs = problems(workload, case, n_workers, capacity, pool, horizon, (1, max_free), count, seed=7)
+    fast_s, exact_s, gaps = [], [], []
+    for problem in probs:
+        started = time.perf_counter()
+        result = fast(problem)
+        fast_s.append(time.perf_counter() - started)
+        exact = solve_exact(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                            alive=problem.alive, time_limit_s=time_limit_s)
+        exact_s.append(exact.solve_time_s)
+        if exact.optimal:
+            optimum = predicted_imbalance(problem, exact.task_index, exact.worker)
+            if optimum > 0:
+                gaps.append((result.objective - optimum) / optimum)
+    base = dict(n_workers=n_workers, pool=pool, horizon=horizon, case=case, free=f"1-{max_free}")
+    gaps = np.asarray(gaps)
+    p50, p99 = percentiles_ms(fast_s)
+    e50, e99 = percentiles_ms(exact_s)
+    return [dict(base, solver="bfio", p50_ms=p50, p99_ms=p99, instances=int(gaps.size),
+                 gap_mean=float(gaps.mean()) if gaps.size else None,
+                 gap_p99=float(np.percentile(gaps, 99)) if gaps.size else None),
+            dict(base, solver="bfio-exact", p50_ms=e50, p99_ms=e99, instances=int(gaps.size), gap_mean=0.0,
+                 gap_p99=0.0)]
+
+
+COLUMNS = [("case", "case", "{}"), ("solver", "solver", "{}"), ("n_workers", "G", "{}"), ("pool", "pool", "{}"),
+           ("horizon", "H", "{}"), ("free", "free", "{}"), ("instances", "n", "{}"), ("p50_ms", "p50 ms", "{:.3f}"),
+           ("p99_ms", "p99 ms", "{:.3f}"), ("gap_mean", "gap mean", "{:.3%}"), ("gap_p99", "gap p99", "{:.3%}")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer instances; under a minute on 2 cores")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    data = workloads()
+    n = 60 if args.quick else 300
+    rows = []
+    for case, free in (("decode", (1, 8)), ("decode-burst", (16, 64)), ("cold-start", None)):
+        rows += time_rows(case, 32, 72, 128, 80, free or (0, 0), n if case != "cold-start" else n // 6,
+                          data[case], baselines=("fcfs", "jsq-tokens"))
+    rows += gap_rows("decode", 8, 16, 24, 8, 12, 110 if args.quick else 300, data["decode"], time_limit_s=10.0)
+    rows += gap_rows("decode-burst", 8, 16, 24, 8, 12, 110 if args.quick else 300, data["decode-burst"],
+                     time_limit_s=10.0)
+    rows += time_rows("decode", 1024, 72, 4096, 32, (1, 64), 10 if args.quick else 40, data["decode"], baselines=())
+    print_table(rows, COLUMNS, f"BF-IO step solvers ({'quick' if args.quick else 'full'} run)")
+    print(f"total {time.perf_counter() - started:.1f} s")
+    write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Reproduce the paper's evaluation (DESIGN.md section 4) and the scaling sweeps.
+
+G=32 workers, B=72 slots, R=128 visible requests, 20,000 requests; policies
+FCFS, JSQ (tokens), BF-IO with H=0 and with its default horizon; workloads: the
+synthetic generator, the BurstGPT sample and the Azure 2023 code trace (read
+from ../shared/data when present). Every row is measured in this run; ratios
+are to FCFS and JSQ of the same workload.
+
+Then the scaling sweeps of the FCFS / BF-IO(H=0) imbalance ratio over B (G=32)
+and over G (B=72), with enough requests for about nine turnovers of the cluster,
+and the simulator's own speed in simulated steps per second.
+
+    python benchmarks/paper.py --json paper.json          # about 5 minutes on 2 cores
+    python benchmarks/paper.py --quick                    # smaller, about 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DATA, print_table, write_json  # noqa: E402
+
+from barrierlb import make_policy  # noqa: E402
+from barrierlb.predictors import make_predictor  # noqa: E402
+from barrierlb.simulator import SimulationConfig, Simulator  # noqa: E402
+from barrierlb.workloads import load_workload  # noqa: E402
+
+POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0", "bfio"]
+
+
+def run(workload, spec, config, predictor="oracle"):
+    sim = Simulator(workload, make_policy(spec), config=config,
+                    predictor=make_predictor(predictor, workload.output_tokens), policy_name=spec)
+    started = time.perf_counter()
+    result = sim.run()
+    wall = time.perf_counter() - started
+    m = result.metrics
+    return dict(policy=spec, predictor=predictor, avg_imbalance=m.avg_imbalance, idle_fraction=m.idle_fraction,
+                balancedness=m.balancedness, throughput_tok_s=m.throughput_tok_s, tpot_mean_s=m.tpot_mean_s,
+                ttft_p99_s=m.ttft_p99_s, energy_per_token_j=m.energy_per_token_j,
+                decision_ms_p50=m.decision_ms_p50, decision_ms_p99=m.decision_ms_p99, steps=m.steps,
+                wall_s=wall, steps_per_s=m.steps / wall)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5,000 requests and smaller sweeps")
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--skip-sweeps", action="store_true")
+    args = parser.parse_args(argv)
+    n = 5_000 if args.quick else 20_000
+    specs = {"synthetic": "synthetic"}
+    if (DATA / "burstgpt_sample_8000.json").is_file():
+        specs["burstgpt"] = f"burstgpt:{DATA / 'burstgpt_sample_8000.json'}"
+    if (DATA / "azure_llm_2023_code.csv").is_file():
+        specs["azure-code"] = f"azure:{DATA / 'azure_llm_2023_code.csv'}"
+    config = SimulationConfig(n_workers=32, slots=72, pool=128)
+    payload = {"requests": n, "workloads": {}, "sweep_b": [], "sweep_g": []}
+    for name, spec in specs.items():
+        workload = load_workload(spec, n_requests=n, seed=0)
+        rows = [run(workload, p, config) for p in POLICIES]
+        if name == "synthetic":
+            rows.append(run(workload, "bfio", config, predictor="survival"))
+        fcfs, jsq = rows[0], rows[1]
+        for row in rows:
+            row["throughput_vs_fcfs"] = row["throughput_tok_s"] / fcfs["throughput_tok_s"]
+            row["throughput_vs_jsq"] = row["throughput_tok_s"] / jsq["throughput_tok_s"]
+            row["imbalance_vs_fcfs"] = row["avg_imbalance"] / fcfs["avg_imbalance"]
+            row["energy_per_token_vs_fcfs"] = row["energy_per_token_j"] / fcfs["energy_per_token_j"]
+        payload["workloads"][name] = rows
+        print_table(rows, [("policy", "policy", "{}"), ("predictor", "predictor", "{}"),
+                           ("avg_imbalance", "avg imbalance", "{:,.0f}"), ("idle_fraction", "idle", "{:.2%}"),
+                           ("throughput_vs_fcfs", "tput/FCFS", "{:.3f}"), ("throughput_vs_jsq", "tput/JSQ", "{:.3f}"),
+                           ("energy_per_token_vs_fcfs", "J/tok/FCFS", "{:.3f}"),
+                           ("decision_ms_p50", "decide p50 ms", "{:.3f}"),
+                           ("decision_ms_p99", "decide p99 ms", "{:.3f}"), ("wall_s", "wall s", "{:.1f}"),
+                           ("steps_per_s", "steps/s", "{:,.0f}")],
+                    f"{name}: G=32 B=72 R=128, {n:,} requests")
+    if not args.skip_sweeps:
+        slots = [16, 32, 72] if args.quick else [16, 32, 72, 128]
+        workers = [8, 16, 32] if args.quick else [8, 16, 32, 64, 128]
+        for key, grid in (("sweep_b", [(32, b) for b in slots]), ("sweep_g", [(g, 72) for g in workers])):
+            for g, b in grid:
+                count = max(n, 9 * g * b) if not args.quick else max(n, 3 * g * b)
+                workload = load_workload("synthetic", n_requests=count, seed=0)
+                cfg = SimulationConfig(n_workers=g, slots=b, pool=4 * g)
+                fcfs = run(workload, "fcfs", cfg)
+                bfio = run(workload, "bfio:horizon=0", cfg)
+                payload[key].append(dict(n_workers=g, slots=b, pool=4 * g, requests=count,
+                                         fcfs_imbalance=fcfs["avg_imbalance"],
+                                         bfio_imbalance=bfio["avg_imbalance"],
+                                         ratio=fcfs["avg_imbalance"] / bfio["avg_imbalance"],
+                                         fcfs_idle=fcfs["idle_fraction"], bfio_idle=bfio["idle_fraction"]))
+            print_table(payload[key], [("n_workers", "G", "{}"), ("slots", "B", "{}"), ("pool", "R", "{}"),
+                                       ("requests", "requests", "{:,}"), ("fcfs_imbalance", "FCFS imb", "{:,.0f}"),
+                                       ("bfio_imbalance", "BF-IO(H=0) imb", "{:,.0f}"),
+                                       ("ratio", "FCFS/BF-IO", "{:.2f}"), ("fcfs_idle", "FCFS idle", "{:.2%}"),
+                                       ("bfio_idle", "BF-IO idle", "{:.2%}")],
+                        f"{'B' if key == 'sweep_b' else 'G'} sweep (synthetic, R = 4G)")
+    write_json(args.json, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from barrierlb.cli import main, split_policies
+
+SMALL = ["--requests", "400", "--workers", "4", "--slots", "8", "--pool", "16", "--no-progress"]
+
+
+def test_split_policies_keeps_options_with_their_policy():
+    assert split_policies("fcfs,bfio:horizon=0,gamma=0.9,jsq") == ["fcfs", "bfio:horizon=0,gamma=0.9", "jsq"]
+    assert split_policies("bfio:horizon=4;bfio:horizon=8") == ["bfio:horizon=4", "bfio:horizon=8"]
+
+
+def test_compare_writes_json_with_the_policy_strings_and_a_plot(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    code = main(["compare", *SMALL, "--policies", "fcfs,bfio:horizon=4", "--json", str(out), "--plot", str(png)])
+    assert code == 0
+    payload = json.loads(out.read_text())
+    assert [r["policy"] for r in payload["results"]] == ["fcfs", "bfio:horizon=4"]
+    keys = {"avg_imbalance", "idle_fraction", "balancedness", "throughput_tok_s", "tpot_mean_s", "ttft_p99_s",
+            "energy_j", "energy_per_token_j", "decision_ms_p50", "decision_ms_p99"}
+    assert keys <= set(payload["results"][0])
+    assert payload["config"]["workers"] == 4
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "bfio:horizon=4" in capsys.readouterr().out
+
+
+def test_simulate_dumps_per_worker_loads(tmp_path):
+    csv = tmp_path / "loads.csv"
+    assert main(["simulate", *SMALL, "--policy", "jsq", "--csv", str(csv)]) == 0
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "step,step_time_s,worker_0,worker_1,worker_2,worker_3"
+    assert len(lines) > 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--policies", "nope"], "unknown policy 'nope'"),
+    (["compare", "--workload", "csv:/no/such.csv"], "workload file not found"),
+    (["compare", "--predictor", "magic"], "unknown predictor"),
+    (["compare", "--power", "toaster"], "unknown power preset"),
+    (["simulate", "--arrivals", "trace"], "no timestamps"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv + SMALL) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_flag_values_are_rejected_by_the_parser():
+    result = subprocess.run([sys.executable, "-m", "barrierlb", "compare", "--workers", "-3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "expected a positive integer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_trace_is_reported_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("input_length,output_length\n1,2\n3,oops\n")
+    assert main(["compare", *SMALL, "--workload", f"csv:{bad}"]) == 2
+    assert f"{bad}:3: output_length is not a number" in capsys.readouterr().err

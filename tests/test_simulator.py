@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+
+from barrierlb import make_policy
+from barrierlb.energy import PowerModel, StepTimeModel, power_preset
+from barrierlb.predictors import NoisyOraclePredictor, OraclePredictor, SurvivalPredictor, make_predictor
+from barrierlb.simulator import SimulationConfig, Simulator, simulate
+from barrierlb.workloads import Workload, synthetic
+
+
+def tiny(prompts, outputs, arrival=None):
+    return Workload("tiny", np.array(prompts), np.array(outputs), None if arrival is None else np.array(arrival))
+
+
+def test_hand_computed_run():
+    # 2 workers x 1 slot, FCFS: request 0 (prompt 10, 2 tokens) on worker 0, request 1 (prompt 4, 1 token) on 1.
+    model = StepTimeModel(overhead_s=1.0, per_unit_s=0.1)
+    config = SimulationConfig(n_workers=2, slots=1, pool=4, step_time=model,
+                              power=PowerModel(idle_w=100.0, max_w=200.0, exponent=1.0))
+    result = simulate(tiny([10, 4], [2, 1]), make_policy("fcfs"), config=config)
+    # step 0: loads 10, 4 -> time 2.0; step 1: loads 11, 0 -> time 2.1.
+    assert result.step_time_s.tolist() == pytest.approx([2.0, 2.1])
+    m = result.metrics
+    assert m.steps == 2 and m.requests_completed == 2
+    assert m.window_steps == 1                      # last assignment at step 0
+    assert m.avg_imbalance == pytest.approx(2 * 10 - 14)
+    assert m.idle_fraction == pytest.approx(6 / 20)
+    assert m.energy_j == pytest.approx((200 + 100 + 100 * 0.4) * 2.0)
+    assert m.throughput_tok_s == pytest.approx(2 / 2.0)
+    assert m.ttft_mean_s == pytest.approx(2.0)
+    assert m.tpot_mean_s == pytest.approx(2.1)      # request 0: second token 2.1 s after the first
+
+
+def test_every_request_completes_once_and_tokens_add_up():
+    workload = synthetic(600, seed=1, prompt_mean=300, prompt_std=200, output_mean=40, output_std=30)
+    for spec in ("fcfs", "jsq", "bfio:horizon=8", "p2c"):
+        sim = Simulator(workload, make_policy(spec), config=SimulationConfig(n_workers=4, slots=8, pool=16))
+        result = sim.run()
+        assert result.metrics.requests_completed == len(workload)
+        assert not result.truncated
+        assert np.isfinite(sim._finish_s).all()
+        # every decode step produced one token per running request
+        assert sum(sim._series["tokens"]) == int(workload.output_tokens.sum())
+
+
+def test_same_seed_same_result():
+    workload = synthetic(300, seed=2, prompt_mean=300, prompt_std=200, output_mean=40, output_std=30)
+    config = SimulationConfig(n_workers=4, slots=8, pool=16)
+    a = simulate(workload, make_policy("bfio:horizon=4"), config=config)
+    b = simulate(workload, make_policy("bfio:horizon=4"), config=config)
+    assert np.array_equal(a.max_load, b.max_load)
+
+
+def test_bfio_beats_fcfs_on_a_small_cluster():
+    workload = synthetic(3000, seed=5, prompt_mean=800, prompt_std=700, output_mean=200, output_std=120)
+    config = SimulationConfig(n_workers=8, slots=16, pool=32)
+    fcfs = simulate(workload, make_policy("fcfs"), config=config).metrics
+    bfio = simulate(workload, make_policy("bfio:horizon=16"), config=config).metrics
+    assert bfio.idle_fraction < 0.6 * fcfs.idle_fraction
+    assert bfio.throughput_tok_s > fcfs.throughput_tok_s
+
+
+def test_trace_arrivals_wait_for_their_time_and_count_queueing():
+    config = SimulationConfig(n_workers=1, slots=1, pool=4, arrivals="trace",
+                              step_time=StepTimeModel(overhead_s=1.0, per_unit_s=0.0))
+    sim = Simulator(tiny([1, 1], [1, 1], arrival=[0.0, 10.0]), make_policy("fcfs"), config=config)
+    result = sim.run()
+    assert result.metrics.requests_completed == 2
+    assert sim._first_token_s.tolist() == [1.0, 11.0]     # the cluster idles until t=10
+    with pytest.raises(ValueError, match="no timestamps"):
+        Simulator(tiny([1], [1]), make_policy("fcfs"), config=config)
+
+
+def test_rate_scale_compresses_arrivals():
+    config = SimulationConfig(n_workers=1, slots=1, pool=4, arrivals="trace", rate_scale=10.0,
+                              step_time=StepTimeModel(overhead_s=1.0, per_unit_s=0.0))
+    sim = Simulator(tiny([1, 1], [1, 1], arrival=[0.0, 10.0]), make_policy("fcfs"), config=config)
+    sim.run()
+    assert sim._first_token_s.tolist() == [1.0, 2.0]
+
+
+def test_heterogeneous_speeds_slow_the_step():
+    config = SimulationConfig(n_workers=2, slots=1, pool=2, speeds=(1.0, 0.5),
+                              step_time=StepTimeModel(overhead_s=0.0, per_unit_s=1.0))
+    result = simulate(tiny([10, 10], [1, 1]), make_policy("fcfs"), config=config)
+    assert result.step_time_s.tolist() == [20.0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_workers": 0}, "n_workers"), ({"arrivals": "poisson"}, "arrivals"), ({"speeds": (1.0,)}, "speeds"),
+    ({"rate_scale": 0.0}, "rate_scale"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        SimulationConfig(**kwargs)
+
+
+def test_predictors():
+    output = np.array([10, 20, 30])
+    assert OraclePredictor(output).remaining([1], [0], [5]).tolist() == [15]
+    noisy = NoisyOraclePredictor(output, sigma=0.5, seed=1).remaining([0, 1, 2], [0, 0, 0], [0, 0, 0])
+    assert (noisy >= 1).all() and not np.array_equal(noisy, output)
+    survival = SurvivalPredictor(min_samples=3)
+    assert np.isinf(survival.remaining([0], [0], [0])).all()          # nothing learned yet
+    survival.observe([10, 20, 30, 40])
+    # outputs > 15 are 20, 30, 40: median 30 -> 15 steps left; nothing outlived 50.
+    assert survival.remaining([0, 1], [0, 0], [15, 50]).tolist() == [15.0, np.inf]
+    assert survival.remaining([0], [0], [0]).tolist() == [30.0]
+    with pytest.raises(ValueError, match="unknown predictor"):
+        make_predictor("crystal-ball", output)
+
+
+def test_bfio_runs_with_the_predictor_that_needs_no_oracle():
+    workload = synthetic(800, seed=3, prompt_mean=300, prompt_std=200, output_mean=60, output_std=30)
+    config = SimulationConfig(n_workers=4, slots=8, pool=16)
+    result = simulate(workload, make_policy("bfio:horizon=16"), config=config, predictor=SurvivalPredictor())
+    assert result.metrics.requests_completed == len(workload)
+
+
+def test_power_presets():
+    assert power_preset("paper").power_w([0.0, 1.0]).tolist() == [100.0, 400.0]
+    with pytest.raises(ValueError, match="known"):
+        power_preset("toaster")
+    with pytest.raises(ValueError, match="max_w"):
+        PowerModel(idle_w=500.0, max_w=400.0)
+    assert StepTimeModel.paper(72).overhead_s == pytest.approx((72 * 0.6e-3 + 35e-3) / 16)
