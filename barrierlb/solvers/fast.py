@@ -106,7 +106,8 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         search.greedy(construction)
         greedy_objective = search.objective()
         moves = 0
-        if local_search and search.placed_task:
+        # One placement: the greedy's lowest-score pair is already optimal.
+        if local_search and len(search.placed_task) > 1:
             moves = _local_search(problem.xp, search.loads, problem.work, problem.d, problem.total,
                                   search.placed_task, search.placed_worker, search.unplaced, search.free_left,
                                   problem.forced, problem.alive, problem.peak_cost, search.score,

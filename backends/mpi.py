@@ -1,0 +1,354 @@
+"""MPI backend: each rank is a worker whose sticky tasks live only in its memory.
+
+Every superstep the ranks run their local tasks, meet at a barrier, exchange
+their predicted loads (one buffer ``Allgather``) and the specs of the tasks they
+created (one pickled ``allgather``, skipped when no rank created any), decide
+where the new tasks go, and each rank builds the tasks it received from their
+specs. A task's state never moves.
+
+The decision is *replicated* by default: every rank runs the same deterministic
+policy on the same gathered arrays, so no second message is needed. ``mode="root"``
+lets rank 0 decide and ``Bcast`` the placement instead (one more collective;
+``benchmarks/mpi_overhead.py`` measures both).
+
+Launch with ``mpiexec -n N python -m mpi4py your_code.py``: an uncaught exception
+on one rank then aborts the whole job instead of leaving the others blocked in
+the next collective. mpi4py is imported only when a balancer is created.
+
+Example
+-------
+An existing step loop keeps its per-task function and gains balancing by
+decorating it::
+
+    @balance(create=Block, comm=MPI.COMM_WORLD, policy="bfio")
+    def advance(block, step):
+        return block.advance()          # [(new_id, spec), ...] for blocks it spawns
+
+    advance.submit(0, spec)             # initial tasks, from any rank
+    for step in range(steps):
+        advance(step)                   # run local tasks, barrier, place new tasks
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from barrierlb._validate import check_int
+from barrierlb.policies import Policy, make_policy
+from barrierlb.problem import StepProblem, horizon_weights
+
+
+class PersistencePredictor:
+    """Charm++'s persistence principle: a task's recent cost, with its trend, predicts its next steps.
+
+    The lookahead of a task is ``last + slope * (h + 1)`` (never negative), with
+    ``slope`` the average change over its last ``window`` measurements. Histories
+    are kept as rows of one array so that a rank's whole projected load is a few
+    vector operations, whatever its number of tasks.
+    """
+
+    def __init__(self, window: int = 4):
+        self.window = check_int("window", window, minimum=1)
+        self._row: dict[int, int] = {}
+        self._free_rows: list[int] = []
+        self._history = np.zeros((0, self.window))
+        self._count = np.zeros(0, dtype=np.int64)
+
+    def known(self, task_id: int) -> bool:
+        return task_id in self._row
+
+    def observe(self, task_ids, costs) -> None:
+        """Record one measured cost per task (arrays of equal length)."""
+        rows = np.array([self._row_of(t) for t in task_ids], dtype=np.int64)
+        if rows.size:
+            self._history[rows] = np.roll(self._history[rows], -1, axis=1)
+            self._history[rows, -1] = np.asarray(costs, dtype=np.float64)
+            self._count[rows] = np.minimum(self._count[rows] + 1, self.window)
+
+    def forget(self, task_id: int) -> None:
+        row = self._row.pop(task_id, None)
+        if row is not None:
+            self._count[row] = 0
+            self._free_rows.append(row)
+
+    def _row_of(self, task_id: int) -> int:
+        row = self._row.get(task_id)
+        if row is None:
+            if not self._free_rows:
+                grow = max(16, self._count.size)
+                self._free_rows = list(range(self._count.size + grow - 1, self._count.size - 1, -1))
+                self._history = np.concatenate([self._history, np.zeros((grow, self.window))])
+                self._count = np.concatenate([self._count, np.zeros(grow, dtype=np.int64)])
+            row = self._row[task_id] = self._free_rows.pop()
+        return row
+
+    def lookahead(self, task_ids, horizon: int) -> np.ndarray:
+        """Predicted cost of each task for steps ``1..horizon+1`` ahead, shape ``(n, horizon + 1)``."""
+        rows = np.array([self._row[t] for t in task_ids], dtype=np.int64)
+        history, count = self._history[rows], self._count[rows]
+        last = history[:, -1]
+        oldest = history[np.arange(rows.size), self.window - np.maximum(count, 1)]
+        slope = np.where(count > 1, (last - oldest) / np.maximum(count - 1, 1), 0.0)
+        return np.maximum(last[:, None] + slope[:, None] * (np.arange(horizon + 1) + 1), 0.0)
+
+
+@dataclass(frozen=True)
+class SuperstepStats:
+    """What one superstep cost on this rank (seconds)."""
+
+    step: int
+    compute_s: float        # running the local tasks
+    wait_s: float           # blocked at the barrier after computing
+    balance_s: float        # exchange, decision and building received tasks
+    tasks: int              # tasks on this rank after the step
+    created: int            # tasks created on this rank this step
+    received: int           # tasks placed on this rank this step
+    branch: str             # how the decision was reached ("idle" when nothing was placed)
+
+
+class MPIBalancer:
+    """Places newly created tasks on MPI ranks; see the module docstring.
+
+    Parameters
+    ----------
+    create : callable
+        ``create(spec) -> task``: builds a task's state on the rank it is placed on.
+    comm : mpi4py.MPI.Comm
+        Communicator whose ranks are the workers (explicit; no default).
+    policy : str or Policy
+        Placement policy (default ``"bfio"``); a string is built with
+        :func:`barrierlb.make_policy`. Its horizon sets the lookahead length.
+    capacity : int, optional
+        Most tasks a rank may hold (default unlimited).
+    cost : callable, optional
+        ``cost(obj, horizon) -> float or array of horizon + 1`` predicting the
+        per-step work of a live task (``obj`` the task) or of a new one (``obj``
+        its spec). Without it, live tasks are predicted from their measured wall
+        time (:class:`PersistencePredictor`) and new ones by the mean measured
+        task time.
+    mode : str
+        ``"replicated"`` (every rank decides) or ``"root"`` (rank 0 decides and
+        broadcasts).
+    window : int
+        Measurements kept per task by the persistence predictor.
+    """
+
+    def __init__(self, create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio",
+                 capacity: int | None = None, cost: Callable | None = None, mode: str = "replicated",
+                 window: int = 4):
+        from mpi4py import MPI
+
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py communicator, got {type(comm).__name__}")
+        if not callable(create):
+            raise TypeError("create must be callable: create(spec) -> task")
+        if cost is not None and not callable(cost):
+            raise TypeError("cost must be callable: cost(task_or_spec, horizon) -> work")
+        if mode not in ("replicated", "root"):
+            raise ValueError(f"mode must be 'replicated' or 'root', got {mode!r}")
+        self._MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.policy = make_policy(policy) if isinstance(policy, str) else policy
+        if not isinstance(self.policy, Policy):
+            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self.horizon = int(getattr(self.policy, "horizon", 0))
+        self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
+        self.create = create
+        self.cost = cost
+        self.mode = mode
+        self.predictor = PersistencePredictor(window)
+        self.tasks: dict[int, Any] = {}
+        self._pending: list[tuple[int, Any]] = []
+        self._known: set[int] = set()
+        self._step_costs: dict[int, float] = {}
+        #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
+        self.last_placement: dict[int, int] = {}
+        self._check_same_config(policy)
+
+    def _check_same_config(self, policy) -> None:
+        mine = (type(self.policy).__name__, repr(self.policy), self.capacity, self.mode, self.cost is None)
+        everyone = self.comm.allgather(mine)
+        if any(other != everyone[0] for other in everyone):
+            bad = next(r for r, other in enumerate(everyone) if other != everyone[0])
+            raise ValueError(f"barrierlb: rank {bad} was configured differently from rank 0: "
+                             f"{everyone[bad]!r} vs {everyone[0]!r}")
+
+    # ---------------------------------------------------------------- tasks
+    def submit(self, task_id: int, spec: Any) -> None:
+        """Queue a new task created on this rank; it is placed at the next exchange."""
+        task_id = check_int("task_id", task_id, minimum=0)
+        if task_id in self._known or any(task_id == t for t, _ in self._pending):
+            raise ValueError(f"rank {self.rank}: duplicate task id {task_id}")
+        self._pending.append((task_id, spec))
+
+    def record(self, task_id: int, seconds: float) -> None:
+        """Record a live task's measured cost for this step."""
+        self._step_costs[task_id] = float(seconds)
+
+    def _projected_load(self) -> np.ndarray:
+        """Predicted per-step load of this rank's tasks, shape ``(horizon + 1,)``."""
+        rows = self.horizon + 1
+        if not self.tasks:
+            return np.zeros(rows)
+        if self.cost is not None:
+            return np.sum([self._lookahead(task, 0.0) for task in self.tasks.values()], axis=0)
+        ids = [t for t in self.tasks if self.predictor.known(t)]
+        return self.predictor.lookahead(ids, self.horizon).sum(axis=0) if ids else np.zeros(rows)
+
+    def remove(self, task_id: int) -> None:
+        """Drop a finished task from this rank."""
+        self.tasks.pop(task_id)
+        self.predictor.forget(task_id)
+
+    def _lookahead(self, obj, fallback: float) -> np.ndarray:
+        """Cost-model lookahead of a task or spec, or ``fallback`` per step without a model."""
+        rows = self.horizon + 1
+        if self.cost is not None:
+            value = np.asarray(self.cost(obj, self.horizon), dtype=np.float64)
+            out = np.broadcast_to(value, (rows,)) if value.ndim == 0 else value
+            if out.shape != (rows,) or not np.isfinite(out).all() or (out < 0).any():
+                raise ValueError(f"cost() must return a non-negative number or {rows} of them, got {value!r}")
+            return np.array(out, dtype=np.float64)
+        return np.full(rows, fallback)
+
+    # ------------------------------------------------------------- exchange
+    def exchange(self) -> tuple[int, str]:
+        """Meet the other ranks, place every pending task; returns (received here, branch).
+
+        Collective: every rank of the communicator must call it.
+        """
+        rows = self.horizon + 1
+        if self._step_costs:
+            self.predictor.observe(list(self._step_costs), list(self._step_costs.values()))
+        measured = sum(self._step_costs.values())
+        n_measured = len(self._step_costs)
+        self._step_costs = {}
+        # One buffer allgather: projected load per step ahead, task count, new-task count,
+        # measured time and measured task count (for the mean new-task cost).
+        send = np.concatenate([self._projected_load(), [len(self.tasks), len(self._pending), measured, n_measured]])
+        table = np.empty((self.size, rows + 4))
+        self.comm.Allgather(send, table)
+        total_new = int(table[:, rows + 1].sum())
+        if total_new == 0:
+            self.last_placement = {}
+            return 0, "idle"
+        fallback = table[:, rows + 2].sum() / table[:, rows + 3].sum() if table[:, rows + 3].sum() else 1.0
+        mine = [(task_id, spec, self._lookahead(spec, fallback)) for task_id, spec in self._pending]
+        self._pending = []
+        gathered = [item for items in self.comm.allgather(mine) for item in items]
+        ids = [task_id for task_id, _, _ in gathered]
+        clash = sorted(set(ids) & self._known) or sorted(t for t in set(ids) if ids.count(t) > 1)
+        if clash:
+            raise ValueError(f"barrierlb: duplicate task ids submitted: {clash[:5]}")
+        self._known.update(ids)
+        counts = table[:, rows].astype(np.int64)
+        free = (np.full(self.size, len(gathered)) if self.capacity is None
+                else np.maximum(self.capacity - counts, 0))
+        problem = StepProblem.from_arrays(table[:, :rows].T, np.array([w for _, _, w in gathered]).reshape(-1, rows),
+                                          free, weights=horizon_weights(self.horizon,
+                                                                        gamma=getattr(self.policy, "gamma", 1.0)),
+                                          pool_ids=np.array(ids, dtype=np.int64))
+        if self.mode == "replicated" or self.rank == 0:
+            decision = self.policy.decide_problem(problem)
+            placement = np.full(len(gathered), -1, dtype=np.int64)
+            placement[decision.pool_index] = decision.workers
+            branch = decision.branch
+        else:
+            placement = np.empty(len(gathered), dtype=np.int64)
+            branch = "root"
+        if self.mode == "root":
+            self.comm.Bcast(placement, root=0)
+        unplaced = int((placement < 0).sum())
+        if unplaced:
+            raise RuntimeError(f"barrierlb: {unplaced} new tasks found no rank with a free slot "
+                               f"(capacity {self.capacity}); raise the capacity")
+        self.last_placement = dict(zip(ids, placement.tolist()))
+        received = 0
+        for (task_id, spec, _), rank in zip(gathered, placement.tolist()):
+            if rank == self.rank:
+                self.tasks[task_id] = self.create(spec)
+                received += 1
+        return received, branch
+
+
+class BalancedStep:
+    """A per-task step function, balanced across MPI ranks (made by :func:`balance`).
+
+    Calling it runs one superstep: ``fn(task, step)`` for every local task in
+    task-id order (timed per task), an explicit barrier (timed: the wait), then
+    the exchange that places the tasks created this step. ``fn`` returns
+    ``None`` or an iterable of ``(task_id, spec)`` for tasks it created; it
+    returns :data:`DONE` to end its task.
+    """
+
+    def __init__(self, fn: Callable, balancer: MPIBalancer):
+        self.fn = fn
+        self.balancer = balancer
+        self.stats: list[SuperstepStats] = []
+
+    @property
+    def tasks(self) -> dict:
+        """Tasks on this rank: ``{task_id: task}``."""
+        return self.balancer.tasks
+
+    def submit(self, task_id: int, spec: Any) -> None:
+        """Create a task from this rank (placed at the next superstep)."""
+        self.balancer.submit(task_id, spec)
+
+    def __call__(self, step: int) -> SuperstepStats:
+        balancer = self.balancer
+        compute = 0.0
+        created = 0
+        finished = []
+        for task_id in sorted(balancer.tasks):
+            started = time.perf_counter()
+            try:
+                result = self.fn(balancer.tasks[task_id], step)
+            except Exception as error:
+                raise RuntimeError(f"barrierlb: rank {balancer.rank} failed in step {step} on task {task_id}: "
+                                   f"{type(error).__name__}: {error}") from error
+            elapsed = time.perf_counter() - started
+            compute += elapsed
+            balancer.record(task_id, elapsed)
+            if result is DONE:
+                finished.append(task_id)
+                continue
+            for new_id, spec in result or ():
+                balancer.submit(new_id, spec)
+                created += 1
+        for task_id in finished:
+            balancer.remove(task_id)
+        started = time.perf_counter()
+        balancer.comm.Barrier()
+        wait = time.perf_counter() - started
+        started = time.perf_counter()
+        received, branch = balancer.exchange()
+        stats = SuperstepStats(step=step, compute_s=compute, wait_s=wait, balance_s=time.perf_counter() - started,
+                               tasks=len(balancer.tasks), created=created, received=received, branch=branch)
+        self.stats.append(stats)
+        return stats
+
+
+#: Returned by a step function to end its task (the task is dropped from its rank).
+DONE = object()
+
+
+def balance(create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio", capacity: int | None = None,
+            cost: Callable | None = None, mode: str = "replicated", window: int = 4):
+    """Decorator: balance an existing per-task step function across MPI ranks.
+
+    See :class:`MPIBalancer` for the parameters and :class:`BalancedStep` for
+    what calling the decorated function does. Collective: every rank must
+    decorate with the same configuration (checked).
+    """
+    def wrap(fn: Callable) -> BalancedStep:
+        return BalancedStep(fn, MPIBalancer(create, comm=comm, policy=policy, capacity=capacity, cost=cost,
+                                            mode=mode, window=window))
+    return wrap

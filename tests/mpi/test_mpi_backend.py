@@ -1,0 +1,120 @@
+"""MPI backend tests: run under ``mpiexec -n N python -m mpi4py -m pytest --with-mpi tests/mpi``.
+
+Plain ``pytest`` skips them here and runs them through ``tests/test_mpi_launch.py``.
+Assertions are collective: every rank checks the same gathered facts.
+"""
+
+import numpy as np
+import pytest
+
+from barrierlb import make_policy
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+
+@pytest.fixture(params=["world", "self"])
+def comm(request):
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD if request.param == "world" else MPI.COMM_SELF
+
+
+class Counter:
+    """A toy task: its cost grows with its id; it spawns one child every 3 steps, ends after 7."""
+
+    def __init__(self, spec):
+        self.id, self.age = spec["id"], 0
+        self.data = np.zeros(1000 + 500 * (spec["id"] % 5))
+
+    def advance(self, step):
+        from barrierlb.backends.mpi import DONE
+
+        self.age += 1
+        self.data += 1.0
+        if self.age >= 7:
+            return DONE
+        if self.age % 3 == 0:
+            return [(self.id * 10 + self.age, {"id": self.id * 10 + self.age})]
+        return None
+
+
+def run_toy(comm, policy, steps=12, mode="replicated"):
+    from barrierlb.backends.mpi import balance
+
+    @balance(create=Counter, comm=comm, policy=policy, mode=mode)
+    def advance(task, step):
+        return task.advance(step)
+
+    if comm.Get_rank() == 0:
+        for i in range(1, 9):
+            advance.submit(i, {"id": i})
+    advance.balancer.exchange()
+    seen = [dict.fromkeys(advance.tasks, comm.Get_rank())]
+    placements = [dict(advance.balancer.last_placement)]
+    for step in range(steps):
+        advance(step)
+        seen.append(dict.fromkeys(advance.tasks, comm.Get_rank()))
+        placements.append(dict(advance.balancer.last_placement))
+    return advance, seen, placements
+
+
+@pytest.mark.parametrize("policy", ["bfio:horizon=4", "greedy:horizon=4", "round-robin"])
+@pytest.mark.parametrize("mode", ["replicated", "root"])
+def test_every_rank_reaches_the_same_decision_and_tasks_never_move(comm, policy, mode):
+    advance, seen, placements = run_toy(comm, make_policy(policy), mode=mode)
+    everyone = comm.allgather(placements)
+    assert all(view == everyone[0] for view in everyone)
+    # Where each task lives, step by step, from every rank's own view.
+    history = comm.allgather(seen)
+    home = {}
+    for rank_view in history:
+        for step_view in rank_view:
+            for task_id, rank in step_view.items():
+                assert home.setdefault(task_id, rank) == rank, f"task {task_id} moved"
+    # Each task that was placed lives on exactly the rank the placement named.
+    for placement in placements:
+        for task_id, rank in placement.items():
+            assert home[task_id] == rank
+
+
+def test_decorated_toy_code_keeps_every_task_exactly_once(comm):
+    advance, seen, _ = run_toy(comm, make_policy("bfio:horizon=4"))
+    final = comm.allgather(sorted(advance.tasks))
+    flat = [t for ids in final for t in ids]
+    assert len(flat) == len(set(flat))
+    created = comm.allreduce(sum(s.created for s in advance.stats))
+    received = comm.allreduce(sum(s.received for s in advance.stats))
+    assert created == received
+    assert comm.allreduce(len(advance.stats)) == 12 * comm.Get_size()
+
+
+def test_different_configuration_on_one_rank_is_detected(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    if comm.Get_size() < 2:
+        pytest.skip("needs two ranks")
+    horizon = 4 if comm.Get_rank() == 0 else 8
+    with pytest.raises(ValueError, match="configured differently"):
+        MPIBalancer(dict, comm=comm, policy=make_policy(f"bfio:horizon={horizon}"))
+
+
+def test_duplicate_task_ids_are_rejected_on_every_rank(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    balancer = MPIBalancer(dict, comm=comm, policy=make_policy("round-robin"))
+    balancer.submit(comm.Get_rank() * 0 + 5, {})       # every rank submits id 5
+    if comm.Get_size() > 1:
+        with pytest.raises(ValueError, match="duplicate task ids"):
+            balancer.exchange()
+    else:
+        balancer.exchange()
+        assert 5 in balancer.tasks
+
+
+def test_bad_arguments(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    with pytest.raises(TypeError, match="communicator"):
+        MPIBalancer(dict, comm="world")
+    with pytest.raises(ValueError, match="mode"):
+        MPIBalancer(dict, comm=comm, mode="gossip")
