@@ -30,7 +30,9 @@ from barrierlb.predictors import make_predictor  # noqa: E402
 from barrierlb.simulator import SimulationConfig, Simulator  # noqa: E402
 from barrierlb.workloads import load_workload  # noqa: E402
 
-POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0", "bfio"]
+from barrierlb.policies.bfio import LLM_DECODE  # noqa: E402
+
+POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0", LLM_DECODE]
 
 
 def run(workload, spec, config, predictor="oracle"):
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
         workload = load_workload(spec, n_requests=n, seed=0)
         rows = [run(workload, p, config) for p in POLICIES]
         if name == "synthetic":
-            rows.append(run(workload, "bfio", config, predictor="survival"))
+            rows.append(run(workload, LLM_DECODE, config, predictor="survival"))
         fcfs, jsq = rows[0], rows[1]
         for row in rows:
             row["throughput_vs_fcfs"] = row["throughput_tok_s"] / fcfs["throughput_tok_s"]

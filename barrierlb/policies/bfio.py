@@ -14,6 +14,11 @@ from barrierlb.solvers import solve_exact, solve_fast
 #: Default bound on how many decisions a waiting task may be passed over.
 DEFAULT_MAX_WAIT = 256
 
+#: BF-IO options measured best for overloaded data-parallel LLM decode (long outputs):
+#: a 72-step horizon, slightly discounted, that charges raised peaks ten times.
+#: ``make_policy(LLM_DECODE)``; see docs/simulator.md for the sweep.
+LLM_DECODE = "bfio:horizon=72,gamma=0.98,peak_weight=10"
+
 
 @register("bfio")
 class BFIO(Policy):
@@ -37,8 +42,8 @@ class BFIO(Policy):
         ``sum_h d_h (peak_weight * G * max - sum)``. 1 is the paper's predicted
         imbalance. A raised peak persists beyond the horizon (the task that
         raised it keeps its load until it ends), which the horizon cannot see;
-        a weight above 1 charges for that. Default 10 (measured best on the
-        synthetic workload, see docs/solvers.md).
+        a weight above 1 charges for that. Default 1; overloaded LLM decode
+        does best with 10 (``LLM_DECODE``, measured in docs/simulator.md).
     max_moves : int, optional
         Cap on local-search moves per decision (default 16).
 
@@ -46,8 +51,8 @@ class BFIO(Policy):
     (``peak_weight = 1``) of the chosen placement, whatever ``peak_weight``.
     """
 
-    def __init__(self, *, horizon: int = 72, gamma: float = 0.98, max_wait: int | None = DEFAULT_MAX_WAIT,
-                 work_conserving: bool = True, local_search: bool = True, peak_weight: float = 10.0,
+    def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
+                 work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
                  max_moves: int | None = None):
         self.peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
         self.max_moves = None if max_moves is None else check_int("max_moves", max_moves, minimum=0)
@@ -84,8 +89,8 @@ class BFIOExact(BFIO):
     ``"fallback"``: the better of the MILP's incumbent and the fast solver.
     """
 
-    def __init__(self, *, horizon: int = 72, gamma: float = 0.98, max_wait: int | None = DEFAULT_MAX_WAIT,
-                 work_conserving: bool = True, local_search: bool = True, peak_weight: float = 10.0,
+    def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
+                 work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
                  max_moves: int | None = None, time_limit_s: float = 1.0):
         super().__init__(horizon=horizon, gamma=gamma, max_wait=max_wait, work_conserving=work_conserving,
                          local_search=local_search, peak_weight=peak_weight, max_moves=max_moves)

@@ -57,12 +57,6 @@ def main(argv=None) -> int:
     options = {}
     if kind in ("bfio", "bfio-exact", "greedy") and "horizon=" not in name:
         options["horizon"] = args.horizon
-    if kind in ("bfio", "bfio-exact"):
-        # A BSP code has no overloaded queue: every new block is placed at once, so the
-        # paper's objective (uniform weights, peak weight 1) is the right one here.
-        for key, value in (("gamma", 1.0), ("peak_weight", 1.0)):
-            if f"{key}=" not in name:
-                options[key] = value
     policy = make_policy(name, **options)
 
     @balance(create=Block, comm=comm, policy=policy, cost=cost_model if args.cost == "model" else None,
