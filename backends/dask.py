@@ -43,6 +43,11 @@ class Done:
         self.result = result
 
 
+def _worker_addresses(dask_scheduler=None) -> list:
+    """Addresses of the workers the scheduler knows (run on the scheduler)."""
+    return list(dask_scheduler.workers)
+
+
 class TaskHost:
     """Actor holding the tasks placed on one Dask worker."""
 
@@ -207,6 +212,39 @@ class DaskBalancer:
             except Exception as error:            # the worker vanished while we set it up
                 log.warning("could not start a host on %s: %s", address, error)
 
+    def _collect(self, calls: dict) -> dict:
+        """Results of actor calls by worker address; a worker that fails, leaves the
+        cluster or runs past ``timeout_s`` is lost (its tasks are queued again).
+
+        A killed worker is noticed when the scheduler drops it (checked every
+        0.25 s while calls are outstanding) rather than after a connect timeout.
+        """
+        results, pending = {}, dict(calls)
+        started = time.monotonic()
+        checked = started
+        while pending:
+            for address in [a for a, call in pending.items() if call.done()]:
+                call = pending.pop(address)
+                try:
+                    results[address] = call.result()
+                except Exception as error:
+                    self._lose(address, error)
+            if not pending:
+                break
+            now = time.monotonic()
+            if now - checked > 0.25:
+                checked = now
+                live = set(self.client.run_on_scheduler(_worker_addresses))
+                for address in [a for a in pending if a not in live]:
+                    pending.pop(address)
+                    self._lose(address, ConnectionError("worker left the cluster"))
+            if now - started > self.timeout_s:
+                for address in list(pending):
+                    pending.pop(address)
+                    self._lose(address, TimeoutError(f"no answer in {self.timeout_s} s"))
+            time.sleep(0.0002)
+        return results
+
     def _lose(self, address: str, error: BaseException) -> None:
         self._hosts.pop(address, None)
         lost = sorted(t for t, w in self._where.items() if w == address)
@@ -233,12 +271,7 @@ class DaskBalancer:
         want = checkpoint is not None and self._step % self.checkpoint_every == 0
         calls = {address: host.run_step(self._step, want) for address, host in self._hosts.items()}
         busy, finished = {}, 0
-        for address, call in calls.items():
-            try:
-                report = call.result(timeout=self.timeout_s)
-            except Exception as error:
-                self._lose(address, error)
-                continue
+        for address, report in self._collect(calls).items():
             busy[address] = report["busy_s"]
             if report["costs"]:
                 self.predictor.observe(list(report["costs"]), list(report["costs"].values()))
@@ -297,14 +330,10 @@ class DaskBalancer:
         batches: dict[str, list] = {}
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             batches.setdefault(addresses[g], []).append((task_id, self._specs[task_id]))
+        calls = {address: self._hosts[address].add(items) for address, items in batches.items()}
         placed = set()
-        for address, items in batches.items():
-            try:
-                self._hosts[address].add(items).result(timeout=self.timeout_s)
-            except Exception as error:
-                self._lose(address, error)
-                continue
-            for task_id, _ in items:
+        for address in self._collect(calls):
+            for task_id, _ in batches[address]:
                 self._where[task_id] = address
                 placed.add(task_id)
         self._pending = [t for t in self._pending if t not in placed]

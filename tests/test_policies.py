@@ -97,34 +97,30 @@ def test_bfio_exact_timeout_falls_back_and_says_so():
     assert len(decision.task_ids) == min(30, state.free_slots.sum())
 
 
-def test_bounded_waiting_places_a_long_task_eventually():
-    # A huge task never fits a hole; bounded waiting must place it within max_wait decisions.
+def run_with_a_huge_task(policy_spec, decisions):
+    """A 1000-unit task waits among small ones that fit better; returns (state, decisions taken)."""
     state = ClusterState(2, 2)
     state.submit([Task.constant(0, 1000.0)])
-    policy = make_policy("bfio:horizon=0,max_wait=3")
+    policy = make_policy(policy_spec)
     next_id = 1
-    for step in range(10):
-        state.submit([Task.constant(next_id + k, 1.0 + k) for k in range(4)])
-        next_id += 4
-        decision = policy.decide(state)
-        state.place(decision)
-        if 0 not in state.pool_ids:
-            break
-        state.complete(np.concatenate([state.tasks_on(0), state.tasks_on(1)]))
-    assert 0 not in state.pool_ids.tolist()
-    assert step <= 3
-
-
-def test_without_bound_the_long_task_starves():
-    state = ClusterState(2, 2)
-    state.submit([Task.constant(0, 1000.0)])
-    policy = make_policy("bfio:horizon=0,max_wait=none")
-    next_id = 1
-    for _ in range(6):
+    for taken in range(1, decisions + 1):
         state.submit([Task.constant(next_id + k, 1.0 + k) for k in range(4)])
         next_id += 4
         state.place(policy.decide(state))
+        if 0 not in state.pool_ids:
+            break
         state.complete(np.concatenate([state.tasks_on(0), state.tasks_on(1)]))
+    return state, taken
+
+
+def test_bounded_waiting_places_a_long_task_eventually():
+    state, taken = run_with_a_huge_task("bfio:horizon=0,max_wait=3", 10)
+    assert 0 not in state.pool_ids.tolist()
+    assert taken <= 4
+
+
+def test_without_bound_the_long_task_starves():
+    state, _ = run_with_a_huge_task("bfio:horizon=0,max_wait=none", 6)
     assert 0 in state.pool_ids.tolist()
 
 
