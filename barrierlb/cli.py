@@ -143,7 +143,7 @@ def _config(args, record_loads: bool) -> SimulationConfig:
         raise CLIError(str(error)) from None
 
 
-def _progress_factory(enabled: bool):
+def _progress_factory(enabled: bool, width: int = 28):
     """A context manager yielding ``advance(label, done, total)``; rich if installed, else plain lines."""
     import contextlib
 
@@ -169,7 +169,7 @@ def _progress_factory(enabled: bool):
 
     @contextlib.contextmanager
     def fancy():
-        with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn("{task.description:<%d}" % width), BarColumn(), MofNCompleteColumn(),
                       TextColumn("requests"), TimeElapsedColumn(), transient=False) as progress:
             tasks = {}
 
@@ -190,7 +190,7 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
     except ValueError as error:
         raise CLIError(str(error)) from None
     results = []
-    with _progress_factory(not args.no_progress)() as advance:
+    with _progress_factory(not args.no_progress, max(len(spec) for spec, _ in policies))() as advance:
         for spec, policy in policies:
             predictor = make_predictor(args.predictor, workload.output_tokens, seed=args.seed)
             try:
