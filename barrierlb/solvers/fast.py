@@ -19,6 +19,8 @@ the GPU (selection indices come back to the host, a few scalars per round).
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +99,10 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     """
     problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
                        peak_weight)
+    if work_conserving and problem.xp is np:
+        exact = _enumerate(problem)
+        if exact is not None:
+            return exact
     best = None
     for construction in ("pairs", "slots"):
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
@@ -120,6 +126,42 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
                               worker=np.asarray(search.placed_worker, dtype=np.int64),
                               greedy_objective=greedy_objective, objective=objective, moves=moves)
     return best
+
+
+#: Tiny problems (placements x workers x steps within this many numbers) are solved by
+#: enumerating every placement: exact, and faster than the heuristic's fixed costs.
+ENUMERATION_LIMIT = 65_536
+
+
+def _enumerate(p: "_Problem") -> FastResult | None:
+    """Score every work-conserving placement at once and return the best (ties: first).
+
+    Returns ``None`` when the problem is too large to enumerate.
+    """
+    k = p.to_place
+    cols = np.flatnonzero(p.free > 0)
+    if k == 0 or not cols.size:
+        return None
+    n_subsets = math.comb(p.n_pool, k)
+    count = n_subsets * cols.size ** k
+    if count * cols.size * p.n_rows > ENUMERATION_LIMIT:
+        return None
+    must = np.flatnonzero(p.forced)[:k]
+    subsets = np.array(list(itertools.combinations(range(p.n_pool), k)), dtype=np.int64).reshape(-1, k)
+    if must.size:
+        subsets = subsets[np.isin(subsets, must).sum(axis=1) == must.size]
+    choices = cols[np.stack(np.unravel_index(np.arange(cols.size ** k), (cols.size,) * k), axis=1)]
+    per_worker = np.stack([(choices == g).sum(axis=1) for g in cols], axis=1)
+    choices = choices[(per_worker <= p.free[cols]).all(axis=1)]
+    tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
+    workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
+    onehot = (workers[:, :, None] == np.arange(p.n_workers)).astype(np.float64)   # (M, k, G)
+    loads = p.loads.T[None] + np.einsum("mkg,mkh->mgh", onehot, p.work[tasks])
+    alive = loads[:, p.alive, :]
+    score = (p.peak_cost * alive.max(axis=1) - alive.sum(axis=1)) @ p.d
+    best = int(np.argmin(score))
+    return FastResult(task_index=tasks[best].copy(), worker=workers[best].copy(),
+                      greedy_objective=float(score[best]), objective=float(score[best]), moves=0)
 
 
 class _Problem:
