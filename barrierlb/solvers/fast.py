@@ -140,7 +140,7 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     """
     k = p.to_place
     cols = np.flatnonzero(p.free > 0)
-    if k == 0 or not cols.size:
+    if k < 2 or not cols.size:       # one placement: the greedy's best pair is already optimal
         return None
     n_subsets = math.comb(p.n_pool, k)
     count = n_subsets * cols.size ** k
