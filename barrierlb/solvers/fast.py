@@ -128,9 +128,13 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     return best
 
 
-#: Tiny problems (placements x workers x steps within this many numbers) are solved by
-#: enumerating every placement: exact, and faster than the heuristic's fixed costs.
+#: Tiny problems (a pool of at most 16 tasks, at most 4,096 placements, and placements x
+#: workers x steps within 65,536 numbers) are solved by enumerating every placement:
+#: exact, and faster than the heuristic's fixed costs. Larger pools keep the heuristic,
+#: whose worst-fit tie-break matters for long-run balance in the LLM simulations.
 ENUMERATION_LIMIT = 65_536
+ENUMERATION_POOL = 16
+ENUMERATION_PLACEMENTS = 4_096
 
 
 def _enumerate(p: "_Problem") -> FastResult | None:
@@ -140,11 +144,10 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     """
     k = p.to_place
     cols = np.flatnonzero(p.free > 0)
-    if k < 2 or not cols.size:       # one placement: the greedy's best pair is already optimal
+    if k < 2 or not cols.size or p.n_pool > ENUMERATION_POOL:   # one placement: the greedy is exact
         return None
-    n_subsets = math.comb(p.n_pool, k)
-    count = n_subsets * cols.size ** k
-    if count * cols.size * p.n_rows > ENUMERATION_LIMIT:
+    count = math.comb(p.n_pool, k) * cols.size ** k
+    if count > ENUMERATION_PLACEMENTS or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
         return None
     must = np.flatnonzero(p.forced)[:k]
     subsets = np.array(list(itertools.combinations(range(p.n_pool), k)), dtype=np.int64).reshape(-1, k)
