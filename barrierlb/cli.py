@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from barrierlb.energy import POWER_PRESETS, power_preset
 from barrierlb.policies import available_policies, make_policy

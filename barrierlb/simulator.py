@@ -20,7 +20,6 @@ The simulator never writes files; :meth:`Simulator.step` and
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -104,9 +104,10 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         if exact is not None:
             return exact
     best = None
+    pairs_raised_peak = False
     for construction in ("pairs", "slots"):
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
-                                            and problem.to_place <= 16 and best_raised):
+                                            and problem.to_place <= 16 and pairs_raised_peak):
             break
         search = _Search(problem)
         search.greedy(construction)
@@ -120,7 +121,8 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
                                   max_moves=16 if max_moves is None else max_moves,
                                   max_candidates=max_candidates)
         objective = search.objective() if moves else greedy_objective
-        best_raised = bool((search.peak > search.initial_peak).any()) if best is None else best_raised
+        if construction == "pairs":
+            pairs_raised_peak = bool((search.peak > search.initial_peak).any())
         if best is None or objective < best.objective - 1e-9 * abs(best.objective):
             best = FastResult(task_index=np.asarray(search.placed_task, dtype=np.int64),
                               worker=np.asarray(search.placed_worker, dtype=np.int64),
