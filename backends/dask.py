@@ -28,8 +28,7 @@ import numpy as np
 
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy, make_policy
-from barrierlb.predictors import PersistencePredictor
-from barrierlb.problem import StepProblem, horizon_weights
+from barrierlb.predictors import PersistencePredictor, cost_lookahead
 
 log = logging.getLogger("barrierlb.dask")
 
@@ -83,17 +82,8 @@ class TaskHost:
             checkpoints = {task_id: self._checkpoint(task) for task_id, task in self._tasks.items()}
         ahead = None
         if self._cost is not None:
-            ahead = {task_id: _lookahead(self._cost, task, self._horizon) for task_id, task in self._tasks.items()}
+            ahead = {task_id: cost_lookahead(self._cost, task, self._horizon) for task_id, task in self._tasks.items()}
         return {"costs": costs, "finished": finished, "checkpoints": checkpoints, "busy_s": busy, "ahead": ahead}
-
-
-def _lookahead(cost: Callable, obj, horizon: int) -> np.ndarray:
-    """A cost model's prediction as an array of ``horizon + 1`` non-negative numbers."""
-    value = np.asarray(cost(obj, horizon), dtype=np.float64)
-    out = np.broadcast_to(value, (horizon + 1,)) if value.ndim == 0 else value
-    if out.shape != (horizon + 1,) or not np.isfinite(out).all() or (out < 0).any():
-        raise ValueError(f"cost() must return a non-negative number or {horizon + 1} of them, got {value!r}")
-    return np.array(out)
 
 
 @dataclass(frozen=True)
@@ -320,13 +310,10 @@ class DaskBalancer:
         free = (np.full(len(addresses), len(self._pending)) if self.capacity is None
                 else np.maximum(self.capacity - counts, 0))
         if self.cost is not None:
-            pool = np.array([_lookahead(self.cost, self._specs[t], self.horizon) for t in self._pending])
+            pool = np.array([cost_lookahead(self.cost, self._specs[t], self.horizon) for t in self._pending])
         else:
             pool = np.full((len(self._pending), rows), mean_cost)
-        problem = StepProblem.from_arrays(loads, pool, free, pool_ids=np.array(self._pending, dtype=np.int64),
-                                          weights=horizon_weights(self.horizon,
-                                                                  gamma=getattr(self.policy, "gamma", 1.0)))
-        decision = self.policy.decide_problem(problem)
+        decision = self.policy.decide_arrays(loads, pool, free, np.array(self._pending, dtype=np.int64))
         batches: dict[str, list] = {}
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             batches.setdefault(addresses[g], []).append((task_id, self._specs[task_id]))

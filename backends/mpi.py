@@ -39,8 +39,7 @@ import numpy as np
 
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy, make_policy
-from barrierlb.predictors import PersistencePredictor
-from barrierlb.problem import StepProblem, horizon_weights
+from barrierlb.predictors import PersistencePredictor, cost_lookahead
 
 
 @dataclass(frozen=True)
@@ -155,14 +154,9 @@ class MPIBalancer:
 
     def _lookahead(self, obj, fallback: float) -> np.ndarray:
         """Cost-model lookahead of a task or spec, or ``fallback`` per step without a model."""
-        rows = self.horizon + 1
         if self.cost is not None:
-            value = np.asarray(self.cost(obj, self.horizon), dtype=np.float64)
-            out = np.broadcast_to(value, (rows,)) if value.ndim == 0 else value
-            if out.shape != (rows,) or not np.isfinite(out).all() or (out < 0).any():
-                raise ValueError(f"cost() must return a non-negative number or {rows} of them, got {value!r}")
-            return np.array(out, dtype=np.float64)
-        return np.full(rows, fallback)
+            return cost_lookahead(self.cost, obj, self.horizon)
+        return np.full(self.horizon + 1, fallback)
 
     # ------------------------------------------------------------- exchange
     def exchange(self) -> tuple[int, str]:
@@ -197,12 +191,9 @@ class MPIBalancer:
         counts = table[:, rows].astype(np.int64)
         free = (np.full(self.size, len(gathered)) if self.capacity is None
                 else np.maximum(self.capacity - counts, 0))
-        problem = StepProblem.from_arrays(table[:, :rows].T, np.array([w for _, _, w in gathered]).reshape(-1, rows),
-                                          free, weights=horizon_weights(self.horizon,
-                                                                        gamma=getattr(self.policy, "gamma", 1.0)),
-                                          pool_ids=np.array(ids, dtype=np.int64))
         if self.mode == "replicated" or self.rank == 0:
-            decision = self.policy.decide_problem(problem)
+            decision = self.policy.decide_arrays(table[:, :rows].T, np.array([w for _, _, w in gathered]), free,
+                                                 np.array(ids, dtype=np.int64))
             placement = np.full(len(gathered), -1, dtype=np.int64)
             placement[decision.pool_index] = decision.workers
             branch = decision.branch

@@ -155,6 +155,19 @@ class PersistencePredictor:
         return np.maximum(last[:, None] + slope[:, None] * (np.arange(horizon + 1) + 1), 0.0)
 
 
+def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
+    """A user cost model's prediction for ``obj`` as ``horizon + 1`` non-negative numbers.
+
+    ``cost(obj, horizon)`` may return one number (the same every step) or
+    ``horizon + 1`` of them; anything else is a ``ValueError``.
+    """
+    value = np.asarray(cost(obj, horizon), dtype=np.float64)
+    out = np.broadcast_to(value, (horizon + 1,)) if value.ndim == 0 else value
+    if out.shape != (horizon + 1,) or not np.isfinite(out).all() or (out < 0).any():
+        raise ValueError(f"cost() must return a non-negative number or {horizon + 1} of them, got {value!r}")
+    return np.array(out)
+
+
 def make_predictor(spec: str, output_tokens, *, seed: int = 0):
     """``oracle``, ``noisy[:sigma]`` or ``survival[:quantile]``."""
     name, _, arg = spec.partition(":")

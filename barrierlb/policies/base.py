@@ -70,6 +70,25 @@ class Policy(ABC):
     def decide_problem(self, problem, *, started: float | None = None) -> Decision:
         """Return the decision for an explicit step problem."""
 
+    def decide_arrays(self, projected_load, pool_work, free_slots, pool_ids) -> Decision:
+        """Decide from bare arrays (what backends gather), with this policy's horizon weights.
+
+        Parameters
+        ----------
+        projected_load : array, shape (H + 1, G)
+        pool_work : array, shape (N, H + 1)
+        free_slots : array of int, shape (G,)
+        pool_ids : array of int, shape (N,)
+        """
+        from barrierlb.problem import StepProblem, horizon_weights
+
+        projected_load = np.asarray(projected_load, dtype=np.float64)
+        rows = projected_load.shape[0]
+        problem = StepProblem.from_arrays(projected_load, np.asarray(pool_work, dtype=np.float64).reshape(-1, rows),
+                                          free_slots, pool_ids=pool_ids,
+                                          weights=horizon_weights(rows - 1, gamma=self.gamma))
+        return self.decide_problem(problem)
+
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({options})"

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", type=int, default=8)
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--rate-scale", type=float, default=400.0,
-                        help="replay the trace this much faster (default 400: the 1-hour code trace then loads 8 x 32 slots)")
+                        help="replay the trace this much faster (default 400: the one-hour code trace "
+                             "then keeps 8 x 32 slots busy)")
     args = parser.parse_args(argv)
     workload = load_workload(args.workload, n_requests=args.requests, seed=0)
     print(f"Part 1: routing with DecodeRouter ({args.ranks} ranks x {args.slots} slots, {workload.name})")
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
     timed = workload.arrival_s is not None
     config = SimulationConfig(n_workers=args.ranks, slots=args.slots, pool=4 * args.ranks,
                               arrivals="trace" if timed else "pool", rate_scale=args.rate_scale)
-    print(f"Part 2: replaying {len(workload):,} requests ({'trace timestamps x' + str(args.rate_scale) if timed else 'overloaded pool'})")
+    mode = f"trace timestamps, {args.rate_scale:g}x faster" if timed else "overloaded pool"
+    print(f"Part 2: replaying {len(workload):,} requests ({mode})")
     results = []
     for spec in ("fcfs", "jsq-tokens", "vllm", "bfio:horizon=0", LLM_DECODE):
         results.append((spec, simulate(workload, make_policy(spec), config=config,
