@@ -235,6 +235,9 @@ class _Search:
             w = p.work[rows, 0][:, None]
             return (p.peak_cost * p.d[0]) * xp.maximum(w - margin, 0.0) - p.total[rows][:, None] \
                 - (p.tie_break * p.d[0]) * margin
+        if cols.shape[0] == 1:                                            # one column: dense is cheaper
+            excess = xp.maximum(p.work[rows] - margin[:, 0], 0.0)
+            return (p.peak_cost * (excess @ p.d) - p.total[rows] - p.tie_break * float(p.d @ margin[:, 0]))[:, None]
         out = xp.broadcast_to(-p.total[rows][:, None], (rows.shape[0], cols.shape[0])).copy()
         overflow = p.peak_work[rows][:, None] > margin.min(axis=0)[None, :]
         r, c = xp.nonzero(overflow)
