@@ -137,9 +137,8 @@ def loads_after(projected_load, pool_work, task_index, worker):
     task_index = xp.asarray(task_index, dtype=xp.int64)
     worker = xp.asarray(worker, dtype=xp.int64)
     if task_index.size:
-        contribution = xp.zeros_like(loads.T)
-        xp.add.at(contribution, worker, pool_work[task_index])
-        loads += contribution.T
+        onehot = (worker[:, None] == xp.arange(loads.shape[1])[None, :]).astype(xp.float64)   # (K, G)
+        loads += (onehot.T @ xp.asarray(pool_work, dtype=xp.float64)[task_index]).T
     return loads
 
 

@@ -161,8 +161,8 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
     workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
     onehot = (workers[:, :, None] == np.arange(p.n_workers)).astype(np.float64)   # (M, k, G)
-    loads = p.loads.T[None] + np.einsum("mkg,mkh->mgh", onehot, p.work[tasks])
-    alive = loads[:, p.alive, :]
+    loads = p.loads.T[None] + np.matmul(onehot.transpose(0, 2, 1), p.work[tasks])
+    alive = loads if p.n_alive == p.n_workers else loads[:, p.alive, :]
     score = (p.peak_cost * alive.max(axis=1) - alive.sum(axis=1)) @ p.d
     best = int(np.argmin(score))
     return FastResult(task_index=tasks[best].copy(), worker=workers[best].copy(),
