@@ -15,7 +15,7 @@ from barrierlb.predictors import make_predictor
 from barrierlb.simulator import SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import WorkloadError, load_workload
 
-DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;bfio:horizon=72,gamma=0.86,peak_weight=1000"
+DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;bfio:horizon=72,gamma=0.86,peak_weight=1000,max_wait=1024"
 #: Options applied by ``--horizon`` to policies that have a horizon and do not set one.
 _HORIZON_POLICIES = ("bfio", "bfio-exact", "greedy")
 

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     workload = synthetic(args.requests, seed=0)
     rows = []
-    for base in ("bfio:horizon=0", LLM_DECODE):
+    for base in ("bfio:horizon=0", LLM_DECODE.replace(",max_wait=1024", "")):
         for bound in ("64", "256", "1024", "none"):
             spec = f"{base},max_wait={bound}"
             sim = Simulator(workload, make_policy(spec), config=SimulationConfig(), policy_name=spec)

@@ -65,7 +65,12 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
       fills the deepest holes with the largest tasks that fit;
     - *slots* (only when at most 16 free slots will all be filled): the open worker with
       the least room first, each taking its best task, so that workers near the
-      peak get the small tasks they can absorb.
+      peak get the small tasks they can absorb;
+    - *largest* (only when every waiting task is placed, as when a cluster fills
+      up): the largest task first, each where it raises the peak least, the LPT
+      rule for the makespan, which is all that is left to optimize then.
+
+    The second and third run only when the first raised the peak.
 
     Parameters
     ----------
@@ -105,10 +110,13 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
             return exact
     best = None
     pairs_raised_peak = False
-    for construction in ("pairs", "slots"):
+    for construction in ("pairs", "slots", "largest"):
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
-            break
+            continue
+        if construction == "largest" and not (work_conserving and 1 < problem.to_place == problem.n_pool
+                                              and pairs_raised_peak):
+            continue
         search = _Search(problem)
         search.greedy(construction)
         greedy_objective = search.objective()
@@ -284,6 +292,7 @@ class _Search:
         all_rows = xp.arange(p.n_pool)
         live = xp.asarray(self.unplaced.copy())            # rows still eligible, on the device
         open_cols = int((self.free_left[cols] > 0).sum())
+        largest = np.argsort(-to_numpy(p.total), kind="stable") if construction == "largest" else None
         while len(self.placed_task) < p.to_place:
             if not only_forced and forced_left >= p.to_place - len(self.placed_task):
                 only_forced = True
@@ -292,6 +301,11 @@ class _Search:
             if construction == "pairs":
                 flat = int(xp.argmin(score))
                 i, j = divmod(flat, n_cols)
+            elif construction == "largest":
+                # Every waiting task is placed: only the peak matters, so pack the largest
+                # first, each where it raises the peak least (LPT for makespan).
+                i = int(largest[len(self.placed_task)])
+                j = int(xp.argmin(score[i]))
             else:
                 open_j = np.flatnonzero(self.free_left[cols] > 0)
                 room = to_numpy(p.d @ (self.peak[:, None] - self.loads[:, cols_x[xp.asarray(open_j)]]))
