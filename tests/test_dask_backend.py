@@ -120,7 +120,7 @@ def test_pipeline_example_survives_a_killed_worker(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
-    assert summary["workers_lost"] >= 1          # the restarted worker may be lost once more
+    assert summary["workers_lost"] >= 1          # at least the killed one
     assert summary["completed"] == summary["submitted"] > 0
     assert summary["lost"] == 0 and summary["duplicated"] == 0 and summary["wrong_results"] == 0
     for key in ("policy", "workers", "steps", "barrier_wait_s", "wall_s"):
