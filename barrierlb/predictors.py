@@ -30,6 +30,18 @@ class OraclePredictor:
         pass
 
 
+class NoEndPredictor:
+    """Predicts no end: lookaheads keep every request running (growth only, no oracle)."""
+
+    adaptive = False
+
+    def remaining(self, task_ids, prompt, generated) -> np.ndarray:
+        return np.full(np.shape(task_ids), math.inf)
+
+    def observe(self, output_tokens) -> None:
+        pass
+
+
 class NoisyOraclePredictor:
     """The true output length times a per-request log-normal error ``exp(N(0, sigma))``."""
 
@@ -169,12 +181,14 @@ def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
 
 
 def make_predictor(spec: str, output_tokens, *, seed: int = 0):
-    """``oracle``, ``noisy[:sigma]`` or ``survival[:quantile]``."""
+    """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]`` or ``none``."""
     name, _, arg = spec.partition(":")
     if name == "oracle":
         return OraclePredictor(output_tokens)
+    if name == "none":
+        return NoEndPredictor()
     if name == "noisy":
         return NoisyOraclePredictor(output_tokens, sigma=float(arg) if arg else 0.5, seed=seed)
     if name == "survival":
         return SurvivalPredictor(quantile=float(arg) if arg else 0.5)
-    raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA] or survival[:QUANTILE]")
+    raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA], survival[:QUANTILE] or none")

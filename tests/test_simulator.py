@@ -106,6 +106,7 @@ def test_predictors():
     # outputs > 15 are 20, 30, 40: median 30 -> 15 steps left; nothing outlived 50.
     assert survival.remaining([0, 1], [0, 0], [15, 50]).tolist() == [15.0, np.inf]
     assert survival.remaining([0], [0], [0]).tolist() == [30.0]
+    assert np.isinf(make_predictor("none", output).remaining([0, 1], [0, 0], [3, 4])).all()
     with pytest.raises(ValueError, match="unknown predictor"):
         make_predictor("crystal-ball", output)
 
