@@ -149,6 +149,7 @@ class DaskBalancer:
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
         self.timeout_s = float(timeout_s)
         self._factory = (create, step, checkpoint, cost, self.horizon)
+        self._checkpoint = checkpoint
         self.cost = cost
         self._ahead: dict[int, np.ndarray] = {}     # task id -> cost-model lookahead from its host
         self._hosts: dict[str, Any] = {}            # worker address -> actor proxy
@@ -256,9 +257,8 @@ class DaskBalancer:
         if not self._hosts:
             raise RuntimeError("no Dask workers are available")
         lost_before = self.workers_lost
-        checkpoint = self._factory[2]
         balance_s, placed = self._place()
-        want = checkpoint is not None and self._step % self.checkpoint_every == 0
+        want = self._checkpoint is not None and self._step % self.checkpoint_every == 0
         calls = {address: host.run_step(self._step, want) for address, host in self._hosts.items()}
         busy, finished = {}, 0
         for address, report in self._collect(calls).items():
@@ -271,11 +271,13 @@ class DaskBalancer:
                     continue
                 self.results[task_id] = result
                 self._where.pop(task_id, None)
+                self._specs.pop(task_id, None)          # finished: never rebuilt again
                 self._ahead.pop(task_id, None)
                 self.predictor.forget(task_id)
                 finished += 1
             for task_id, spec in report["checkpoints"].items():
-                self._specs[task_id] = spec
+                if task_id in self._where:
+                    self._specs[task_id] = spec
             if report["ahead"] is not None:
                 self._ahead.update(report["ahead"])
         slowest = max(busy.values(), default=0.0)

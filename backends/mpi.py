@@ -32,6 +32,7 @@ decorating it::
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -115,9 +116,9 @@ class MPIBalancer:
         self._step_costs: dict[int, float] = {}
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
-        self._check_same_config(policy)
+        self._check_same_config()
 
-    def _check_same_config(self, policy) -> None:
+    def _check_same_config(self) -> None:
         mine = (type(self.policy).__name__, repr(self.policy), self.capacity, self.mode, self.cost is None)
         everyone = self.comm.allgather(mine)
         if any(other != everyone[0] for other in everyone):
@@ -184,7 +185,7 @@ class MPIBalancer:
         self._pending = []
         gathered = [item for items in self.comm.allgather(mine) for item in items]
         ids = [task_id for task_id, _, _ in gathered]
-        clash = sorted(set(ids) & self._known) or sorted(t for t in set(ids) if ids.count(t) > 1)
+        clash = sorted(set(ids) & self._known) or sorted(t for t, n in Counter(ids).items() if n > 1)
         if clash:
             raise ValueError(f"barrierlb: duplicate task ids submitted: {clash[:5]}")
         self._known.update(ids)
