@@ -203,6 +203,20 @@ class DaskBalancer:
             except Exception as error:            # the worker vanished while we set it up
                 log.warning("could not start a host on %s: %s", address, error)
 
+    def _call(self, method: str, args_by_address: dict) -> dict:
+        """Start ``method(*args)`` on each worker's host; a host whose worker is already
+        known lost (the proxy refuses the call) is lost here, before any waiting."""
+        calls = {}
+        for address, args in args_by_address.items():
+            host = self._hosts.get(address)
+            if host is None:
+                continue
+            try:
+                calls[address] = getattr(host, method)(*args)
+            except Exception as error:
+                self._lose(address, error)
+        return calls
+
     def _collect(self, calls: dict) -> dict:
         """Results of actor calls by worker address; a worker that fails, leaves the
         cluster or runs past ``timeout_s`` is lost (its tasks are queued again).
@@ -259,7 +273,7 @@ class DaskBalancer:
         lost_before = self.workers_lost
         balance_s, placed = self._place()
         want = self._checkpoint is not None and self._step % self.checkpoint_every == 0
-        calls = {address: host.run_step(self._step, want) for address, host in self._hosts.items()}
+        calls = self._call("run_step", {address: (self._step, want) for address in self._hosts})
         busy, finished = {}, 0
         for address, report in self._collect(calls).items():
             busy[address] = report["busy_s"]
@@ -319,7 +333,7 @@ class DaskBalancer:
         batches: dict[str, list] = {}
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             batches.setdefault(addresses[g], []).append((task_id, self._specs[task_id]))
-        calls = {address: self._hosts[address].add(items) for address, items in batches.items()}
+        calls = self._call("add", {address: (items,) for address, items in batches.items()})
         placed = set()
         for address in self._collect(calls):
             for task_id, _ in batches[address]:
