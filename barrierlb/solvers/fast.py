@@ -177,6 +177,10 @@ def _enumerate(p: "_Problem") -> FastResult | None:
                       greedy_objective=float(score[best]), objective=float(score[best]), moves=0)
 
 
+#: Largest (tasks x workers x steps) block the greedy scores densely.
+DENSE_LIMIT = 1 << 20
+
+
 class _Problem:
     """Inputs of the fast solver, converted once and shared by every construction."""
 
@@ -201,6 +205,8 @@ class _Problem:
         self.to_place = int(min(self.n_pool, self.free.sum()))
         self.total = self.work @ self.d                                  # W_i, shape (N,)
         self.peak_work = self.work.max(axis=1) if self.n_rows else xp.zeros(self.n_pool)
+        self.max_peak_work = self.peak_work.max() if self.n_pool else 0.0
+        self.neg_total = -self.total
         self.tie_break = 1e-6 / max(float(self.d.sum()), 1e-12)
         self.peak_cost = self.n_alive * peak_weight
 
@@ -246,8 +252,13 @@ class _Search:
         if cols.shape[0] == 1:                                            # one column: dense is cheaper
             excess = xp.maximum(p.work[rows] - margin[:, 0], 0.0)
             return (p.peak_cost * (excess @ p.d) - p.total[rows] - p.tie_break * float(p.d @ margin[:, 0]))[:, None]
-        out = xp.broadcast_to(-p.total[rows][:, None], (rows.shape[0], cols.shape[0])).copy()
         overflow = p.peak_work[rows][:, None] > margin.min(axis=0)[None, :]
+        if overflow.size * p.n_rows <= DENSE_LIMIT and int(overflow.sum()) * 8 > overflow.size:
+            # Many pairs overflow: one dense (tasks, workers, steps) pass beats gathering them.
+            excess = p.work[rows][:, None, :] - margin.T[None, :, :]
+            xp.maximum(excess, 0.0, out=excess)
+            return p.peak_cost * (excess @ p.d) - p.total[rows][:, None] - p.tie_break * (p.d @ margin)[None, :]
+        out = xp.broadcast_to(-p.total[rows][:, None], (rows.shape[0], cols.shape[0])).copy()
         r, c = xp.nonzero(overflow)
         if r.size:
             excess = p.work[rows[r]] - margin.T[c]                         # (pairs, H+1)
@@ -258,13 +269,27 @@ class _Search:
         out -= p.tie_break * (p.d @ margin)[None, :]
         return out
 
+    def column_deltas(self, g: int):
+        """:meth:`deltas` of every waiting task for worker ``g`` alone, shape (N,)."""
+        p, xp = self.p, self.p.xp
+        margin = self.peak - self.loads[:, g]                             # (H+1,)
+        out = p.neg_total - p.tie_break * float(p.d @ margin)
+        if p.n_rows == 1:
+            return out + (p.peak_cost * p.d[0]) * xp.maximum(p.work[:, 0] - margin[0], 0.0)
+        if float(p.max_peak_work) <= float(margin.min()):                # every task fits
+            return out
+        excess = p.work - margin
+        xp.maximum(excess, 0.0, out=excess)
+        return out + p.peak_cost * (excess @ p.d)
+
     def place(self, i: int, g: int) -> bool:
         """Place task ``i`` on worker ``g``; returns whether the peak rose."""
         xp = self.p.xp
-        self.loads[:, g] += self.p.work[i]
-        new_peak = xp.maximum(self.peak, self.loads[:, g])
-        raised = bool((new_peak > self.peak).any())
-        self.peak = new_peak
+        column = self.loads[:, g]
+        column += self.p.work[i]
+        raised = bool((column > self.peak).any())
+        if raised:
+            self.peak = xp.maximum(self.peak, column)
         self.placed_task.append(i)
         self.placed_worker.append(g)
         self.unplaced[i] = False
@@ -291,6 +316,7 @@ class _Search:
         only_forced = False
         all_rows = xp.arange(p.n_pool)
         live = xp.asarray(self.unplaced.copy())            # rows still eligible, on the device
+        barred = xp.where(live, 0.0, xp.inf)               # added to fresh scores of ineligible rows
         open_cols = int((self.free_left[cols] > 0).sum())
         largest = np.argsort(-to_numpy(p.total), kind="stable") if construction == "largest" else None
         while len(self.placed_task) < p.to_place:
@@ -298,6 +324,7 @@ class _Search:
                 only_forced = True
                 live &= xp.asarray(must)
                 score[~live] = xp.inf
+                barred[~live] = xp.inf
             if construction == "pairs":
                 flat = int(xp.argmin(score))
                 i, j = divmod(flat, n_cols)
@@ -316,6 +343,7 @@ class _Search:
             g = int(cols[j])
             raised = self.place(i, g)
             live[i] = False
+            barred[i] = xp.inf
             forced_left -= int(must[i])
             score[i, :] = xp.inf
             if self.free_left[g] == 0:
@@ -327,14 +355,14 @@ class _Search:
                 open_jx = xp.asarray(np.flatnonzero(self.free_left[cols] > 0))
                 score[:, open_jx] = xp.where(live[:, None], self.deltas(all_rows, cols_x[open_jx]), xp.inf)
             elif self.free_left[g] > 0:
-                score[:, j] = xp.where(live, self.deltas(all_rows, cols_x[j:j + 1])[:, 0], xp.inf)
+                score[:, j] = self.column_deltas(g) + barred
 
 
 def _top(priority: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of the ``limit`` largest priorities (all when fewer), ties by position."""
+    """Indices, in order, of ``limit`` largest priorities (all when fewer; ties: any of them)."""
     if priority.size <= limit:
         return np.arange(priority.size)
-    return np.sort(np.argsort(-priority, kind="stable")[:limit])
+    return np.sort(np.argpartition(-priority, limit - 1)[:limit])
 
 
 def _top3(xp, loads, alive_host):
@@ -385,17 +413,36 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
         worker = np.asarray(placed_worker, dtype=np.int64)
         values, index = _top3(xp, loads, alive_host)
         peak = values[:, 0]
-        on_peak = np.isin(worker, to_numpy(index[:, 0]))
+        holds_peak = np.zeros(alive_host.size, dtype=bool)
+        holds_peak[to_numpy(index[:, 0])] = True
+        on_peak = holds_peak[worker]
         movers = np.flatnonzero(on_peak)
         room = to_numpy(d @ (peak[:, None] - loads))                 # weighted room per worker
         candidates = []          # (gain array, kind, first, second)
 
+        n_workers = loads.shape[1]
+        table = []               # peak_without, built once a round when many pairs need it
+
+        def peak_without():
+            """``[a, b, h]``: the peak at step h over the workers other than a and b."""
+            if not table:
+                workers_x = xp.arange(n_workers)
+                on1 = index[:, 0][None, :] == workers_x[:, None]                 # (G, H+1)
+                on2 = index[:, 1][None, :] == workers_x[:, None]
+                hit1 = on1[:, None, :] | on1[None, :, :]
+                hit2 = on2[:, None, :] | on2[None, :, :]
+                table.append(xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0]))
+            return table[0]
+
         def gain_of(first_worker, second_worker, new_first, new_second):
             """Objective change when two workers' columns become ``new_first``/``new_second``."""
-            first_worker, second_worker = xp.asarray(first_worker)[:, None], xp.asarray(second_worker)[:, None]
-            hit1 = (index[:, 0][None, :] == first_worker) | (index[:, 0][None, :] == second_worker)
-            hit2 = (index[:, 1][None, :] == first_worker) | (index[:, 1][None, :] == second_worker)
-            others = xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
+            if n_workers * n_workers <= len(first_worker) and n_workers * n_workers * loads.shape[0] <= DENSE_LIMIT:
+                others = peak_without()[xp.asarray(first_worker), xp.asarray(second_worker)]
+            else:
+                first_worker, second_worker = xp.asarray(first_worker)[:, None], xp.asarray(second_worker)[:, None]
+                hit1 = (index[:, 0][None, :] == first_worker) | (index[:, 0][None, :] == second_worker)
+                hit2 = (index[:, 1][None, :] == first_worker) | (index[:, 1][None, :] == second_worker)
+                others = xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
             new_peak = xp.maximum(others, new_first)
             if new_second is not None:
                 new_peak = xp.maximum(new_peak, new_second)
