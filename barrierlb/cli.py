@@ -11,11 +11,14 @@ from pathlib import Path
 
 from barrierlb.energy import POWER_PRESETS, power_preset
 from barrierlb.policies import available_policies, make_policy
+from barrierlb.policies.bfio import LLM_DECODE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS, decode_preset
 from barrierlb.predictors import make_predictor
 from barrierlb.simulator import SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import WorkloadError, load_workload
 
-DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;bfio:horizon=72,gamma=0.86,peak_weight=1000,max_wait=1024"
+#: ``--policies`` default; ``{decode}`` becomes the BF-IO preset for the workload's
+#: mean output length (:func:`barrierlb.policies.bfio.decode_preset`).
+DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;{decode}"
 #: Options applied by ``--horizon`` to policies that have a horizon and do not set one.
 _HORIZON_POLICIES = ("bfio", "bfio-exact", "greedy")
 
@@ -81,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "table with every policy as a ratio to the first. With no arguments: the "
                                          "paper's setup (G=32, B=72, R=128) on 20,000 synthetic requests.")
     _add_common(compare)
-    compare.add_argument("--policies", default=DEFAULT_POLICIES,
-                         help=f"comma-free list separated by ';' or ',' of policy specs, options after ':' "
-                              f"(default {DEFAULT_POLICIES!r}); known: {', '.join(available_policies())}")
+    compare.add_argument("--policies", default=None,
+                         help=f"list separated by ';' or ',' of policy specs, options after ':' "
+                              f"(default {DEFAULT_POLICIES!r}, where {{decode}} is {LLM_DECODE!r}, or "
+                              f"{LLM_DECODE_SHORT!r} when the workload's mean output is under "
+                              f"{SHORT_OUTPUT_TOKENS} tokens); known: {', '.join(available_policies())}")
     compare.add_argument("--json", metavar="PATH", help="write config and results as JSON")
     compare.add_argument("--plot", metavar="PATH", help="write a PNG of per-worker load and idle per policy")
     simulate = sub.add_parser("simulate", help="simulate one policy; optionally dump per-step loads as CSV")
@@ -276,9 +281,15 @@ def _write_json(path: str, payload: dict) -> None:
         raise CLIError(f"cannot write {path}: {error}") from None
 
 
+def default_policies(workload) -> str:
+    """:data:`DEFAULT_POLICIES` with the BF-IO preset that suits ``workload``'s output lengths."""
+    mean_output = float(workload.output_tokens.mean()) if len(workload) else 0.0
+    return DEFAULT_POLICIES.format(decode=decode_preset(mean_output))
+
+
 def cmd_compare(args) -> int:
-    specs = split_policies(args.policies)
     workload = _load(args)
+    specs = split_policies(args.policies if args.policies is not None else default_policies(workload))
     started = time.perf_counter()
     results = _run(workload, specs, args, record_loads=bool(args.plot))
     print_table(results, workload.name)

@@ -12,7 +12,7 @@ over the ``G`` alive workers (DESIGN.md section 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -96,6 +96,28 @@ class StepProblem:
     def n_to_place(self) -> int:
         """Tasks a work-conserving placement must place: ``min(N, sum(free))``."""
         return int(min(self.n_pool, int(self.free_slots.sum())))
+
+    def sampled(self, stride: int) -> "StepProblem":
+        """The same problem with the horizon evaluated every ``stride`` steps.
+
+        Rows ``0, stride, 2 * stride, ...`` are kept and each stands for the
+        ``stride`` steps from it, so its weight is the sum of theirs (a left
+        Riemann sum of the weighted horizon). The total weight is unchanged and
+        the solvers' work shrinks by about ``stride``; ``stride = 1`` returns
+        the problem itself.
+
+        Examples
+        --------
+        >>> problem = StepProblem.from_arrays(np.zeros((5, 2)), np.ones((1, 5)), [1, 0])
+        >>> problem.sampled(2).weights.tolist()
+        [2.0, 2.0, 1.0]
+        """
+        stride = check_int("stride", stride, minimum=1)
+        if stride == 1 or self.horizon == 0:
+            return self
+        rows = np.arange(0, self.horizon + 1, stride)
+        return replace(self, projected_load=self.projected_load[rows], pool_work=self.pool_work[:, rows],
+                       weights=np.add.reduceat(self.weights, rows))
 
     @classmethod
     def from_arrays(cls, projected_load, pool_work, free_slots, *, alive=None, weights=None,

@@ -23,9 +23,11 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - started
 
 
-def print_table(rows: list[dict], columns: list[tuple[str, str, str]], title: str) -> None:
-    """Plain fixed-width table: ``columns`` are (key, header, format)."""
-    cells = [[fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
+def print_table(rows: list[dict], columns: list[tuple], title: str) -> None:
+    """Plain fixed-width table: ``columns`` are (key, header, format string or callable)."""
+    def cell(value, fmt):
+        return "-" if value is None else fmt(value) if callable(fmt) else fmt.format(value)
+    cells = [[cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, (_, h, _) in enumerate(columns)]
     print(title)
     print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))

@@ -1,7 +1,8 @@
 """Reproduce the paper's evaluation (DESIGN.md section 4) and the scaling sweeps.
 
 G=32 workers, B=72 slots, R=128 visible requests, 20,000 requests; policies
-FCFS, JSQ (tokens), BF-IO with H=0 and with its default horizon; workloads: the
+FCFS, JSQ (tokens), BF-IO with H=0 and with the preset for the workload's output
+lengths (``decode_preset``; on short-output traces also ``LLM_DECODE``); workloads: the
 synthetic generator, the BurstGPT sample and the Azure 2023 code trace (read
 from ../shared/data when present). Every row is measured in this run; ratios
 are to FCFS and JSQ of the same workload.
@@ -31,9 +32,9 @@ from barrierlb.predictors import make_predictor  # noqa: E402
 from barrierlb.simulator import SimulationConfig, Simulator  # noqa: E402
 from barrierlb.workloads import load_workload  # noqa: E402
 
-from barrierlb.policies.bfio import LLM_DECODE  # noqa: E402
+from barrierlb.policies.bfio import LLM_DECODE, decode_preset  # noqa: E402
 
-POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0", LLM_DECODE]
+POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0"]
 #: The paper's BF-IO with H = 0: its objective, no bound on waiting (the paper has none).
 SWEEP_BFIO = "bfio:horizon=0,max_wait=none"
 
@@ -58,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--skip-sweeps", action="store_true")
     parser.add_argument("--skip-main", action="store_true", help="only the scaling sweeps")
+    parser.add_argument("--sweep-seeds", type=int, default=3, help="workload seeds per B-sweep point (default 3)")
+    parser.add_argument("--burst-seeds", type=int, default=6,
+                        help="BurstGPT resampling seeds after the headline seed 0 (default 6)")
     args = parser.parse_args(argv)
     n = 5_000 if args.quick else 20_000
     specs = {"synthetic": "synthetic"}
@@ -69,9 +73,12 @@ def main(argv=None) -> int:
     payload = {"requests": n, "workloads": {}, "sweep_b": [], "sweep_g": []}
     for name, spec in ({} if args.skip_main else specs).items():
         workload = load_workload(spec, n_requests=n, seed=0)
-        rows = [run(workload, p, config) for p in POLICIES]
+        preset = decode_preset(float(workload.output_tokens.mean()))
+        rows = [run(workload, p, config) for p in POLICIES + [preset]]
+        if preset != LLM_DECODE:
+            rows.append(run(workload, LLM_DECODE, config))
         if name == "synthetic":
-            rows.append(run(workload, LLM_DECODE, config, predictor="survival"))
+            rows += [run(workload, LLM_DECODE, config, predictor=p) for p in ("survival", "none")]
         fcfs, jsq = rows[0], rows[1]
         for row in rows:
             row["throughput_vs_fcfs"] = row["throughput_tok_s"] / fcfs["throughput_tok_s"]
@@ -87,26 +94,52 @@ def main(argv=None) -> int:
                            ("decision_ms_p99", "decide p99 ms", "{:.3f}"), ("wall_s", "wall s", "{:.1f}"),
                            ("steps_per_s", "steps/s", "{:,.0f}")],
                     f"{name}: G=32 B=72 R=128, {n:,} requests")
+    if not args.skip_main and "burstgpt" in specs and args.burst_seeds:
+        # The headline uses seed 0 of the resampled sample; other draws show the spread.
+        preset = payload["workloads"]["burstgpt"][3]["policy"]
+        spread = []
+        for seed in range(1, args.burst_seeds + 1):
+            workload = load_workload(specs["burstgpt"], n_requests=n, seed=seed)
+            fcfs, bfio, h0 = (run(workload, p, config) for p in ("fcfs", preset, "bfio:horizon=0"))
+            spread.append(dict(seed=seed, throughput_vs_fcfs=bfio["throughput_tok_s"] / fcfs["throughput_tok_s"],
+                               h0_throughput_vs_fcfs=h0["throughput_tok_s"] / fcfs["throughput_tok_s"],
+                               idle_fraction=bfio["idle_fraction"], decision_ms_p50=bfio["decision_ms_p50"]))
+        payload["burstgpt_seeds"] = spread
+        print_table(spread, [("seed", "seed", "{}"), ("throughput_vs_fcfs", "preset tput/FCFS", "{:.3f}"),
+                             ("h0_throughput_vs_fcfs", "H=0 tput/FCFS", "{:.3f}"),
+                             ("idle_fraction", "preset idle", "{:.2%}"),
+                             ("decision_ms_p50", "decide p50 ms", "{:.3f}")],
+                    f"burstgpt: other resampling seeds, {preset}")
     if not args.skip_sweeps:
         slots = [16, 32, 72] if args.quick else [16, 32, 72, 128]
         workers = [8, 16, 32] if args.quick else [8, 16, 32, 64, 128]
         for key, grid in (("sweep_b", [(32, b) for b in slots]), ("sweep_g", [(g, 72) for g in workers])):
             for g, b in grid:
                 count = max(n, 9 * g * b) if not args.quick else max(n, 3 * g * b)
-                workload = load_workload("synthetic", n_requests=count, seed=0)
                 cfg = SimulationConfig(n_workers=g, slots=b, pool=4 * g)
-                fcfs = run(workload, "fcfs", cfg)
-                bfio = run(workload, SWEEP_BFIO, cfg)
-                payload[key].append(dict(n_workers=g, slots=b, pool=4 * g, requests=count,
-                                         fcfs_imbalance=fcfs["avg_imbalance"],
-                                         bfio_imbalance=bfio["avg_imbalance"],
-                                         ratio=fcfs["avg_imbalance"] / bfio["avg_imbalance"],
-                                         fcfs_idle=fcfs["idle_fraction"], bfio_idle=bfio["idle_fraction"]))
+                # Seed 0 is the headline; the B sweep repeats with other seeds (--sweep-seeds),
+                # because FCFS's imbalance, and so the ratio, moves with the draw.
+                seeds = range(args.sweep_seeds if key == "sweep_b" else 1)
+                ratios = []
+                for seed in seeds:
+                    workload = load_workload("synthetic", n_requests=count, seed=seed)
+                    fcfs = run(workload, "fcfs", cfg)
+                    bfio = run(workload, SWEEP_BFIO, cfg)
+                    ratios.append(fcfs["avg_imbalance"] / bfio["avg_imbalance"])
+                    if seed == 0:
+                        row = dict(n_workers=g, slots=b, pool=4 * g, requests=count,
+                                   fcfs_imbalance=fcfs["avg_imbalance"], bfio_imbalance=bfio["avg_imbalance"],
+                                   ratio=ratios[0], fcfs_idle=fcfs["idle_fraction"],
+                                   bfio_idle=bfio["idle_fraction"])
+                row.update(seed_ratios=ratios, ratio_mean=sum(ratios) / len(ratios))
+                payload[key].append(row)
             print_table(payload[key], [("n_workers", "G", "{}"), ("slots", "B", "{}"), ("pool", "R", "{}"),
                                        ("requests", "requests", "{:,}"), ("fcfs_imbalance", "FCFS imb", "{:,.0f}"),
                                        ("bfio_imbalance", "BF-IO(H=0) imb", "{:,.0f}"),
                                        ("ratio", "FCFS/BF-IO", "{:.2f}"), ("fcfs_idle", "FCFS idle", "{:.2%}"),
-                                       ("bfio_idle", "BF-IO idle", "{:.2%}")],
+                                       ("bfio_idle", "BF-IO idle", "{:.2%}"),
+                                       ("seed_ratios", "ratio by seed",
+                                        lambda v: " ".join(f"{x:.2f}" for x in v))],
                         f"{'B' if key == 'sweep_b' else 'G'} sweep (synthetic, R = 4G)")
     write_json(args.json, payload)
     return 0

@@ -61,3 +61,17 @@ def test_malformed_trace_is_reported_with_file_and_line(tmp_path, capsys):
     bad.write_text("input_length,output_length\n1,2\n3,oops\n")
     assert main(["compare", *SMALL, "--workload", f"csv:{bad}"]) == 2
     assert f"{bad}:3: output_length is not a number" in capsys.readouterr().err
+
+
+def test_compare_defaults_pick_the_bfio_preset_for_the_output_lengths(tmp_path):
+    from barrierlb.policies.bfio import LLM_DECODE, LLM_DECODE_SHORT
+
+    trace = tmp_path / "short.csv"
+    trace.write_text("input_length,output_length\n" + "".join(f"{50 + 7 * i % 300},{1 + i % 40}\n"
+                                                               for i in range(300)))
+    out = tmp_path / "r.json"
+    assert main(["compare", *SMALL, "--workload", f"csv:{trace}", "--json", str(out)]) == 0
+    policies = [r["policy"] for r in json.loads(out.read_text())["results"]]
+    assert policies == ["fcfs", "jsq-tokens", "bfio:horizon=0", LLM_DECODE_SHORT]
+    assert main(["compare", *SMALL, "--json", str(out)]) == 0           # synthetic: outputs ~1,200 tokens
+    assert json.loads(out.read_text())["results"][-1]["policy"] == LLM_DECODE

@@ -24,6 +24,7 @@ def test_unknown_policy_lists_the_known_ones():
     ("bfio:horizon=-1", "horizon"),
     ("bfio:bogus=1", "bad options"),
     ("fcfs:horizon=3", "bad options"),
+    ("bfio:stride=0", "stride"),
 ])
 def test_bad_policy_options(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -155,6 +156,8 @@ def test_policy_invariants(name, case, seed):
     options = {"seed": seed} if name in ("random", "p2c") else {}
     if name.startswith("bfio") or name == "greedy":
         options["horizon"] = horizon
+    if name.startswith("bfio"):
+        options["stride"] = 1 + seed % 3
     if name == "bfio-exact":
         options["time_limit_s"] = 5.0
     before = {int(t): state.worker_of(int(t)) for g in range(state.n_workers) for t in state.tasks_on(g)}

@@ -115,3 +115,55 @@ def test_horizon_weights():
     assert horizon_weights(3).tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="gamma"):
         horizon_weights(2, gamma=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(max_workers=4, max_pool=6, max_horizon=7), stride=st.integers(1, 4))
+def test_sampled_problem_keeps_total_weight_and_scores_blockwise_constant_loads_exactly(problem, stride):
+    sampled = problem.sampled(stride)
+    rows = np.arange(0, problem.horizon + 1, stride)
+    assert sampled.weights.sum() == pytest.approx(problem.weights.sum())
+    assert np.array_equal(sampled.projected_load, problem.projected_load[rows])
+    assert np.array_equal(sampled.pool_work, problem.pool_work[:, rows])
+    # With loads constant over each block of `stride` steps, the sampled objective is exact.
+    block = np.repeat(np.arange(rows.size), stride)[: problem.horizon + 1]
+    flat = StepProblem.from_arrays(problem.projected_load[rows][block], problem.pool_work[:, rows][:, block],
+                                   problem.free_slots, alive=problem.alive, weights=problem.weights)
+    k = flat.n_to_place
+    slots = [g for g in range(flat.n_workers) for _ in range(int(flat.free_slots[g]))][:k]
+    tasks, workers = np.arange(k), np.array(slots, dtype=np.int64)
+    assert predicted_imbalance(flat.sampled(stride), tasks, workers) == \
+        pytest.approx(predicted_imbalance(flat, tasks, workers), rel=1e-12, abs=1e-9)
+
+
+def test_sampled_rejects_a_bad_stride_and_returns_the_problem_for_stride_one():
+    problem = StepProblem.from_arrays(np.zeros((3, 2)), np.ones((1, 3)), [1, 1])
+    assert problem.sampled(1) is problem
+    with pytest.raises(ValueError, match="stride"):
+        problem.sampled(0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), n_rows=st.integers(1, 6), n_workers=st.integers(1, 6),
+       n_pool=st.integers(1, 40), peak_weight=st.sampled_from([1.0, 1000.0]))
+def test_greedy_score_shortcuts_equal_the_general_scores(seed, n_rows, n_workers, n_pool, peak_weight):
+    """The one-column and dense scorings are rewrites of the general sparse one, not approximations."""
+    from barrierlb.solvers import fast
+
+    rng = np.random.default_rng(seed)
+    loads = rng.integers(0, 30, (n_rows, n_workers)).astype(float)
+    work = rng.integers(0, 12, (n_pool, n_rows)).astype(float) * (rng.random((n_pool, 1)) < 0.8)
+    problem = fast._Problem(loads, work, np.ones(n_workers, dtype=np.int64), rng.random(n_rows) + 0.1,
+                            None, None, True, peak_weight)
+    search = fast._Search(problem)
+    rows, cols = np.arange(n_pool), np.arange(n_workers)
+    general = search.deltas(rows, cols)
+    for g in cols:
+        assert np.allclose(search.column_deltas(int(g)), general[:, g], rtol=1e-12, atol=1e-9)
+    limit = fast.DENSE_LIMIT
+    try:
+        fast.DENSE_LIMIT = 0                       # force the sparse path
+        sparse = search.deltas(rows, cols)
+    finally:
+        fast.DENSE_LIMIT = limit
+    assert np.allclose(sparse, general, rtol=1e-12, atol=1e-9)

@@ -22,6 +22,27 @@ DEFAULT_MAX_WAIT = 256
 #: anyway). ``make_policy(LLM_DECODE)``; see docs/simulator.md for the sweeps.
 LLM_DECODE = "bfio:horizon=72,gamma=0.86,peak_weight=1000,max_wait=1024"
 
+#: BF-IO options measured best for chat-like traffic whose outputs are tens of tokens
+#: (the BurstGPT sample: mean 58, median 7): a request's whole life fits in the horizon,
+#: so a steeper discount (0.7) keeps the nearest steps in charge, and evaluating every
+#: 8th step (``stride=8``) cuts the decision time about fivefold at no measured loss.
+LLM_DECODE_SHORT = "bfio:horizon=72,gamma=0.7,peak_weight=1000,max_wait=1024,stride=8"
+
+#: Mean output length (tokens) below which :func:`decode_preset` picks ``LLM_DECODE_SHORT``.
+SHORT_OUTPUT_TOKENS = 256
+
+
+def decode_preset(mean_output_tokens: float) -> str:
+    """The BF-IO preset for decode traffic with this mean output length.
+
+    Examples
+    --------
+    >>> decode_preset(1200) == LLM_DECODE, decode_preset(58) == LLM_DECODE_SHORT
+    (True, True)
+    """
+    mean_output_tokens = check_real("mean_output_tokens", mean_output_tokens, minimum=0.0)
+    return LLM_DECODE if mean_output_tokens >= SHORT_OUTPUT_TOKENS else LLM_DECODE_SHORT
+
 
 @register("bfio")
 class BFIO(Policy):
@@ -49,6 +70,10 @@ class BFIO(Policy):
         does best with 1000 (``LLM_DECODE``, measured in docs/simulator.md).
     max_moves : int, optional
         Cap on local-search moves per decision (default 16).
+    stride : int
+        Evaluate the horizon every ``stride`` steps, each sampled step weighted
+        for the steps it stands for (:meth:`StepProblem.sampled`); the solver's
+        work shrinks by about ``stride``. Default 1 (every step).
 
     Decisions report ``objective`` as the paper's predicted imbalance
     (``peak_weight = 1``) of the chosen placement, whatever ``peak_weight``.
@@ -56,7 +81,8 @@ class BFIO(Policy):
 
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
-                 max_moves: int | None = None):
+                 max_moves: int | None = None, stride: int = 1):
+        self.stride = check_int("stride", stride, minimum=1)
         self.peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
         self.max_moves = None if max_moves is None else check_int("max_moves", max_moves, minimum=0)
         self.horizon = check_int("horizon", horizon, minimum=0)
@@ -67,9 +93,11 @@ class BFIO(Policy):
         self.work_conserving = bool(work_conserving)
         self.local_search = bool(local_search)
         self._options = {"horizon": self.horizon, "gamma": self.gamma, "max_wait": self.max_wait,
-                         "work_conserving": self.work_conserving, "local_search": self.local_search}
+                         "work_conserving": self.work_conserving, "local_search": self.local_search,
+                         "peak_weight": self.peak_weight, "max_moves": self.max_moves, "stride": self.stride}
 
     def _fast(self, problem):
+        problem = problem.sampled(self.stride)
         return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
                           alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
                           local_search=self.local_search, peak_weight=self.peak_weight,
@@ -94,25 +122,26 @@ class BFIOExact(BFIO):
 
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
-                 max_moves: int | None = None, time_limit_s: float = 1.0):
+                 max_moves: int | None = None, stride: int = 1, time_limit_s: float = 1.0):
         super().__init__(horizon=horizon, gamma=gamma, max_wait=max_wait, work_conserving=work_conserving,
-                         local_search=local_search, peak_weight=peak_weight, max_moves=max_moves)
+                         local_search=local_search, peak_weight=peak_weight, max_moves=max_moves, stride=stride)
         self.time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
         self._options["time_limit_s"] = self.time_limit_s
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
-        exact = solve_exact(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+        sampled = problem.sampled(self.stride)
+        exact = solve_exact(sampled.projected_load, sampled.pool_work, sampled.free_slots, sampled.weights,
                             alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
                             time_limit_s=self.time_limit_s, peak_weight=self.peak_weight)
         info = {"milp_status": exact.status, "milp_time_s": exact.solve_time_s}
         if exact.optimal:
-            info["solver_objective"] = _weighted_objective(problem, exact.task_index, exact.worker, self.peak_weight)
+            info["solver_objective"] = _weighted_objective(sampled, exact.task_index, exact.worker, self.peak_weight)
             return _to_decision(problem, exact.task_index, exact.worker, "exact", started, info)
         fast = self._fast(problem)
         best = (fast.objective, fast.task_index, fast.worker, "fast")
         if exact.found:
-            value = _weighted_objective(problem, exact.task_index, exact.worker, self.peak_weight)
+            value = _weighted_objective(sampled, exact.task_index, exact.worker, self.peak_weight)
             if value < best[0]:
                 best = (value, exact.task_index, exact.worker, "milp_incumbent")
         info["fallback_source"] = best[3]
