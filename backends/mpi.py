@@ -1,15 +1,21 @@
 """MPI backend: each rank is a worker whose sticky tasks live only in its memory.
 
-Every superstep the ranks run their local tasks, meet at a barrier, exchange
-their predicted loads (one buffer ``Allgather``) and the specs of the tasks they
-created (one pickled ``allgather``, skipped when no rank created any), decide
-where the new tasks go, and each rank builds the tasks it received from their
-specs. A task's state never moves.
+Every superstep the ranks run their local tasks, meet at a barrier, and exchange
+in one buffer ``Allgather`` their predicted loads together with the pickled specs
+of the tasks they created (inline up to ``INLINE_BYTES`` per rank; a larger batch
+takes one ``Allgatherv`` more). Then they decide where the new tasks go, and each
+rank builds the tasks it received from their specs. A task's state never moves.
 
 The decision is *replicated* by default: every rank runs the same deterministic
 policy on the same gathered arrays, so no second message is needed. ``mode="root"``
 lets rank 0 decide and ``Bcast`` the placement instead (one more collective;
 ``benchmarks/mpi_overhead.py`` measures both).
+
+With more ranks on a node than cores (a laptop, a CI machine) a rank spinning in
+a blocking collective holds the core that the rank it waits for needs. The
+balancer detects this at start and then waits on non-blocking collectives while
+yielding the core (``os.sched_yield``); on a machine with a core per rank it
+blocks as usual.
 
 Launch with ``mpiexec -n N python -m mpi4py your_code.py``: an uncaught exception
 on one rank then aborts the whole job instead of leaving the others blocked in
@@ -31,6 +37,8 @@ decorating it::
 
 from __future__ import annotations
 
+import os
+import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +49,11 @@ import numpy as np
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy, make_policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
+
+
+#: Bytes of pickled specs each rank can send inside the load exchange itself.
+INLINE_BYTES = 2048
+_HEADER = 5         # task count, new-task count, measured seconds, measured tasks, payload bytes
 
 
 @dataclass(frozen=True)
@@ -74,19 +87,22 @@ class MPIBalancer:
     cost : callable, optional
         ``cost(obj, horizon) -> float or array of horizon + 1`` predicting the
         per-step work of a live task (``obj`` the task) or of a new one (``obj``
-        its spec). Without it, live tasks are predicted from their measured wall
-        time (:class:`PersistencePredictor`) and new ones by the mean measured
-        task time.
+        its spec; evaluated on the ranks that decide). Without it, live tasks are
+        predicted from their measured wall time (:class:`PersistencePredictor`)
+        and new ones by the mean measured task time.
     mode : str
         ``"replicated"`` (every rank decides) or ``"root"`` (rank 0 decides and
         broadcasts).
     window : int
         Measurements kept per task by the persistence predictor.
+    yield_cpu : bool, optional
+        Wait for collectives by polling and yielding the core; default: when
+        this node runs more ranks than the process may use cores.
     """
 
     def __init__(self, create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio",
                  capacity: int | None = None, cost: Callable | None = None, mode: str = "replicated",
-                 window: int = 4):
+                 window: int = 4, yield_cpu: bool | None = None):
         from mpi4py import MPI
 
         if not isinstance(comm, MPI.Comm):
@@ -116,6 +132,7 @@ class MPIBalancer:
         self._step_costs: dict[int, float] = {}
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
+        self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
         self._check_same_config()
 
     def _check_same_config(self) -> None:
@@ -125,6 +142,20 @@ class MPIBalancer:
             bad = next(r for r, other in enumerate(everyone) if other != everyone[0])
             raise ValueError(f"barrierlb: rank {bad} was configured differently from rank 0: "
                              f"{everyone[bad]!r} vs {everyone[0]!r}")
+
+    def _wait(self, request) -> None:
+        if self.yield_cpu:
+            while not request.Test():
+                os.sched_yield()
+        else:
+            request.Wait()
+
+    def barrier(self) -> None:
+        """``Barrier`` on the balancer's communicator (yielding the core when oversubscribed)."""
+        if self.yield_cpu:
+            self._wait(self.comm.Ibarrier())
+        else:
+            self.comm.Barrier()
 
     # ---------------------------------------------------------------- tasks
     def submit(self, task_id: int, spec: Any) -> None:
@@ -172,44 +203,58 @@ class MPIBalancer:
         n_measured = len(self._step_costs)
         self._step_costs = {}
         # One buffer allgather: projected load per step ahead, task count, new-task count,
-        # measured time and measured task count (for the mean new-task cost).
-        send = np.concatenate([self._projected_load(), [len(self.tasks), len(self._pending), measured, n_measured]])
-        table = np.empty((self.size, rows + 4))
-        self.comm.Allgather(send, table)
+        # measured time and measured task count (for the mean new-task cost), and the
+        # pickled (id, spec) pairs of the new tasks when they fit inline.
+        payload = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL) if self._pending else b""
+        inline = (INLINE_BYTES + 7) // 8
+        send = np.zeros(rows + _HEADER + inline)
+        send[:rows] = self._projected_load()
+        send[rows:rows + _HEADER] = (len(self.tasks), len(self._pending), measured, n_measured, len(payload))
+        if len(payload) <= INLINE_BYTES:
+            send[rows + _HEADER:].view(np.uint8)[:len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+        table = np.empty((self.size, send.size))
+        self._wait(self.comm.Iallgather(send, table))
         total_new = int(table[:, rows + 1].sum())
         if total_new == 0:
             self.last_placement = {}
             return 0, "idle"
-        fallback = table[:, rows + 2].sum() / table[:, rows + 3].sum() if table[:, rows + 3].sum() else 1.0
-        mine = [(task_id, spec, self._lookahead(spec, fallback)) for task_id, spec in self._pending]
+        sizes = table[:, rows + 4].astype(np.int64)
+        if sizes.max() <= INLINE_BYTES:
+            blobs = [table[r, rows + _HEADER:].view(np.uint8)[:sizes[r]] for r in range(self.size)]
+        else:
+            flat = np.empty(int(sizes.sum()), dtype=np.uint8)
+            self._wait(self.comm.Iallgatherv(np.frombuffer(payload, dtype=np.uint8), [flat, sizes]))
+            blobs = np.split(flat, np.cumsum(sizes)[:-1])
         self._pending = []
-        gathered = [item for items in self.comm.allgather(mine) for item in items]
-        ids = [task_id for task_id, _, _ in gathered]
+        pairs = [pair for r in range(self.size) if sizes[r] for pair in pickle.loads(blobs[r].tobytes())]
+        fallback = table[:, rows + 2].sum() / table[:, rows + 3].sum() if table[:, rows + 3].sum() else 1.0
+        ids = [task_id for task_id, _ in pairs]
         clash = sorted(set(ids) & self._known) or sorted(t for t, n in Counter(ids).items() if n > 1)
         if clash:
             raise ValueError(f"barrierlb: duplicate task ids submitted: {clash[:5]}")
         self._known.update(ids)
         counts = table[:, rows].astype(np.int64)
-        free = (np.full(self.size, len(gathered)) if self.capacity is None
+        free = (np.full(self.size, len(pairs)) if self.capacity is None
                 else np.maximum(self.capacity - counts, 0))
         if self.mode == "replicated" or self.rank == 0:
-            decision = self.policy.decide_arrays(table[:, :rows].T, np.array([w for _, _, w in gathered]), free,
-                                                 np.array(ids, dtype=np.int64))
-            placement = np.full(len(gathered), -1, dtype=np.int64)
+            # Every deciding rank evaluates the cost model itself (configured alike: checked).
+            work = np.array([self._lookahead(spec, fallback) for _, spec in pairs])
+            decision = self.policy.decide_arrays(table[:, :rows].T, work, free, np.array(ids, dtype=np.int64))
+            placement = np.full(len(pairs), -1, dtype=np.int64)
             placement[decision.pool_index] = decision.workers
             branch = decision.branch
         else:
-            placement = np.empty(len(gathered), dtype=np.int64)
+            placement = np.empty(len(pairs), dtype=np.int64)
             branch = "root"
         if self.mode == "root":
-            self.comm.Bcast(placement, root=0)
+            self._wait(self.comm.Ibcast(placement, root=0))
         unplaced = int((placement < 0).sum())
         if unplaced:
             raise RuntimeError(f"barrierlb: {unplaced} new tasks found no rank with a free slot "
                                f"(capacity {self.capacity}); raise the capacity")
         self.last_placement = dict(zip(ids, placement.tolist()))
         received = 0
-        for (task_id, spec, _), rank in zip(gathered, placement.tolist()):
+        for (task_id, spec), rank in zip(pairs, placement.tolist()):
             if rank == self.rank:
                 self.tasks[task_id] = self.create(spec)
                 received += 1
@@ -264,7 +309,7 @@ class BalancedStep:
         for task_id in finished:
             balancer.remove(task_id)
         started = time.perf_counter()
-        balancer.comm.Barrier()
+        balancer.barrier()
         wait = time.perf_counter() - started
         started = time.perf_counter()
         received, branch = balancer.exchange()
@@ -279,7 +324,8 @@ DONE = object()
 
 
 def balance(create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio", capacity: int | None = None,
-            cost: Callable | None = None, mode: str = "replicated", window: int = 4):
+            cost: Callable | None = None, mode: str = "replicated", window: int = 4,
+            yield_cpu: bool | None = None):
     """Decorator: balance an existing per-task step function across MPI ranks.
 
     See :class:`MPIBalancer` for the parameters and :class:`BalancedStep` for
@@ -288,5 +334,19 @@ def balance(create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio"
     """
     def wrap(fn: Callable) -> BalancedStep:
         return BalancedStep(fn, MPIBalancer(create, comm=comm, policy=policy, capacity=capacity, cost=cost,
-                                            mode=mode, window=window))
+                                            mode=mode, window=window, yield_cpu=yield_cpu))
     return wrap
+
+
+def _oversubscribed(comm, MPI) -> bool:
+    """Whether this node runs more ranks of ``comm`` than this process may use cores."""
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        ranks_here = local.Get_size()
+    finally:
+        local.Free()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not Linux
+        cores = os.cpu_count() or 1
+    return ranks_here > cores

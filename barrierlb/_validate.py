@@ -51,11 +51,15 @@ def check_array(name: str, value, *, ndim: int | None = None, shape: tuple | Non
             wanted = tuple("*" if want is None else want for want in shape)
             raise ValueError(f"{name} must have shape {wanted}, got {array.shape}")
     if array.dtype.kind == "f":
-        if np.isnan(array).any():
-            raise ValueError(f"{name} contains NaN")
-        if not allow_inf and np.isinf(array).any():
+        # One pass in the common (finite) case; the second only to name the problem.
+        if allow_inf:
+            if np.isnan(array).any():
+                raise ValueError(f"{name} contains NaN")
+        elif not np.isfinite(array).all():
+            if np.isnan(array).any():
+                raise ValueError(f"{name} contains NaN")
             raise ValueError(f"{name} contains infinite values")
-    if nonnegative and array.size and (array < 0).any():
+    if nonnegative and array.size and array.min() < 0:
         bad = array[array < 0].flat[0]
         raise ValueError(f"{name} must be non-negative, got {bad}")
     return array

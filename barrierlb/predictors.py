@@ -126,19 +126,18 @@ class PersistencePredictor:
         self.window = check_int("window", window, minimum=1)
         self._row: dict[int, int] = {}
         self._free_rows: list[int] = []
-        self._history = np.zeros((0, self.window))
-        self._count = np.zeros(0, dtype=np.int64)
+        self._history = np.zeros((0, self.window))     # a ring buffer per task
+        self._count = np.zeros(0, dtype=np.int64)      # measurements ever recorded per row
 
     def known(self, task_id: int) -> bool:
         return task_id in self._row
 
     def observe(self, task_ids, costs) -> None:
         """Record one measured cost per task (arrays of equal length)."""
-        rows = np.array([self._row_of(t) for t in task_ids], dtype=np.int64)
+        rows = np.fromiter(map(self._row_of, task_ids), dtype=np.int64, count=len(task_ids))
         if rows.size:
-            self._history[rows] = np.roll(self._history[rows], -1, axis=1)
-            self._history[rows, -1] = np.asarray(costs, dtype=np.float64)
-            self._count[rows] = np.minimum(self._count[rows] + 1, self.window)
+            self._history[rows, self._count[rows] % self.window] = np.asarray(costs, dtype=np.float64)
+            self._count[rows] += 1
 
     def forget(self, task_id: int) -> None:
         row = self._row.pop(task_id, None)
@@ -159,11 +158,12 @@ class PersistencePredictor:
 
     def lookahead(self, task_ids, horizon: int) -> np.ndarray:
         """Predicted cost of each task for steps ``1..horizon+1`` ahead, shape ``(n, horizon + 1)``."""
-        rows = np.array([self._row[t] for t in task_ids], dtype=np.int64)
-        history, count = self._history[rows], self._count[rows]
-        last = history[:, -1]
-        oldest = history[np.arange(rows.size), self.window - np.maximum(count, 1)]
-        slope = np.where(count > 1, (last - oldest) / np.maximum(count - 1, 1), 0.0)
+        rows = np.fromiter(map(self._row.__getitem__, task_ids), dtype=np.int64, count=len(task_ids))
+        count = self._count[rows]
+        kept = np.minimum(count, self.window)
+        last = self._history[rows, (count - 1) % self.window]
+        oldest = self._history[rows, (count - np.maximum(kept, 1)) % self.window]
+        slope = np.where(kept > 1, (last - oldest) / np.maximum(kept - 1, 1), 0.0)
         return np.maximum(last[:, None] + slope[:, None] * (np.arange(horizon + 1) + 1), 0.0)
 
 

@@ -140,7 +140,7 @@ class StepProblem:
                   else check_array("forced", forced, shape=(n_pool,), dtype=bool))
         pool_ids = (np.arange(n_pool, dtype=np.int64) if pool_ids is None
                     else check_array("pool_ids", pool_ids, shape=(n_pool,), dtype=np.int64))
-        if np.unique(pool_ids).size != n_pool:
+        if n_pool > 1 and len(set(pool_ids.tolist())) != n_pool:
             raise ValueError("pool_ids contains duplicate task ids")
         zeros = np.zeros(n_workers)
         return cls(projected_load=projected_load, pool_work=pool_work, pool_ids=pool_ids,
@@ -158,7 +158,9 @@ def loads_after(projected_load, pool_work, task_index, worker):
     loads = xp.array(projected_load, dtype=xp.float64, copy=True)
     task_index = xp.asarray(task_index, dtype=xp.int64)
     worker = xp.asarray(worker, dtype=xp.int64)
-    if task_index.size:
+    if task_index.size and xp is np:
+        np.add.at(loads.T, worker, np.asarray(pool_work, dtype=np.float64)[task_index])
+    elif task_index.size:
         onehot = (worker[:, None] == xp.arange(loads.shape[1])[None, :]).astype(xp.float64)   # (K, G)
         loads += (onehot.T @ xp.asarray(pool_work, dtype=xp.float64)[task_index]).T
     return loads

@@ -57,7 +57,7 @@ def worker(args) -> None:
                     for _ in range(new):
                         balancer.submit(next_id, {"id": next_id})
                         next_id += 1
-                    comm.Barrier()
+                    balancer.barrier()
                     started = time.perf_counter()
                     balancer.exchange()
                     times.append(time.perf_counter() - started)

@@ -40,7 +40,7 @@ class Ticker:
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") \
             as cluster, distributed.Client(cluster) as client:
         yield client
 
@@ -92,7 +92,7 @@ def test_bad_input_is_rejected(client):
 
 
 def test_a_killed_worker_loses_nothing():
-    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) \
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") \
             as cluster, distributed.Client(cluster) as client:
         balancer = DaskBalancer(client, decode.create, decode.step, policy="bfio:horizon=4", capacity=4,
                                 checkpoint=decode.checkpoint, cost=decode.cost, timeout_s=30)

@@ -111,6 +111,23 @@ def test_predictors():
         make_predictor("crystal-ball", output)
 
 
+def test_persistence_predictor_follows_the_recent_trend():
+    from barrierlb.predictors import PersistencePredictor
+
+    predictor = PersistencePredictor(window=4)
+    for cost in (1.0, 2.0, 3.0, 4.0, 5.0):               # the ring keeps 2, 3, 4, 5
+        predictor.observe([7, 8], [cost, 10.0])
+    predictor.observe([9], [3.0])
+    ahead = predictor.lookahead([7, 8, 9], 2)
+    assert ahead.tolist() == [[6.0, 7.0, 8.0], [10.0, 10.0, 10.0], [3.0, 3.0, 3.0]]
+    predictor.observe([7], [0.0])                          # a steep fall: never negative
+    assert predictor.lookahead([7], 3).min() == 0.0
+    predictor.forget(8)
+    assert not predictor.known(8)
+    predictor.observe([11], [2.0])                         # reuses the freed row from scratch
+    assert predictor.lookahead([11], 1).tolist() == [[2.0, 2.0]]
+
+
 def test_bfio_runs_with_the_predictor_that_needs_no_oracle():
     workload = synthetic(800, seed=3, prompt_mean=300, prompt_std=200, output_mean=60, output_std=30)
     config = SimulationConfig(n_workers=4, slots=8, pool=16)

@@ -84,9 +84,11 @@ class Policy(ABC):
 
         projected_load = np.asarray(projected_load, dtype=np.float64)
         rows = projected_load.shape[0]
+        cached = getattr(self, "_array_weights", None)
+        if cached is None or cached.size != rows:
+            cached = self._array_weights = horizon_weights(rows - 1, gamma=self.gamma)
         problem = StepProblem.from_arrays(projected_load, np.asarray(pool_work, dtype=np.float64).reshape(-1, rows),
-                                          free_slots, pool_ids=pool_ids,
-                                          weights=horizon_weights(rows - 1, gamma=self.gamma))
+                                          free_slots, pool_ids=pool_ids, weights=cached)
         return self.decide_problem(problem)
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ the GPU (selection indices come back to the host, a few scalars per round).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -160,21 +161,41 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     if count > ENUMERATION_PLACEMENTS or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
         return None
     must = np.flatnonzero(p.forced)[:k]
-    subsets = np.array(list(itertools.combinations(range(p.n_pool), k)), dtype=np.int64).reshape(-1, k)
-    if must.size:
-        subsets = subsets[np.isin(subsets, must).sum(axis=1) == must.size]
-    choices = cols[np.stack(np.unravel_index(np.arange(cols.size ** k), (cols.size,) * k), axis=1)]
-    per_worker = np.stack([(choices == g).sum(axis=1) for g in cols], axis=1)
-    choices = choices[(per_worker <= p.free[cols]).all(axis=1)]
-    tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
-    workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
-    onehot = (workers[:, :, None] == np.arange(p.n_workers)).astype(np.float64)   # (M, k, G)
-    loads = p.loads.T[None] + np.matmul(onehot.transpose(0, 2, 1), p.work[tasks])
+    tasks, workers, spread = _placements(p.n_pool, k, p.n_workers, tuple(cols.tolist()),
+                                         tuple(p.free[cols].tolist()), tuple(must.tolist()))
+    loads = p.loads.T[None] + (spread @ p.work).reshape(len(tasks), p.n_workers, p.n_rows)   # (M, G, H+1)
     alive = loads if p.n_alive == p.n_workers else loads[:, p.alive, :]
     score = (p.peak_cost * alive.max(axis=1) - alive.sum(axis=1)) @ p.d
     best = int(np.argmin(score))
     return FastResult(task_index=tasks[best].copy(), worker=workers[best].copy(),
                       greedy_objective=float(score[best]), objective=float(score[best]), moves=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _placements(n_pool: int, k: int, n_workers: int, cols: tuple, free: tuple, must: tuple):
+    """Every work-conserving placement of ``k`` of ``n_pool`` tasks on ``cols`` (read-only arrays).
+
+    Returns ``tasks`` and ``workers`` of shape (M, k) and ``spread`` of shape
+    (M * G, N), the 0/1 matrix whose product with the pool's lookaheads is every
+    placement's added load per worker. Cached: a backend meets the same shapes
+    step after step.
+    """
+    cols = np.array(cols, dtype=np.int64)
+    subsets = np.array(list(itertools.combinations(range(n_pool), k)), dtype=np.int64).reshape(-1, k)
+    if must:
+        subsets = subsets[np.isin(subsets, must).sum(axis=1) == len(must)]
+    choices = cols[np.stack(np.unravel_index(np.arange(cols.size ** k), (cols.size,) * k), axis=1)]
+    per_worker = np.stack([(choices == g).sum(axis=1) for g in cols], axis=1)
+    choices = choices[(per_worker <= np.array(free)).all(axis=1)]
+    tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
+    workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
+    # spread[m, g, i] = 1 when placement m puts pool task i on worker g.
+    spread = np.zeros((len(tasks), n_workers, n_pool))
+    np.add.at(spread, (np.arange(len(tasks))[:, None], workers, tasks), 1.0)
+    spread = spread.reshape(len(tasks) * n_workers, n_pool)
+    for array in (tasks, workers, spread):
+        array.setflags(write=False)
+    return tasks, workers, spread
 
 
 #: Largest (tasks x workers x steps) block the greedy scores densely.

@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     specs = requests(args.requests, args.seed)
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") \
             as cluster, Client(cluster) as client:
         outcome = (run_dask_native if args.policy == "dask" else run_balanced)(client, args, specs)
     results = outcome["results"]

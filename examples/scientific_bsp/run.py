@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         for b in range(args.blocks):
             advance.submit(b, make_spec(b, 0, seed=args.seed * 1000 + b, steps=args.steps))
     advance.balancer.exchange()          # place the initial blocks
-    comm.Barrier()
+    advance.balancer.barrier()
     started = time.perf_counter()
     for step in range(args.steps):
         advance(step)

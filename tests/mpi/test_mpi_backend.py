@@ -38,10 +38,10 @@ class Counter:
         return None
 
 
-def run_toy(comm, policy, steps=12, mode="replicated"):
+def run_toy(comm, policy, steps=12, mode="replicated", yield_cpu=None, cost=None):
     from barrierlb.backends.mpi import balance
 
-    @balance(create=Counter, comm=comm, policy=policy, mode=mode)
+    @balance(create=Counter, comm=comm, policy=policy, mode=mode, yield_cpu=yield_cpu, cost=cost)
     def advance(task, step):
         return task.advance(step)
 
@@ -118,3 +118,37 @@ def test_bad_arguments(comm):
         MPIBalancer(dict, comm="world")
     with pytest.raises(ValueError, match="mode"):
         MPIBalancer(dict, comm=comm, mode="gossip")
+
+
+def counter_cost(obj, horizon):
+    """A deterministic cost model for Counter tasks and specs (measured times are not)."""
+    return float(obj.data.size if isinstance(obj, Counter) else 1000 + 500 * (obj["id"] % 5))
+
+
+def test_yielding_and_blocking_waits_reach_the_same_placements(comm):
+    _, _, blocking = run_toy(comm, make_policy("bfio:horizon=4"), yield_cpu=False, cost=counter_cost)
+    _, _, yielding = run_toy(comm, make_policy("bfio:horizon=4"), yield_cpu=True, cost=counter_cost)
+    assert blocking == yielding
+    assert sum(len(p) for p in blocking) > 8          # tasks were created and placed after the start
+
+
+def test_spec_batches_too_large_to_send_inline_arrive_intact(comm):
+    from barrierlb.backends.mpi import INLINE_BYTES, MPIBalancer
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    balancer = MPIBalancer(dict, comm=comm, policy=make_policy("bfio:horizon=2"))
+    # Rank 0 sends specs far beyond the inline room; the others send small ones or none.
+    count = 6 if rank == 0 else rank % 2
+    width = INLINE_BYTES if rank == 0 else 8
+    for k in range(count):
+        task_id = rank * 100 + k
+        balancer.submit(task_id, {"id": task_id, "blob": bytes([task_id % 251]) * width})
+    received, _ = balancer.exchange()
+    expected = {r * 100 + k for r in range(size) for k in range(6 if r == 0 else r % 2)}
+    everyone = comm.allgather({t: (spec["id"], len(spec["blob"]), spec["blob"][:1]) for t, spec in
+                               balancer.tasks.items()})
+    merged = {t: v for view in everyone for t, v in view.items()}
+    assert sorted(merged) == sorted(expected)
+    assert all(v[0] == t and v[2] == bytes([t % 251]) for t, v in merged.items())
+    assert all(v[1] == (INLINE_BYTES if t < 100 else 8) for t, v in merged.items())
+    assert comm.allreduce(received) == len(expected)
