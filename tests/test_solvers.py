@@ -167,3 +167,20 @@ def test_greedy_score_shortcuts_equal_the_general_scores(seed, n_rows, n_workers
     finally:
         fast.DENSE_LIMIT = limit
     assert np.allclose(sparse, general, rtol=1e-12, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(2, 3), k=st.integers(2, 8), rows=st.integers(1, 4))
+def test_identical_tasks_all_placed_reach_the_optimum(seed, n_workers, k, rows):
+    """The MPI backend's common case (new tasks costed alike, no capacity limit) takes one
+    water-filling construction; it must still find the proven optimum."""
+    rng = np.random.default_rng(seed)
+    loads = rng.integers(0, 20, (rows, n_workers)).astype(float)
+    work = np.tile(rng.integers(1, 8, rows).astype(float), (k, 1))
+    free = np.full(n_workers, k)
+    problem = StepProblem.from_arrays(loads, work, free)
+    fast = solve_fast(loads, work, free, np.ones(rows))
+    exact = solve_exact(loads, work, free, np.ones(rows), time_limit_s=10)
+    assert exact.optimal and len(fast.task_index) == k
+    assert fast.objective == pytest.approx(predicted_imbalance(problem, exact.task_index, exact.worker),
+                                           rel=1e-9, abs=1e-9)

@@ -111,7 +111,11 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
             return exact
     best = None
     pairs_raised_peak = False
-    for construction in ("pairs", "slots", "largest"):
+    constructions = ("pairs", "slots", "largest")
+    if work_conserving and 1 < problem.to_place == problem.n_pool and problem.identical:
+        # Identical tasks, all placed: every construction is the same water-filling.
+        constructions, pairs_raised_peak = ("largest",), True
+    for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
             continue
@@ -228,6 +232,7 @@ class _Problem:
         self.peak_work = self.work.max(axis=1) if self.n_rows else xp.zeros(self.n_pool)
         self.max_peak_work = self.peak_work.max() if self.n_pool else 0.0
         self.neg_total = -self.total
+        self.identical = bool(self.n_pool > 1 and (self.work == self.work[:1]).all())
         self.tie_break = 1e-6 / max(float(self.d.sum()), 1e-12)
         self.peak_cost = self.n_alive * peak_weight
 
@@ -303,6 +308,26 @@ class _Search:
         xp.maximum(excess, 0.0, out=excess)
         return out + p.peak_cost * (excess @ p.d)
 
+    def _largest_first(self) -> None:
+        """Every waiting task is placed, so only the peak matters: pack the largest first,
+        each where it raises the objective least (LPT for the makespan). Only the next
+        task's scores are needed, so no score matrix is kept."""
+        p, xp = self.p, self.p.xp
+        order = np.argsort(-to_numpy(p.total), kind="stable")
+        open_cols = np.flatnonzero(self.free_left > 0)
+        for i in order[self.unplaced[order]].tolist():
+            if len(self.placed_task) >= p.to_place:
+                break
+            # deltas() of task i on the open workers, less the constant -W_i.
+            margin = self.peak[:, None] - self.loads[:, open_cols]            # (H+1, C)
+            excess = xp.maximum(p.work[i][:, None] - margin, 0.0)
+            row = p.peak_cost * (p.d @ excess) - p.tie_break * (p.d @ margin)
+            g = int(open_cols[int(xp.argmin(row))])
+            self.place(i, g)
+            if self.free_left[g] == 0:
+                open_cols = open_cols[open_cols != g]
+        self.score = None
+
     def place(self, i: int, g: int) -> bool:
         """Place task ``i`` on worker ``g``; returns whether the peak rose."""
         xp = self.p.xp
@@ -322,6 +347,9 @@ class _Search:
         cols = np.flatnonzero(self.free_left > 0)
         if len(self.placed_task) >= p.to_place or not cols.size:
             return
+        if construction == "largest":
+            self._largest_first()
+            return
         cols_x = xp.asarray(cols)
         # Scores of every (task, open worker) pair, refreshed by column unless the peak
         # rose, which changes every margin.
@@ -339,7 +367,6 @@ class _Search:
         live = xp.asarray(self.unplaced.copy())            # rows still eligible, on the device
         barred = xp.where(live, 0.0, xp.inf)               # added to fresh scores of ineligible rows
         open_cols = int((self.free_left[cols] > 0).sum())
-        largest = np.argsort(-to_numpy(p.total), kind="stable") if construction == "largest" else None
         while len(self.placed_task) < p.to_place:
             if not only_forced and forced_left >= p.to_place - len(self.placed_task):
                 only_forced = True
@@ -349,11 +376,6 @@ class _Search:
             if construction == "pairs":
                 flat = int(xp.argmin(score))
                 i, j = divmod(flat, n_cols)
-            elif construction == "largest":
-                # Every waiting task is placed: only the peak matters, so pack the largest
-                # first, each where it raises the peak least (LPT for makespan).
-                i = int(largest[len(self.placed_task)])
-                j = int(xp.argmin(score[i]))
             else:
                 open_j = np.flatnonzero(self.free_left[cols] > 0)
                 room = to_numpy(p.d @ (self.peak[:, None] - self.loads[:, cols_x[xp.asarray(open_j)]]))
