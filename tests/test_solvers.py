@@ -179,7 +179,14 @@ def test_identical_tasks_all_placed_reach_the_optimum(seed, n_workers, k, rows):
     work = np.tile(rng.integers(1, 8, rows).astype(float), (k, 1))
     free = np.full(n_workers, k)
     problem = StepProblem.from_arrays(loads, work, free)
-    fast = solve_fast(loads, work, free, np.ones(rows))
+    from barrierlb.solvers import fast as fast_module
+
+    pool_limit = fast_module.ENUMERATION_POOL
+    try:
+        fast_module.ENUMERATION_POOL = 0              # the heuristic, not the enumeration
+        fast = solve_fast(loads, work, free, np.ones(rows))
+    finally:
+        fast_module.ENUMERATION_POOL = pool_limit
     exact = solve_exact(loads, work, free, np.ones(rows), time_limit_s=10)
     assert exact.optimal and len(fast.task_index) == k
     assert fast.objective == pytest.approx(predicted_imbalance(problem, exact.task_index, exact.worker),
