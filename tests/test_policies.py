@@ -31,6 +31,12 @@ def test_bad_policy_options(spec, message):
         make_policy(spec)
 
 
+def test_decisions_from_bare_arrays_report_their_time():
+    for name in ("fcfs", "jsq-tokens", "round-robin", "bfio"):
+        decision = make_policy(name).decide_arrays(np.zeros((1, 2)), np.ones((3, 1)), [2, 2], [7, 8, 9])
+        assert decision.solve_time_s > 0.0 and decision.task_ids.size == 3
+
+
 def test_policy_options_are_parsed():
     policy = make_policy("bfio:horizon=40,gamma=0.9,max_wait=none,local_search=false")
     assert (policy.horizon, policy.gamma, policy.max_wait, policy.local_search) == (40, 0.9, None, False)
@@ -166,6 +172,7 @@ def test_policy_invariants(name, case, seed):
     again = make_policy(name, **options).decide(state)
     ids, workers = decision.task_ids, decision.workers
     assert np.array_equal(ids, again.task_ids) and np.array_equal(workers, again.workers)   # deterministic
+    assert decision.solve_time_s >= 0.0
     assert len(set(ids.tolist())) == ids.size                                              # at most once
     assert set(ids.tolist()) <= set(state.pool_ids.tolist())
     counts = np.bincount(workers, minlength=state.n_workers)

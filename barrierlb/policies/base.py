@@ -82,6 +82,7 @@ class Policy(ABC):
         """
         from barrierlb.problem import StepProblem, horizon_weights
 
+        started = time.perf_counter()
         projected_load = np.asarray(projected_load, dtype=np.float64)
         rows = projected_load.shape[0]
         cached = getattr(self, "_array_weights", None)
@@ -89,7 +90,7 @@ class Policy(ABC):
             cached = self._array_weights = horizon_weights(rows - 1, gamma=self.gamma)
         problem = StepProblem.from_arrays(projected_load, np.asarray(pool_work, dtype=np.float64).reshape(-1, rows),
                                           free_slots, pool_ids=pool_ids, weights=cached)
-        return self.decide_problem(problem)
+        return self.decide_problem(problem, started=started)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -16,11 +16,11 @@ from barrierlb._validate import check_int, check_real
 from barrierlb.policies.base import Decision, Policy, register
 
 
-def _decision(problem, workers: list[int], started: float | None) -> Decision:
+def _decision(problem, workers: list[int], started: float) -> Decision:
     index = np.arange(len(workers), dtype=np.int64)
     return Decision(task_ids=problem.pool_ids[index], workers=np.asarray(workers, dtype=np.int64),
                     pool_index=index, branch="rule",
-                    solve_time_s=time.perf_counter() - (started or time.perf_counter()))
+                    solve_time_s=time.perf_counter() - started)
 
 
 def assign_by_score(score: np.ndarray, increments: np.ndarray, free_slots: np.ndarray) -> list[int]:
@@ -61,6 +61,7 @@ class _ScoreBaseline(Policy):
         raise NotImplementedError
 
     def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
         score, increments = self.scores(problem)
         return _decision(problem, assign_by_score(score, increments[: problem.n_to_place], problem.free_slots),
                          started)
@@ -132,6 +133,7 @@ class RoundRobin(Policy):
         self._options = {}
 
     def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
         free = problem.free_slots.copy()
         n = problem.n_workers
         chosen = []
@@ -156,6 +158,7 @@ class RandomPlacement(_Seeded):
     """A uniformly random worker among those with a free slot (seeded)."""
 
     def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
         free = problem.free_slots.copy()
         chosen = []
         for _ in range(problem.n_to_place):
@@ -170,6 +173,7 @@ class PowerOfTwoChoices(_Seeded):
     """Power of two choices: two random open workers, the one with less current work wins."""
 
     def decide_problem(self, problem, *, started=None) -> Decision:
+        started = time.perf_counter() if started is None else started
         free = problem.free_slots.copy()
         load = problem.active_load.copy()
         chosen = []
