@@ -250,7 +250,10 @@ def print_table(results, workload_name: str) -> None:
         return
     table = Table(title=title, caption=f"ratios vs {results[0][0]}; all metrics: --json")
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+        if i == 0:      # long policy strings fold; the numbers are never cut
+            table.add_column(h, justify="left", overflow="fold")
+        else:
+            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(r[i]) for r in rows))
     for row in rows:
         table.add_row(*row)
     console = Console()
