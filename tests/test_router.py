@@ -42,3 +42,17 @@ def test_decide_arrays_and_cost_lookahead():
     assert cost_lookahead(lambda obj, h: 2.0, None, 2).tolist() == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="non-negative number or 3"):
         cost_lookahead(lambda obj, h: [1.0, -1.0, 0.0], None, 2)
+
+
+def test_llm_serving_example_runs_end_to_end():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "llm_serving" / "run.py"
+    result = subprocess.run([sys.executable, str(script), "--workload", "synthetic", "--requests", "600",
+                             "--ranks", "4", "--slots", "8"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "data_parallel_rank=" in result.stdout                 # part 1 routed requests
+    assert "bfio:horizon=72,gamma=0.86" in result.stdout          # synthetic outputs: the long preset
+    assert "TTFT p99" in result.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from barrierlb import make_policy
 from barrierlb.cli import print_table
-from barrierlb.policies.bfio import LLM_DECODE
+from barrierlb.policies.bfio import decode_preset
 from barrierlb.predictors import SurvivalPredictor
 from barrierlb.router import DecodeRouter
 from barrierlb.simulator import SimulationConfig, simulate
@@ -31,8 +31,8 @@ from barrierlb.workloads import load_workload
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def route_demo(workload, ranks: int, slots: int, steps: int) -> None:
-    router = DecodeRouter(ranks, slots, policy=LLM_DECODE, predictor=SurvivalPredictor())
+def route_demo(workload, ranks: int, slots: int, steps: int, policy: str) -> None:
+    router = DecodeRouter(ranks, slots, policy=policy, predictor=SurvivalPredictor())
     remaining = {}
     next_request = 0
     shown = 0
@@ -81,15 +81,17 @@ def main(argv=None) -> int:
                              "then keeps 8 x 32 slots busy)")
     args = parser.parse_args(argv)
     workload = load_workload(args.workload, n_requests=args.requests, seed=0)
-    print(f"Part 1: routing with DecodeRouter ({args.ranks} ranks x {args.slots} slots, {workload.name})")
-    route_demo(workload, args.ranks, args.slots, steps=300)
+    # The BF-IO preset for this traffic's output lengths (LLM_DECODE_SHORT under 256 tokens).
+    preset = decode_preset(float(workload.output_tokens.mean()))
+    print(f"Part 1: routing with DecodeRouter ({args.ranks} ranks x {args.slots} slots, {workload.name}, {preset})")
+    route_demo(workload, args.ranks, args.slots, steps=300, policy=preset)
     timed = workload.arrival_s is not None
     config = SimulationConfig(n_workers=args.ranks, slots=args.slots, pool=4 * args.ranks,
                               arrivals="trace" if timed else "pool", rate_scale=args.rate_scale)
     mode = f"trace timestamps, {args.rate_scale:g}x faster" if timed else "overloaded pool"
     print(f"Part 2: replaying {len(workload):,} requests ({mode})")
     results = []
-    for spec in ("fcfs", "jsq-tokens", "vllm", "bfio:horizon=0", LLM_DECODE):
+    for spec in ("fcfs", "jsq-tokens", "vllm", "bfio:horizon=0", preset):
         results.append((spec, simulate(workload, make_policy(spec), config=config,
                                        predictor=SurvivalPredictor(), policy_name=spec)))
     print_table(results, workload.name)
