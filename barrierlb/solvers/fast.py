@@ -111,16 +111,14 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
             return exact
     best = None
     pairs_raised_peak = False
-    constructions = ("pairs", "slots", "largest")
-    if work_conserving and 1 < problem.to_place == problem.n_pool and problem.identical:
-        # Identical tasks, all placed: every construction is the same water-filling.
-        constructions, pairs_raised_peak = ("largest",), True
+    all_placed = work_conserving and 1 < problem.to_place == problem.n_pool
+    # Identical tasks, all placed: every construction is the same water-filling.
+    constructions = ("largest",) if all_placed and problem.identical else ("pairs", "slots", "largest")
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
             continue
-        if construction == "largest" and not (work_conserving and 1 < problem.to_place == problem.n_pool
-                                              and pairs_raised_peak):
+        if construction == "largest" and not (all_placed and (pairs_raised_peak or len(constructions) == 1)):
             continue
         search = _Search(problem)
         search.greedy(construction)
@@ -276,8 +274,10 @@ class _Search:
             return (p.peak_cost * p.d[0]) * xp.maximum(w - margin, 0.0) - p.total[rows][:, None] \
                 - (p.tie_break * p.d[0]) * margin
         if cols.shape[0] == 1:                                            # one column: dense is cheaper
-            excess = xp.maximum(p.work[rows] - margin[:, 0], 0.0)
-            return (p.peak_cost * (excess @ p.d) - p.total[rows] - p.tie_break * float(p.d @ margin[:, 0]))[:, None]
+            return self.column_deltas(int(cols[0]), rows)[:, None]
+        if rows.shape[0] == 1:                                            # one task: dense is cheaper
+            excess = xp.maximum(p.work[rows[0]][:, None] - margin, 0.0)
+            return (p.peak_cost * (p.d @ excess) - p.total[rows] - p.tie_break * (p.d @ margin))[None, :]
         overflow = p.peak_work[rows][:, None] > margin.min(axis=0)[None, :]
         if overflow.size * p.n_rows <= DENSE_LIMIT and int(overflow.sum()) * 8 > overflow.size:
             # Many pairs overflow: one dense (tasks, workers, steps) pass beats gathering them.
@@ -295,16 +295,17 @@ class _Search:
         out -= p.tie_break * (p.d @ margin)[None, :]
         return out
 
-    def column_deltas(self, g: int):
-        """:meth:`deltas` of every waiting task for worker ``g`` alone, shape (N,)."""
+    def column_deltas(self, g: int, rows=None):
+        """:meth:`deltas` of the tasks ``rows`` (default all) for worker ``g`` alone, shape (R,)."""
         p, xp = self.p, self.p.xp
+        work, neg_total = (p.work, p.neg_total) if rows is None else (p.work[rows], p.neg_total[rows])
         margin = self.peak - self.loads[:, g]                             # (H+1,)
-        out = p.neg_total - p.tie_break * float(p.d @ margin)
+        out = neg_total - p.tie_break * float(p.d @ margin)
         if p.n_rows == 1:
-            return out + (p.peak_cost * p.d[0]) * xp.maximum(p.work[:, 0] - margin[0], 0.0)
+            return out + (p.peak_cost * p.d[0]) * xp.maximum(work[:, 0] - margin[0], 0.0)
         if float(p.max_peak_work) <= float(margin.min()):                # every task fits
             return out
-        excess = p.work - margin
+        excess = work - margin
         xp.maximum(excess, 0.0, out=excess)
         return out + p.peak_cost * (excess @ p.d)
 
@@ -314,18 +315,16 @@ class _Search:
         task's scores are needed, so no score matrix is kept."""
         p, xp = self.p, self.p.xp
         order = np.argsort(-to_numpy(p.total), kind="stable")
+        order = order[self.unplaced[order]][: p.to_place - len(self.placed_task)]
+        order_x = xp.asarray(order)
         open_cols = np.flatnonzero(self.free_left > 0)
-        for i in order[self.unplaced[order]].tolist():
-            if len(self.placed_task) >= p.to_place:
-                break
-            # deltas() of task i on the open workers, less the constant -W_i.
-            margin = self.peak[:, None] - self.loads[:, open_cols]            # (H+1, C)
-            excess = xp.maximum(p.work[i][:, None] - margin, 0.0)
-            row = p.peak_cost * (p.d @ excess) - p.tie_break * (p.d @ margin)
-            g = int(open_cols[int(xp.argmin(row))])
+        open_x = xp.asarray(open_cols)
+        for k, i in enumerate(order.tolist()):
+            g = int(open_cols[int(xp.argmin(self.deltas(order_x[k:k + 1], open_x)[0]))])
             self.place(i, g)
             if self.free_left[g] == 0:
                 open_cols = open_cols[open_cols != g]
+                open_x = xp.asarray(open_cols)
         self.score = None
 
     def place(self, i: int, g: int) -> bool:
@@ -464,28 +463,26 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
         candidates = []          # (gain array, kind, first, second)
 
         n_workers = loads.shape[1]
-        table = []               # peak_without, built once a round when many pairs need it
+        table = []               # peak_without of every pair of workers, built when many pairs need it
 
-        def peak_without():
-            """``[a, b, h]``: the peak at step h over the workers other than a and b."""
-            if not table:
-                workers_x = xp.arange(n_workers)
-                on1 = index[:, 0][None, :] == workers_x[:, None]                 # (G, H+1)
-                on2 = index[:, 1][None, :] == workers_x[:, None]
-                hit1 = on1[:, None, :] | on1[None, :, :]
-                hit2 = on2[:, None, :] | on2[None, :, :]
-                table.append(xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0]))
-            return table[0]
+        def peak_without(a, b):
+            """The peak at each step over the workers other than ``a`` and ``b`` (arrays that
+            broadcast against the step axis, which comes last)."""
+            hit1 = (index[:, 0] == a) | (index[:, 0] == b)
+            hit2 = (index[:, 1] == a) | (index[:, 1] == b)
+            return xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
 
         def gain_of(first_worker, second_worker, new_first, new_second):
             """Objective change when two workers' columns become ``new_first``/``new_second``."""
+            first_worker, second_worker = xp.asarray(first_worker), xp.asarray(second_worker)
             if n_workers * n_workers <= len(first_worker) and n_workers * n_workers * loads.shape[0] <= DENSE_LIMIT:
-                others = peak_without()[xp.asarray(first_worker), xp.asarray(second_worker)]
+                # Many pairs: tabulate every pair of workers once a round, then look pairs up.
+                if not table:
+                    workers_x = xp.arange(n_workers)
+                    table.append(peak_without(workers_x[:, None, None], workers_x[None, :, None]))
+                others = table[0][first_worker, second_worker]
             else:
-                first_worker, second_worker = xp.asarray(first_worker)[:, None], xp.asarray(second_worker)[:, None]
-                hit1 = (index[:, 0][None, :] == first_worker) | (index[:, 0][None, :] == second_worker)
-                hit2 = (index[:, 1][None, :] == first_worker) | (index[:, 1][None, :] == second_worker)
-                others = xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
+                others = peak_without(first_worker[:, None], second_worker[:, None])
             new_peak = xp.maximum(others, new_first)
             if new_second is not None:
                 new_peak = xp.maximum(new_peak, new_second)
