@@ -166,18 +166,18 @@ def loads_after(projected_load, pool_work, task_index, worker):
     return loads
 
 
-def imbalance_of_loads(loads, alive, weights) -> float:
-    """``sum_h d_h (G max_g L[h, g] - sum_g L[h, g])`` over alive workers."""
+def imbalance_of_loads(loads, alive, weights, *, peak_weight: float = 1.0) -> float:
+    """``sum_h d_h (peak_weight * G max_g L[h, g] - sum_g L[h, g])`` over alive workers."""
     xp = array_namespace(loads)
     alive_loads = loads[:, xp.asarray(alive)]
     n_alive = alive_loads.shape[1]
     if n_alive == 0:
         return 0.0
-    per_step = n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)
+    per_step = peak_weight * n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)
     return float(xp.asarray(weights) @ per_step)
 
 
-def predicted_imbalance(problem: StepProblem, task_index, worker) -> float:
+def predicted_imbalance(problem: StepProblem, task_index, worker, *, peak_weight: float = 1.0) -> float:
     """The BF-IO objective of a placement (lower is better).
 
     Parameters
@@ -187,6 +187,10 @@ def predicted_imbalance(problem: StepProblem, task_index, worker) -> float:
         Positions in the pool of the placed tasks.
     worker : array-like of int, shape (K,)
         Worker of each placed task.
+    peak_weight : float
+        Weight of the ``G * max`` term; 1 (default) is the paper's predicted
+        imbalance, other values the objective the solvers minimize for
+        ``bfio:peak_weight=...``.
     """
     loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
-    return imbalance_of_loads(loads, problem.alive, problem.weights)
+    return imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight)

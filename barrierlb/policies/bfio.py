@@ -8,7 +8,7 @@ import numpy as np
 
 from barrierlb._validate import check_int, check_real
 from barrierlb.policies.base import Decision, Policy, register
-from barrierlb.problem import loads_after, predicted_imbalance
+from barrierlb.problem import predicted_imbalance
 from barrierlb.solvers import solve_exact, solve_fast
 
 #: Default bound on how many decisions a waiting task may be passed over.
@@ -136,27 +136,18 @@ class BFIOExact(BFIO):
                             time_limit_s=self.time_limit_s, peak_weight=self.peak_weight)
         info = {"milp_status": exact.status, "milp_time_s": exact.solve_time_s}
         if exact.optimal:
-            info["solver_objective"] = _weighted_objective(sampled, exact.task_index, exact.worker, self.peak_weight)
+            info["solver_objective"] = predicted_imbalance(sampled, exact.task_index, exact.worker,
+                                                           peak_weight=self.peak_weight)
             return _to_decision(problem, exact.task_index, exact.worker, "exact", started, info)
         fast = self._fast(problem)
         best = (fast.objective, fast.task_index, fast.worker, "fast")
         if exact.found:
-            value = _weighted_objective(sampled, exact.task_index, exact.worker, self.peak_weight)
+            value = predicted_imbalance(sampled, exact.task_index, exact.worker, peak_weight=self.peak_weight)
             if value < best[0]:
                 best = (value, exact.task_index, exact.worker, "milp_incumbent")
         info["fallback_source"] = best[3]
         info["solver_objective"] = best[0]
         return _to_decision(problem, best[1], best[2], "fallback", started, info)
-
-
-def _weighted_objective(problem, task_index, worker, peak_weight: float) -> float:
-    """``sum_h d_h (peak_weight * G * max - sum)``: the objective both solvers minimize."""
-    if peak_weight == 1.0:
-        return predicted_imbalance(problem, task_index, worker)
-    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)[:, problem.alive]
-    if not loads.shape[1]:
-        return 0.0
-    return float(problem.weights @ (peak_weight * loads.shape[1] * loads.max(axis=1) - loads.sum(axis=1)))
 
 
 def _to_decision(problem, task_index, worker, branch, started, info) -> Decision:

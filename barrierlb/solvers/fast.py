@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from barrierlb._xp import array_namespace, to_numpy
+from barrierlb.problem import imbalance_of_loads
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class _Problem:
         self.neg_total = -self.total
         self.identical = bool(self.n_pool > 1 and (self.work == self.work[:1]).all())
         self.tie_break = 1e-6 / max(float(self.d.sum()), 1e-12)
+        self.peak_weight = peak_weight
         self.peak_cost = self.n_alive * peak_weight
 
 
@@ -254,11 +256,7 @@ class _Search:
         self.initial_peak = self.peak
 
     def objective(self) -> float:
-        p = self.p
-        if not p.n_alive:
-            return 0.0
-        alive_loads = self.loads[:, p.alive_x]
-        return float(p.d @ (p.peak_cost * alive_loads.max(axis=1) - alive_loads.sum(axis=1)))
+        return imbalance_of_loads(self.loads, self.p.alive_x, self.p.d, peak_weight=self.p.peak_weight)
 
     def deltas(self, rows, cols):
         """Change of the objective for placing task ``rows[r]`` on worker ``cols[c]``, shape (R, C).
