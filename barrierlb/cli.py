@@ -235,6 +235,12 @@ def _table_rows(results):
     return header, rows
 
 
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """Right-aligned fixed-width text table of string cells (no dependencies)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *rows])
+
+
 def print_table(results, workload_name: str) -> None:
     header, rows = _table_rows(results)
     title = f"{workload_name}: {len(results)} policies"
@@ -242,11 +248,8 @@ def print_table(results, workload_name: str) -> None:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
         print(title)
-        print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-        for row in rows:
-            print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        print(plain_table(header, rows))
         return
     table = Table(title=title, caption=f"ratios vs {results[0][0]}; all metrics: --json")
     for i, h in enumerate(header):

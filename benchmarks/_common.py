@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from barrierlb.cli import plain_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -28,11 +30,8 @@ def print_table(rows: list[dict], columns: list[tuple], title: str) -> None:
     def cell(value, fmt):
         return "-" if value is None else fmt(value) if callable(fmt) else fmt.format(value)
     cells = [[cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, (_, h, _) in enumerate(columns)]
     print(title)
-    print("  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print(plain_table([header for _, header, _ in columns], cells))
     print(flush=True)
 
 

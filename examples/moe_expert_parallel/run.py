@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experts import Layout, Routing, eplb_pack, replica_counts, sticky_update  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
-from barrierlb.cli import CLIError, print_table  # noqa: E402
+from barrierlb.cli import plain_table  # noqa: E402
 
 DEFAULT_POLICIES = "static;eplb;round-robin;jsq-tokens;bfio:horizon=0"
 
@@ -112,12 +112,9 @@ def main(argv=None) -> int:
     header = ["policy", "idle", "max/mean", "p99 max/mean", "weight copies", "copied GB", "decide ms p50"]
     table = [[r["policy"], f"{r['idle_fraction']:.2%}", f"{r['max_over_mean']:.3f}", f"{r['p99_max_over_mean']:.3f}",
               str(r["weight_copies"]), f"{r['copied_gb']:.1f}", f"{r['decision_ms_p50']:.3f}"] for r in rows]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
     print(f"MoE expert parallelism: {args.gpus} GPUs, {args.experts} experts + {args.redundant} redundant replicas, "
           f"{args.steps} steps, rebalance every {args.interval}")
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    for t in table:
-        print("  ".join(c.rjust(w) for c, w in zip(t, widths)))
+    print(plain_table(header, table))
     if args.json:
         Path(args.json).write_text(json.dumps({"config": vars(args), "results": rows}, indent=2) + "\n")
     return 0
