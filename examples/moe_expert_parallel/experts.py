@@ -79,9 +79,13 @@ class Layout:
 
     def gpu_load(self, expert_tokens: np.ndarray) -> np.ndarray:
         """Tokens each GPU processes when ``expert_tokens`` are split evenly over replicas."""
+        return self.replica_load(expert_tokens / np.maximum(self.counts(expert_tokens.size), 1))
+
+    def replica_load(self, per_replica: np.ndarray) -> np.ndarray:
+        """Each GPU's load when every replica of expert ``e`` carries ``per_replica[e]``."""
         expert = np.asarray(self.expert, dtype=np.int64)
-        per_replica = expert_tokens[expert] / self.counts(expert_tokens.size)[expert]
-        return np.bincount(np.asarray(self.gpu, dtype=np.int64), weights=per_replica, minlength=self.n_gpus)
+        return np.bincount(np.asarray(self.gpu, dtype=np.int64), weights=per_replica[expert],
+                           minlength=self.n_gpus)
 
     def homes(self) -> set:
         """(expert, gpu) pairs present: the weights each GPU holds."""
@@ -124,24 +128,22 @@ def sticky_update(layout: Layout, counts: np.ndarray, expert_load: np.ndarray, p
     load is every GPU's predicted load under the new counts. Returns the new
     layout and the policy's decision info.
     """
-    expert = list(layout.expert)
-    gpu = list(layout.gpu)
+    kept = Layout(layout.n_gpus, layout.slots, list(layout.expert), list(layout.gpu))
+    expert, gpu = kept.expert, kept.gpu
     retired = []
-    current = np.bincount(np.asarray(expert, dtype=np.int64), minlength=counts.size)
+    current = kept.counts(counts.size)
     per_replica = expert_load / counts
     # Retire surplus replicas, from the most loaded GPUs first.
     for e in np.flatnonzero(current > counts):
         for _ in range(int(current[e] - counts[e])):
-            load = np.bincount(np.asarray(gpu, dtype=np.int64), weights=per_replica[np.asarray(expert)],
-                               minlength=layout.n_gpus)
+            load = kept.replica_load(per_replica)
             mine = [k for k, x in enumerate(expert) if x == e]
             k = max(mine, key=lambda k: (load[gpu[k]], -k))
             retired.append((expert[k], gpu[k]))
             del expert[k], gpu[k]
     new = [int(e) for e in np.flatnonzero(counts > current) for _ in range(int(counts[e] - current[e]))]
     if churn and expert:
-        load = np.bincount(np.asarray(gpu, dtype=np.int64), weights=per_replica[np.asarray(expert)],
-                           minlength=layout.n_gpus)
+        load = kept.replica_load(per_replica)
         hot = [k for k in range(len(expert)) if load[gpu[k]] > load.mean()]
         hot.sort(key=lambda k: (-per_replica[expert[k]], k))
         for k in sorted(hot[:churn], reverse=True):
@@ -150,8 +152,7 @@ def sticky_update(layout: Layout, counts: np.ndarray, expert_load: np.ndarray, p
             del expert[k], gpu[k]
     decision_info = {"placed": len(new), "retired": retired, "solve_time_s": 0.0}
     if new:
-        placed = np.bincount(np.asarray(gpu, dtype=np.int64), weights=per_replica[np.asarray(expert)],
-                             minlength=layout.n_gpus)
+        placed = kept.replica_load(per_replica)
         free = layout.slots - np.bincount(np.asarray(gpu, dtype=np.int64), minlength=layout.n_gpus)
         rows = int(getattr(policy, "horizon", 0)) + 1
         decision = policy.decide_arrays(np.tile(placed, (rows, 1)),
@@ -163,4 +164,4 @@ def sticky_update(layout: Layout, counts: np.ndarray, expert_load: np.ndarray, p
             expert.append(new[index])
             gpu.append(int(g))
         decision_info["solve_time_s"] = decision.solve_time_s
-    return Layout(layout.n_gpus, layout.slots, expert, gpu), decision_info
+    return kept, decision_info
