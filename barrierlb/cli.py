@@ -19,8 +19,6 @@ from barrierlb.workloads import WorkloadError, load_workload
 #: ``--policies`` default; ``{decode}`` becomes the BF-IO preset for the workload's
 #: mean output length (:func:`barrierlb.policies.bfio.decode_preset`).
 DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;{decode}"
-#: Options applied by ``--horizon`` to policies that have a horizon and do not set one.
-_HORIZON_POLICIES = ("bfio", "bfio-exact", "greedy")
 
 
 class CLIError(Exception):
@@ -126,14 +124,9 @@ def split_policies(text: str) -> list[str]:
 
 
 def _policy(spec: str, args):
-    name = spec.partition(":")[0].strip()
-    options = {}
-    if args.horizon is not None and name in _HORIZON_POLICIES and "horizon=" not in spec:
-        options["horizon"] = args.horizon
-    if name in ("random", "p2c") and "seed=" not in spec:
-        options["seed"] = args.seed
+    defaults = {"seed": args.seed} if args.horizon is None else {"seed": args.seed, "horizon": args.horizon}
     try:
-        return make_policy(spec, **options)
+        return make_policy(spec, defaults=defaults)
     except (TypeError, ValueError) as error:
         raise CLIError(str(error)) from None
 

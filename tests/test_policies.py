@@ -37,6 +37,13 @@ def test_decisions_from_bare_arrays_report_their_time():
         assert decision.solve_time_s > 0.0 and decision.task_ids.size == 3
 
 
+def test_defaults_fill_only_options_the_policy_takes_and_the_spec_leaves_open():
+    assert make_policy("random", defaults={"seed": 5, "horizon": 3}).options() == {"seed": 5}
+    assert make_policy("random:seed=2", defaults={"seed": 5}).options() == {"seed": 2}
+    assert make_policy("greedy", defaults={"seed": 5, "horizon": 3}).horizon == 3
+    assert make_policy("bfio-exact", defaults={"horizon": 3}).horizon == 3
+
+
 def test_policy_options_are_parsed():
     policy = make_policy("bfio:horizon=40,gamma=0.9,max_wait=none,local_search=false")
     assert (policy.horizon, policy.gamma, policy.max_wait, policy.local_search) == (40, 0.9, None, False)

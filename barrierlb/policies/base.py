@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -125,16 +126,20 @@ def available_policies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_policy(spec: str, **options) -> Policy:
+def make_policy(spec: str, *, defaults: dict | None = None, **options) -> Policy:
     """Build a policy from ``"name"`` or ``"name:key=value,key=value"``.
 
     Option values are parsed as int, float, bool (``true``/``false``) or
     ``none``, else kept as strings; keyword ``options`` override the spec.
+    ``defaults`` fill in options that neither sets, for the policies whose
+    constructor takes them (a command line's ``--horizon`` or ``--seed``).
 
     Examples
     --------
     >>> make_policy("bfio:horizon=40").horizon
     40
+    >>> [make_policy(s, defaults={"horizon": 8}).horizon for s in ("bfio", "bfio:horizon=2", "fcfs")]
+    [8, 2, 0]
     """
     if not isinstance(spec, str):
         raise TypeError(f"policy spec must be a string, got {type(spec).__name__}")
@@ -149,8 +154,12 @@ def make_policy(spec: str, **options) -> Policy:
             raise ValueError(f"policy option {item!r} in {spec!r} must look like key=value")
         parsed[key.strip().replace("-", "_")] = _parse_value(value.strip())
     parsed.update(options)
+    cls = _REGISTRY[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    parsed.update({key: value for key, value in (defaults or {}).items()
+                   if key in accepted and key not in parsed})
     try:
-        return _REGISTRY[name](**parsed)
+        return cls(**parsed)
     except TypeError as error:
         raise ValueError(f"bad options for policy {name!r}: {error}") from None
 

@@ -51,10 +51,8 @@ def run_balanced(client, args, specs) -> dict:
     from barrierlb import make_policy
     from barrierlb.backends.dask import DaskBalancer
 
-    name = args.policy
-    options = {"horizon": args.horizon} if name.partition(":")[0] in ("bfio", "greedy") \
-        and "horizon=" not in name else {}
-    balancer = DaskBalancer(client, decode.create, decode.step, policy=make_policy(name, **options),
+    balancer = DaskBalancer(client, decode.create, decode.step,
+                            policy=make_policy(args.policy, defaults={"horizon": args.horizon}),
                             capacity=args.slots, checkpoint=decode.checkpoint,
                             cost=decode.cost if args.cost == "model" else None)
     queue = list(specs)

@@ -52,12 +52,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    name = args.policy
-    kind = name.partition(":")[0]
-    options = {}
-    if kind in ("bfio", "bfio-exact", "greedy") and "horizon=" not in name:
-        options["horizon"] = args.horizon
-    policy = make_policy(name, **options)
+    policy = make_policy(args.policy, defaults={"horizon": args.horizon})
 
     @balance(create=Block, comm=comm, policy=policy, cost=cost_model if args.cost == "model" else None,
              mode=args.mode)
