@@ -238,8 +238,10 @@ class MPIBalancer:
                 else np.maximum(self.capacity - counts, 0))
         if self.mode == "replicated" or self.rank == 0:
             # Every deciding rank evaluates the cost model itself (configured alike: checked).
-            work = np.array([self._lookahead(spec, fallback) for _, spec in pairs])
-            decision = self.policy.decide_arrays(table[:, :rows].T, work, free, np.array(ids, dtype=np.int64))
+            work = (np.array([self._lookahead(spec, fallback) for _, spec in pairs]) if self.cost is not None
+                    else np.full((len(pairs), rows), fallback))
+            decision = self.policy.decide_arrays(np.ascontiguousarray(table[:, :rows].T), work, free,
+                                                 np.array(ids, dtype=np.int64), check=False)
             placement = np.full(len(pairs), -1, dtype=np.int64)
             placement[decision.pool_index] = decision.workers
             branch = decision.branch

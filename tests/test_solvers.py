@@ -180,18 +180,43 @@ def test_identical_tasks_shortcut_matches_every_construction(seed, n_workers, k,
     loads = rng.integers(0, 20, (rows, n_workers)).astype(float)
     work = np.tile(rng.integers(1, 8, rows).astype(float), (k, 1))
     free = np.full(n_workers, k)
-    pool_limit, init = fast_module.ENUMERATION_POOL, fast_module._Problem.__init__
+    enumerate_, init = fast_module._enumerate, fast_module._Problem.__init__
 
     def without_shortcut(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.identical = False
 
     try:
-        fast_module.ENUMERATION_POOL = 0              # the heuristic, not the enumeration
+        fast_module._enumerate = lambda problem: None   # the heuristic, not the enumeration
         short = solve_fast(loads, work, free, np.ones(rows))
         fast_module._Problem.__init__ = without_shortcut
         full = solve_fast(loads, work, free, np.ones(rows))
     finally:
-        fast_module.ENUMERATION_POOL, fast_module._Problem.__init__ = pool_limit, init
+        fast_module._enumerate, fast_module._Problem.__init__ = enumerate_, init
     assert len(short.task_index) == k
     assert short.objective == pytest.approx(full.objective, rel=1e-12, abs=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(1, 3), n_pool=st.integers(2, 5),
+       rows=st.integers(1, 3), peak_weight=st.sampled_from([1.0, 1000.0]))
+def test_alike_tasks_are_placed_optimally_by_counting(seed, n_workers, n_pool, rows, peak_weight):
+    """Alike tasks: the solver scores every vector of per-worker counts. That must be the
+    optimum over every placement (brute force), also when fewer slots than tasks are free."""
+    rng = np.random.default_rng(seed)
+    loads = rng.integers(0, 20, (rows, n_workers)).astype(float)
+    work = np.tile(rng.integers(1, 8, rows).astype(float), (n_pool, 1))
+    free = rng.integers(0, 3, n_workers)
+    free[0] = max(free[0], 1)
+    problem = StepProblem.from_arrays(loads, work, free, weights=rng.random(rows) + 0.1)
+    result = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                        peak_weight=peak_weight)
+    assert len(result.task_index) == problem.n_to_place
+    assert (np.bincount(result.worker, minlength=n_workers) <= free).all()
+    value = predicted_imbalance(problem, result.task_index, result.worker, peak_weight=peak_weight)
+    assert result.objective == pytest.approx(value, rel=1e-9, abs=1e-6)
+    slots = [g for g in range(n_workers) for _ in range(int(free[g]))]
+    best = min(predicted_imbalance(problem, np.arange(problem.n_to_place), np.array(workers, dtype=np.int64),
+                                   peak_weight=peak_weight)
+               for workers in set(itertools.permutations(slots, problem.n_to_place)))
+    assert value == pytest.approx(best, rel=1e-9, abs=1e-6)

@@ -71,7 +71,7 @@ class Policy(ABC):
     def decide_problem(self, problem, *, started: float | None = None) -> Decision:
         """Return the decision for an explicit step problem."""
 
-    def decide_arrays(self, projected_load, pool_work, free_slots, pool_ids) -> Decision:
+    def decide_arrays(self, projected_load, pool_work, free_slots, pool_ids, *, check: bool = True) -> Decision:
         """Decide from bare arrays (what backends gather), with this policy's horizon weights.
 
         Parameters
@@ -80,6 +80,10 @@ class Policy(ABC):
         pool_work : array, shape (N, H + 1)
         free_slots : array of int, shape (G,)
         pool_ids : array of int, shape (N,)
+        check : bool
+            Validate the arrays (default). The backends pass ``False``: their
+            arrays are float64 / int64, non-negative and of matching shapes by
+            construction.
         """
         from barrierlb.problem import StepProblem, horizon_weights
 
@@ -90,7 +94,7 @@ class Policy(ABC):
         if cached is None or cached.size != rows:
             cached = self._array_weights = horizon_weights(rows - 1, gamma=self.gamma)
         problem = StepProblem.from_arrays(projected_load, np.asarray(pool_work, dtype=np.float64).reshape(-1, rows),
-                                          free_slots, pool_ids=pool_ids, weights=cached)
+                                          free_slots, pool_ids=pool_ids, weights=cached, check=check)
         return self.decide_problem(problem, started=started)
 
     def __repr__(self) -> str:

@@ -134,15 +134,17 @@ class RoundRobin(Policy):
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
-        free = problem.free_slots.copy()
-        n = problem.n_workers
+        free = problem.free_slots.tolist()
+        n = len(free)
         chosen = []
-        for _ in range(problem.n_to_place):
-            order = (self._cursor + np.arange(n)) % n
-            g = int(order[np.argmax(free[order] > 0)])
+        g = self._cursor % n
+        for _ in range(problem.n_to_place):      # a worker with a free slot exists: n_to_place <= sum(free)
+            while free[g] <= 0:
+                g = (g + 1) % n
             chosen.append(g)
             free[g] -= 1
-            self._cursor = (g + 1) % n
+            g = (g + 1) % n
+        self._cursor = g
         return _decision(problem, chosen, started)
 
 

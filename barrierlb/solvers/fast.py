@@ -60,8 +60,11 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
                max_candidates: int = 32, peak_weight: float = 1.0) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
-    Two greedy constructions are tried, each polished by local search, and the
-    better placement is returned:
+    Small problems are solved exactly by enumeration: every placement when the
+    pool has at most 16 tasks, and every vector of per-worker counts when the
+    tasks are alike (the backends' usual case: new tasks costed at the mean
+    measured cost), within the limits below. Otherwise greedy constructions
+    are tried, each polished by local search, and the best placement is returned:
 
     - *pairs*: the (task, worker) pair of lowest marginal score first, which
       fills the deepest holes with the largest tasks that fit;
@@ -144,7 +147,9 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
 
 #: Tiny problems (a pool of at most 16 tasks, at most 4,096 placements, and placements x
 #: workers x steps within 65,536 numbers) are solved by enumerating every placement:
-#: exact, and faster than the heuristic's fixed costs. Larger pools keep the heuristic,
+#: exact, and faster than the heuristic's fixed costs. Alike tasks enumerate count vectors
+#: instead, within the same limits, whatever the pool size (16 alike tasks on 4 workers:
+#: 969 vectors, 0.09 ms against the heuristic's 0.25 ms). Larger pools keep the heuristic,
 #: whose worst-fit tie-break matters for long-run balance in the LLM simulations.
 ENUMERATION_LIMIT = 65_536
 ENUMERATION_POOL = 16
@@ -158,12 +163,15 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     """
     k = p.to_place
     cols = np.flatnonzero(p.free > 0)
-    if k < 2 or not cols.size or p.n_pool > ENUMERATION_POOL:   # one placement: the greedy is exact
-        return None
-    count = math.comb(p.n_pool, k) * cols.size ** k
-    if count > ENUMERATION_PLACEMENTS or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
+    if k < 2 or not cols.size:                                    # one placement: the greedy is exact
         return None
     must = np.flatnonzero(p.forced)[:k]
+    if p.identical:
+        return _enumerate_counts(p, k, cols, must)
+    count = math.comb(p.n_pool, k) * cols.size ** k
+    if p.n_pool > ENUMERATION_POOL or count > ENUMERATION_PLACEMENTS \
+            or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
+        return None
     tasks, workers, spread = _placements(p.n_pool, k, p.n_workers, tuple(cols.tolist()),
                                          tuple(p.free[cols].tolist()), tuple(must.tolist()))
     loads = p.loads.T[None] + (spread @ p.work).reshape(len(tasks), p.n_workers, p.n_rows)   # (M, G, H+1)
@@ -172,6 +180,51 @@ def _enumerate(p: "_Problem") -> FastResult | None:
     best = int(np.argmin(score))
     return FastResult(task_index=tasks[best].copy(), worker=workers[best].copy(),
                       greedy_objective=float(score[best]), objective=float(score[best]), moves=0)
+
+
+def _enumerate_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> FastResult | None:
+    """Alike tasks: only how many each worker gets matters, so score every vector of counts
+    (far fewer than placements: 35 instead of 256 for 4 tasks on 4 workers). The tasks
+    placed are the forced ones, then the earliest."""
+    counts = _counts(k, p.n_workers, tuple(cols.tolist()), tuple(p.free[cols].tolist()))
+    if counts is None or counts.size * p.n_rows > ENUMERATION_LIMIT:
+        return None
+    # Every count vector places the same total, so the sum term is the same for all: the
+    # peak term alone ranks them.
+    w = p.work[0]
+    peak = None                                                  # (M, H+1): max over alive workers
+    for g in np.flatnonzero(p.alive).tolist():                   # a loop over few workers beats a
+        column = counts[:, g:g + 1] * w + p.loads[:, g]         # reduction over a middle axis 6x
+        peak = column if peak is None else np.maximum(peak, column, out=peak)
+    peak = peak @ p.d
+    best = int(np.argmin(peak))
+    total = p.loads[:, p.alive].sum(axis=1) + k * p.work[0]
+    objective = float(p.peak_cost * peak[best] - total @ p.d)
+    if must.size:
+        rest = np.flatnonzero(~np.isin(np.arange(p.n_pool), must))
+        tasks = np.sort(np.concatenate([must, rest[: k - must.size]]))
+    else:
+        tasks = np.arange(k)
+    workers = np.repeat(np.arange(p.n_workers), counts[best].astype(np.int64))
+    return FastResult(task_index=tasks, worker=workers, greedy_objective=objective, objective=objective, moves=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _counts(k: int, n_workers: int, cols: tuple, free: tuple):
+    """Every vector of per-worker counts summing to ``k`` within the free slots, shape (M, G)
+    (read-only), or ``None`` when there are more than the enumeration allows."""
+    bound = math.comb(k + len(cols) - 1, k)                       # before the free-slot limits
+    if bound > ENUMERATION_PLACEMENTS or bound * n_workers > ENUMERATION_LIMIT:
+        return None
+    multisets = np.array(list(itertools.combinations_with_replacement(range(len(cols)), k)), dtype=np.int64)
+    per_col = np.stack([(multisets == j).sum(axis=1) for j in range(len(cols))], axis=1)
+    per_col = per_col[(per_col <= np.array(free)).all(axis=1)]
+    if not len(per_col) or len(per_col) > ENUMERATION_PLACEMENTS:
+        return None
+    counts = np.zeros((len(per_col), n_workers))
+    counts[:, list(cols)] = per_col
+    counts.setflags(write=False)
+    return counts
 
 
 @functools.lru_cache(maxsize=64)
