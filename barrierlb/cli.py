@@ -63,7 +63,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_nonnegative_int, default=None,
                         help="lookahead H for bfio/greedy policies that do not set their own")
     parser.add_argument("--predictor", default="oracle",
-                        help="oracle | noisy[:SIGMA] | survival[:QUANTILE] | none (default oracle)")
+                        help="oracle | noisy[:SIGMA] | survival[:QUANTILE] | scenarios[:DRAWS] | none (default oracle)")
     parser.add_argument("--arrivals", choices=("pool", "trace"), default="pool",
                         help="pool: overloaded, always R waiting (default); trace: the trace's timestamps")
     parser.add_argument("--rate-scale", type=_positive_float, default=1.0,
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"list separated by ';' or ',' of policy specs, options after ':' "
                               f"(default {DEFAULT_POLICIES!r}, where {{decode}} is {LLM_DECODE!r}, or "
                               f"{LLM_DECODE_SHORT!r} when the workload's mean output is under "
-                              f"{SHORT_OUTPUT_TOKENS} tokens); known: {', '.join(available_policies())}")
+                              f"{SHORT_OUTPUT_TOKENS} tokens; with --predictor scenarios, plus stride=8); "
+                              f"known: {', '.join(available_policies())}")
     compare.add_argument("--json", metavar="PATH", help="write config and results as JSON")
     compare.add_argument("--plot", metavar="PATH", help="write a PNG of per-worker load and idle per policy")
     simulate = sub.add_parser("simulate", help="simulate one policy; optionally dump per-step loads as CSV")
@@ -280,15 +281,16 @@ def _write_json(path: str, payload: dict) -> None:
         raise CLIError(f"cannot write {path}: {error}") from None
 
 
-def default_policies(workload) -> str:
-    """:data:`DEFAULT_POLICIES` with the BF-IO preset that suits ``workload``'s output lengths."""
+def default_policies(workload, predictor: str = "oracle") -> str:
+    """:data:`DEFAULT_POLICIES` with the BF-IO preset that suits ``workload``'s output lengths
+    (and the predictor: sampled futures get a stride)."""
     mean_output = float(workload.output_tokens.mean()) if len(workload) else 0.0
-    return DEFAULT_POLICIES.format(decode=decode_preset(mean_output))
+    return DEFAULT_POLICIES.format(decode=decode_preset(mean_output, scenarios=predictor.startswith("scenarios")))
 
 
 def cmd_compare(args) -> int:
     workload = _load(args)
-    specs = split_policies(args.policies if args.policies is not None else default_policies(workload))
+    specs = split_policies(args.policies if args.policies is not None else default_policies(workload, args.predictor))
     started = time.perf_counter()
     results = _run(workload, specs, args, record_loads=bool(args.plot))
     print_table(results, workload.name)

@@ -79,16 +79,29 @@ class SurvivalPredictor:
     window : int
         Only the most recent ``window`` finished requests are kept, so the
         estimate follows a drifting workload.
+    draws : int
+        When positive, :meth:`sample` also gives this many draws of each
+        request's remaining length from the same conditional distribution, and
+        the cluster state builds one scenario per draw: BF-IO then minimizes the
+        average predicted imbalance over the scenarios instead of trusting one
+        number (``--predictor scenarios:K``).
+    seed : int
+        Seed of the draws. A request's draws depend only on the seed, its id
+        and the draw index, so the same request keeps the same futures from one
+        decision to the next (common random numbers).
     """
 
     adaptive = True
 
-    def __init__(self, *, quantile: float = 0.5, min_samples: int = 32, window: int = 4096):
+    def __init__(self, *, quantile: float = 0.5, min_samples: int = 32, window: int = 4096, draws: int = 0,
+                 seed: int = 0):
         self.quantile = check_real("quantile", quantile, minimum=0.0, maximum=1.0)
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must be strictly between 0 and 1, got {quantile}")
         self.min_samples = check_int("min_samples", min_samples, minimum=1)
         self.window = check_int("window", window, minimum=1)
+        self.draws = check_int("draws", draws, minimum=0)
+        self.seed = check_int("seed", seed, minimum=0)
         self._recent = np.zeros(0)
         self._sorted = np.zeros(0)
 
@@ -111,6 +124,37 @@ class SurvivalPredictor:
         alive = n - first
         pick = np.minimum(first + np.floor(self.quantile * alive).astype(np.int64), n - 1)
         return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
+
+    def sample(self, task_ids, prompt, generated) -> np.ndarray:
+        """``draws`` draws of each request's remaining length, shape ``(draws, n)``.
+
+        Draw ``k`` of a request that has generated ``a`` tokens is the
+        ``u``-quantile of the finished outputs longer than ``a``, minus ``a``,
+        with ``u`` uniform from a hash of (seed, task id, k). No end (``inf``)
+        where :meth:`remaining` predicts none.
+        """
+        generated = np.asarray(generated, dtype=np.float64)
+        n = self._sorted.size
+        shape = (self.draws, generated.size)
+        if n < self.min_samples:
+            return np.full(shape, math.inf)
+        first = np.searchsorted(self._sorted, generated, side="right")
+        alive = n - first
+        u = _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed)      # (draws, n)
+        pick = np.minimum(first + np.floor(u * alive).astype(np.int64), n - 1)
+        return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
+
+
+def _uniform_hash(ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """Uniform numbers in [0, 1) from (seed, id, draw) by SplitMix64, shape ``(draws, len(ids))``."""
+    with np.errstate(over="ignore"):
+        z = (ids[None, :] * np.uint64(draws + 1) + np.arange(draws, dtype=np.uint64)[:, None]
+             + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 class PersistencePredictor:
@@ -181,7 +225,7 @@ def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
 
 
 def make_predictor(spec: str, output_tokens, *, seed: int = 0):
-    """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]`` or ``none``."""
+    """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]``, ``scenarios[:draws]`` or ``none``."""
     name, _, arg = spec.partition(":")
     if name == "oracle":
         return OraclePredictor(output_tokens)
@@ -191,4 +235,7 @@ def make_predictor(spec: str, output_tokens, *, seed: int = 0):
         return NoisyOraclePredictor(output_tokens, sigma=float(arg) if arg else 0.5, seed=seed)
     if name == "survival":
         return SurvivalPredictor(quantile=float(arg) if arg else 0.5)
-    raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA], survival[:QUANTILE] or none")
+    if name == "scenarios":
+        return SurvivalPredictor(draws=int(arg) if arg else 16, seed=seed)
+    raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA], survival[:QUANTILE], "
+                     "scenarios[:DRAWS] or none")

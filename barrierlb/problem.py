@@ -65,6 +65,13 @@ class StepProblem:
         (inputs of the baselines).
     work_conserving : bool
         Place ``min(N, sum(free_slots))`` tasks when true.
+    scenarios : int
+        Number of sampled futures stacked along the step axis (default 1).
+        With ``S`` scenarios the rows are ``S`` blocks of ``H + 1`` steps, one
+        per draw of the tasks' remaining lengths, and each block's weights are
+        divided by ``S``: the objective is the average predicted imbalance over
+        the draws (a sample-average approximation of its expectation). The
+        solvers need nothing more: every row is one more term of the same sum.
     """
 
     projected_load: np.ndarray
@@ -79,6 +86,7 @@ class StepProblem:
     active_load: np.ndarray
     pool_prompt: np.ndarray
     work_conserving: bool = True
+    scenarios: int = 1
 
     @property
     def n_workers(self) -> int:
@@ -86,7 +94,7 @@ class StepProblem:
 
     @property
     def horizon(self) -> int:
-        return self.projected_load.shape[0] - 1
+        return self.projected_load.shape[0] // self.scenarios - 1
 
     @property
     def n_pool(self) -> int:
@@ -115,7 +123,8 @@ class StepProblem:
         stride = check_int("stride", stride, minimum=1)
         if stride == 1 or self.horizon == 0:
             return self
-        rows = np.arange(0, self.horizon + 1, stride)
+        block = self.horizon + 1
+        rows = (np.arange(self.scenarios)[:, None] * block + np.arange(0, block, stride)[None, :]).ravel()
         return replace(self, projected_load=self.projected_load[rows], pool_work=self.pool_work[:, rows],
                        weights=np.add.reduceat(self.weights, rows))
 

@@ -88,6 +88,7 @@ class ClusterState:
         self._pool = {name: np.zeros(0, dtype=np.int64 if name in ("ids", "wait") else np.float64)
                       for name in _POOL_FIELDS}
         self.version = 0
+        self._draws = None             # (version, slot draws (S, G, B), pool draws (S, N)) of a sampling predictor
 
     # ------------------------------------------------------------------ views
     @property
@@ -321,12 +322,25 @@ class ClusterState:
             self._slot_remaining[occupied] = predictor.remaining(
                 self._slot_id[occupied], self._slot_prompt[occupied], self._slot_age[occupied])
         pool = self._pool
-        if pool["ids"].size:
-            affine = np.array([tid not in self._profiles for tid in pool["ids"].tolist()]) \
-                if self._profiles else np.ones(pool["ids"].size, dtype=bool)
+        affine = np.array([tid not in self._profiles for tid in pool["ids"].tolist()], dtype=bool) \
+            if self._profiles else np.ones(pool["ids"].size, dtype=bool)
+        if affine.any():
             pool["steps"][affine] = predictor.remaining(pool["ids"][affine], pool["prompt"][affine],
                                                         np.zeros(int(affine.sum()), dtype=np.int64))
         self.version += 1
+        draws = int(getattr(predictor, "draws", 0) or 0)
+        self._draws = None
+        if draws:
+            # Sampled futures: each draw replaces the point prediction of every affine task.
+            slots = np.repeat(self._slot_remaining[None], draws, axis=0)
+            steps = np.repeat(pool["steps"][None], draws, axis=0)
+            if occupied.any():
+                slots[:, occupied] = predictor.sample(self._slot_id[occupied], self._slot_prompt[occupied],
+                                                      self._slot_age[occupied])
+            if affine.any():
+                steps[:, affine] = predictor.sample(pool["ids"][affine], pool["prompt"][affine],
+                                                    np.zeros(int(affine.sum()), dtype=np.int64))
+            self._draws = (self.version, slots, steps)
 
     # ------------------------------------------------------------- problems
     def step_problem(self, horizon: int = 0, *, gamma: float = 1.0, max_wait: int | None = None,
@@ -350,40 +364,49 @@ class ClusterState:
             affine = occupied & ~profile_slots
         else:
             affine = occupied
+        pool = self._pool
+        # Remaining steps per scenario: the predictor's draws when it made some for this
+        # very state (refresh_predictions), else the one point prediction. With H = 0 every
+        # draw gives the same block (a running task runs the current step), so one is kept.
+        draws = self._draws if self._draws is not None and self._draws[0] == self.version and horizon else None
+        remaining, steps = (draws[1], draws[2]) if draws else (self._slot_remaining[None], pool["steps"][None])
+        n_scen = remaining.shape[0]
+        g = self.n_workers
         # An affine task contributes (work + growth*h) for h < ceil(remaining); bucket by
         # that count so P[h] = sum over tasks with count > h, built by a reverse cumsum.
         # A running task runs at least the next step, even past its predicted end.
-        count = np.clip(np.ceil(self._slot_remaining[affine]), 1, rows).astype(np.int64)
-        worker = np.broadcast_to(np.arange(self.n_workers)[:, None], occupied.shape)[affine]
-        key = worker * (rows + 1) + count
-        size = self.n_workers * (rows + 1)
-        base = np.bincount(key, weights=self._slot_work[affine], minlength=size).reshape(self.n_workers, rows + 1)
-        slope = np.bincount(key, weights=self._slot_growth[affine], minlength=size).reshape(self.n_workers, rows + 1)
-        base = np.cumsum(base[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        slope = np.cumsum(slope[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        count = np.clip(np.ceil(remaining[:, affine]), 1, rows).astype(np.int64)            # (S, m)
+        worker = np.broadcast_to(np.arange(g)[:, None], occupied.shape)[affine]
+        key = ((np.arange(n_scen)[:, None] * g + worker) * (rows + 1) + count).ravel()
+        size = n_scen * g * (rows + 1)
+        base = np.bincount(key, weights=np.tile(self._slot_work[affine], n_scen), minlength=size)
+        slope = np.bincount(key, weights=np.tile(self._slot_growth[affine], n_scen), minlength=size)
+        base = np.cumsum(base.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        slope = np.cumsum(slope.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
         h = np.arange(rows, dtype=np.float64)
-        projected = np.maximum(base + slope * h, 0.0).T.copy()
+        projected = np.maximum(base + slope * h, 0.0).reshape(n_scen, g, rows).transpose(0, 2, 1).copy()
         for tid, profile in self._profiles.items():
             where = self._location.get(tid)
             if where is not None:
                 window = profile[self._slot_age[where]: self._slot_age[where] + rows]
-                projected[: window.size, where[0]] += window
-        pool = self._pool
-        pool_work = np.where(h < pool["steps"][:, None],
-                             np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0), 0.0)
+                projected[:, : window.size, where[0]] += window
+        grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, H+1)
+        pool_work = np.where(h < steps[:, :, None], grown, 0.0)                                # (S, N, H+1)
         for i, tid in enumerate(pool["ids"].tolist()):
             profile = self._profiles.get(tid)
             if profile is not None:
-                pool_work[i] = 0.0
-                pool_work[i, : min(rows, profile.size)] = profile[:rows]
+                pool_work[:, i] = 0.0
+                pool_work[:, i, : min(rows, profile.size)] = profile[:rows]
         forced = (pool["wait"] >= max_wait) if max_wait is not None else np.zeros(pool["ids"].size, dtype=bool)
         prompt = np.where(occupied, self._slot_prompt, 0.0).sum(axis=1)
-        return StepProblem(projected_load=projected, pool_work=pool_work, pool_ids=pool["ids"].copy(),
-                           free_slots=self.free_slots, alive=self.alive.copy(),
-                           weights=horizon_weights(horizon, gamma=gamma), forced=forced,
+        weights = horizon_weights(horizon, gamma=gamma)
+        return StepProblem(projected_load=projected.reshape(n_scen * rows, g),
+                           pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * rows),
+                           pool_ids=pool["ids"].copy(), free_slots=self.free_slots, alive=self.alive.copy(),
+                           weights=np.tile(weights, n_scen) / n_scen if n_scen > 1 else weights, forced=forced,
                            active_count=self._active_count.copy(), active_prompt=prompt,
                            active_load=self.current_load(), pool_prompt=pool["prompt"].copy(),
-                           work_conserving=work_conserving)
+                           work_conserving=work_conserving, scenarios=n_scen)
 
     def _check_worker(self, worker) -> int:
         worker = check_int("worker", worker, minimum=0)

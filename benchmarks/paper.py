@@ -80,6 +80,8 @@ def main(argv=None) -> int:
             rows.append(run(workload, LLM_DECODE, config))
         if name == "synthetic":
             rows += [run(workload, LLM_DECODE, config, predictor=p) for p in ("survival", "none")]
+            rows.append(run(workload, decode_preset(float(workload.output_tokens.mean()), scenarios=True), config,
+                            predictor="scenarios:16"))
         fcfs, jsq = rows[0], rows[1]
         for row in rows:
             row["throughput_vs_fcfs"] = row["throughput_tok_s"] / fcfs["throughput_tok_s"]

@@ -142,3 +142,60 @@ def test_power_presets():
     with pytest.raises(ValueError, match="max_w"):
         PowerModel(idle_w=500.0, max_w=400.0)
     assert StepTimeModel.paper(72).overhead_s == pytest.approx((72 * 0.6e-3 + 35e-3) / 16)
+
+
+def test_survival_draws_follow_the_conditional_distribution_and_repeat():
+    survival = SurvivalPredictor(min_samples=3, draws=400, seed=5)
+    assert np.isinf(survival.sample([0], [0], [0])).all()              # nothing learned yet
+    survival.observe([10, 20, 30, 40])
+    draws = survival.sample([7, 8], [0, 0], [15, 50])
+    assert draws.shape == (400, 2)
+    # outputs > 15 are 20, 30, 40: 5, 15 or 25 steps left, each about a third of the time.
+    values, counts = np.unique(draws[:, 0], return_counts=True)
+    assert values.tolist() == [5.0, 15.0, 25.0] and counts.min() > 100
+    assert np.isinf(draws[:, 1]).all()                                 # outlived every finished one
+    assert np.array_equal(survival.sample([7], [0], [15])[:, 0], draws[:, 0])   # same id, same draws
+    other = SurvivalPredictor(min_samples=3, draws=400, seed=6)
+    other.observe([10, 20, 30, 40])
+    assert not np.array_equal(other.sample([7], [0], [15])[:, 0], draws[:, 0])   # another seed, other draws
+    assert make_predictor("scenarios:4", None).draws == 4
+
+
+def test_scenarios_stack_one_block_per_draw_and_average_them():
+    """With draws, the step problem holds one horizon block per draw, weighted 1/S, and its
+    objective is the average of the single-scenario problems' objectives."""
+    from dataclasses import replace
+
+    from barrierlb import ClusterState, Placement, Task, predicted_imbalance
+
+    class Fixed:                                           # draws chosen by hand
+        draws = 2
+
+        def remaining(self, ids, prompt, generated):
+            return np.full(len(ids), 10.0)
+
+        def sample(self, ids, prompt, generated):
+            ids = np.asarray(ids)
+            return np.stack([np.where(ids == 1, 1.0, 10.0), np.full(len(ids), 10.0)])
+
+    state = ClusterState(2, 2)
+    state.submit([Task.decode(1, 5.0, 10), Task.decode(2, 5.0, 10), Task.decode(3, 4.0, 10)])
+    state.place(Placement(np.array([1, 2]), np.array([0, 1])))
+    state.refresh_predictions(Fixed())
+    problem = state.step_problem(3, gamma=0.5)
+    assert problem.scenarios == 2 and problem.horizon == 3 and problem.projected_load.shape == (8, 2)
+    # Draw 0 ends task 1 after this step; draw 1 keeps it running.
+    assert problem.projected_load[:4, 0].tolist() == [5.0, 0.0, 0.0, 0.0]
+    assert problem.projected_load[4:, 0].tolist() == [5.0, 6.0, 7.0, 8.0]
+    assert problem.weights.tolist() == [0.5, 0.25, 0.125, 0.0625] * 2
+    sampled = problem.sampled(2)
+    assert sampled.projected_load.shape == (4, 2) and sampled.weights.sum() == pytest.approx(problem.weights.sum())
+    one = [replace(problem, projected_load=problem.projected_load[b * 4:(b + 1) * 4],
+                   pool_work=problem.pool_work[:, b * 4:(b + 1) * 4], weights=problem.weights[:4] * 2,
+                   scenarios=1) for b in range(2)]
+    for task, worker in ((0, 0), (0, 1)):
+        both = predicted_imbalance(problem, [task], [worker])
+        assert both == pytest.approx(np.mean([predicted_imbalance(p, [task], [worker]) for p in one]))
+    # Any change to the state makes the draws stale: back to the point prediction.
+    state.advance()
+    assert state.step_problem(3).scenarios == 1

@@ -32,16 +32,23 @@ LLM_DECODE_SHORT = "bfio:horizon=72,gamma=0.7,peak_weight=1000,max_wait=1024,str
 SHORT_OUTPUT_TOKENS = 256
 
 
-def decode_preset(mean_output_tokens: float) -> str:
+def decode_preset(mean_output_tokens: float, *, scenarios: bool = False) -> str:
     """The BF-IO preset for decode traffic with this mean output length.
+
+    ``scenarios=True`` (a predictor that samples futures, ``scenarios:K``)
+    adds ``stride=8`` where the preset has no stride: every draw repeats the
+    horizon's rows, and evaluating every 8th step keeps a decision near 1 ms.
 
     Examples
     --------
     >>> decode_preset(1200) == LLM_DECODE, decode_preset(58) == LLM_DECODE_SHORT
     (True, True)
+    >>> decode_preset(1200, scenarios=True) == LLM_DECODE + ",stride=8"
+    True
     """
     mean_output_tokens = check_real("mean_output_tokens", mean_output_tokens, minimum=0.0)
-    return LLM_DECODE if mean_output_tokens >= SHORT_OUTPUT_TOKENS else LLM_DECODE_SHORT
+    preset = LLM_DECODE if mean_output_tokens >= SHORT_OUTPUT_TOKENS else LLM_DECODE_SHORT
+    return preset + ",stride=8" if scenarios and "stride=" not in preset else preset
 
 
 @register("bfio")
