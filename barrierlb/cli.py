@@ -11,7 +11,8 @@ from pathlib import Path
 
 from barrierlb.energy import POWER_PRESETS, power_preset
 from barrierlb.policies import available_policies, make_policy
-from barrierlb.policies.bfio import LLM_DECODE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS, decode_preset
+from barrierlb.policies.bfio import (LLM_DECODE, LLM_DECODE_NO_ORACLE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS,
+                                    decode_preset)
 from barrierlb.predictors import make_predictor
 from barrierlb.simulator import SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import WorkloadError, load_workload
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"list separated by ';' or ',' of policy specs, options after ':' "
                               f"(default {DEFAULT_POLICIES!r}, where {{decode}} is {LLM_DECODE!r}, or "
                               f"{LLM_DECODE_SHORT!r} when the workload's mean output is under "
-                              f"{SHORT_OUTPUT_TOKENS} tokens; with --predictor scenarios, plus stride=8); "
+                              f"{SHORT_OUTPUT_TOKENS} tokens; with --predictor scenarios on longer outputs, "
+                              f"{LLM_DECODE_NO_ORACLE!r}); "
                               f"known: {', '.join(available_policies())}")
     compare.add_argument("--json", metavar="PATH", help="write config and results as JSON")
     compare.add_argument("--plot", metavar="PATH", help="write a PNG of per-worker load and idle per policy")
@@ -283,7 +285,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 def default_policies(workload, predictor: str = "oracle") -> str:
     """:data:`DEFAULT_POLICIES` with the BF-IO preset that suits ``workload``'s output lengths
-    (and the predictor: sampled futures get a stride)."""
+    and the predictor (sampled futures: ``LLM_DECODE_NO_ORACLE`` on long outputs)."""
     mean_output = float(workload.output_tokens.mean()) if len(workload) else 0.0
     return DEFAULT_POLICIES.format(decode=decode_preset(mean_output, scenarios=predictor.startswith("scenarios")))
 

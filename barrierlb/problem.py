@@ -72,6 +72,9 @@ class StepProblem:
         divided by ``S``: the objective is the average predicted imbalance over
         the draws (a sample-average approximation of its expectation). The
         solvers need nothing more: every row is one more term of the same sum.
+    stride : int
+        The rows are every ``stride``-th step of the horizon, each weighted for
+        the steps it stands for (:meth:`sampled`); 1 (default): every step.
     """
 
     projected_load: np.ndarray
@@ -87,6 +90,7 @@ class StepProblem:
     pool_prompt: np.ndarray
     work_conserving: bool = True
     scenarios: int = 1
+    stride: int = 1
 
     @property
     def n_workers(self) -> int:
@@ -121,12 +125,16 @@ class StepProblem:
         [2.0, 2.0, 1.0]
         """
         stride = check_int("stride", stride, minimum=1)
-        if stride == 1 or self.horizon == 0:
+        if stride == self.stride:
+            return self
+        if self.stride != 1:
+            raise ValueError(f"this problem is already sampled every {self.stride} steps, not {stride}")
+        if self.horizon == 0:
             return self
         block = self.horizon + 1
         rows = (np.arange(self.scenarios)[:, None] * block + np.arange(0, block, stride)[None, :]).ravel()
         return replace(self, projected_load=self.projected_load[rows], pool_work=self.pool_work[:, rows],
-                       weights=np.add.reduceat(self.weights, rows))
+                       weights=np.add.reduceat(self.weights, rows), stride=stride)
 
     @classmethod
     def from_arrays(cls, projected_load, pool_work, free_slots, *, alive=None, weights=None,

@@ -89,6 +89,7 @@ class ClusterState:
                       for name in _POOL_FIELDS}
         self.version = 0
         self._draws = None             # (version, slot draws (S, G, B), pool draws (S, N)) of a sampling predictor
+        self._placed = np.zeros(3)     # tasks ever placed, their initial work and growth, summed
 
     # ------------------------------------------------------------------ views
     @property
@@ -240,6 +241,8 @@ class ClusterState:
             for tid, slot in zip(self._pool["ids"][pos].tolist(), slots.tolist()):
                 self._location[tid] = (g, slot)
         self._active_count += demand
+        self._placed += (task_ids.size, float(self._pool["work"][index].sum()),
+                         float(self._pool["growth"][index].sum()))
         keep = np.ones(pool_ids.size, dtype=bool)
         keep[index] = False
         for name in _POOL_FIELDS:
@@ -342,9 +345,14 @@ class ClusterState:
                                                     np.zeros(int(affine.sum()), dtype=np.int64))
             self._draws = (self.version, slots, steps)
 
+    def mean_placed(self) -> tuple[float, float] | None:
+        """Mean initial work and growth of the tasks placed so far (``None`` before any)."""
+        count, work, growth = self._placed.tolist()
+        return (work / count, growth / count) if count else None
+
     # ------------------------------------------------------------- problems
     def step_problem(self, horizon: int = 0, *, gamma: float = 1.0, max_wait: int | None = None,
-                     work_conserving: bool = True) -> StepProblem:
+                     work_conserving: bool = True, refill: bool = False, stride: int = 1) -> StepProblem:
         """The arrays of the BF-IO step problem at this decision point.
 
         Parameters
@@ -355,8 +363,19 @@ class ClusterState:
             Horizon weights ``gamma**h``.
         max_wait : int, optional
             Waiting tasks passed over this many decisions are marked forced.
+        refill : bool
+            Project that a slot freed inside the horizon is refilled at once by
+            a task of the average size placed so far (:meth:`mean_placed`),
+            growing as placed tasks grow: the overloaded regime, where a waiting
+            task always takes a freed slot. Without it (default) a task's load
+            ends with it and the slot stays empty in the projection.
+        stride : int
+            Keep every ``stride``-th step of the horizon, each weighted for the
+            steps it stands for: the same problem as ``.sampled(stride)`` of the
+            full one, without building the rows it would drop.
         """
         horizon = check_int("horizon", horizon, minimum=0)
+        stride = check_int("stride", stride, minimum=1) if horizon else 1
         rows = horizon + 1
         occupied = self._slot_id >= 0
         if self._profiles:
@@ -384,29 +403,43 @@ class ClusterState:
         base = np.cumsum(base.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
         slope = np.cumsum(slope.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
         h = np.arange(rows, dtype=np.float64)
-        projected = np.maximum(base + slope * h, 0.0).reshape(n_scen, g, rows).transpose(0, 2, 1).copy()
+        projected = np.maximum(base + slope * h, 0.0)
+        fill = self.mean_placed() if refill else None
+        if fill is not None:
+            # Each slot freed inside the horizon takes a task of the average placed size at
+            # once, growing like placed tasks do: n(h) tasks ended by step h add
+            # n(h) * work + growth * sum over them of (h - end).
+            ended = np.bincount(key, minlength=size).reshape(n_scen * g, rows + 1)[:, :rows]
+            n_ended = np.cumsum(ended, axis=1)
+            late = np.cumsum(ended * h, axis=1)
+            projected += fill[0] * n_ended + fill[1] * (h * n_ended - late)
+        projected = projected.reshape(n_scen, g, rows).transpose(0, 2, 1).copy()
         for tid, profile in self._profiles.items():
             where = self._location.get(tid)
             if where is not None:
                 window = profile[self._slot_age[where]: self._slot_age[where] + rows]
                 projected[:, : window.size, where[0]] += window
-        grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, H+1)
-        pool_work = np.where(h < steps[:, :, None], grown, 0.0)                                # (S, N, H+1)
+        kept = np.arange(0, rows, stride)
+        projected, h = projected[:, kept], h[kept]
+        grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, R)
+        after = fill[0] + fill[1] * (h - np.ceil(steps)[:, :, None]) if fill is not None else 0.0
+        pool_work = np.where(h < steps[:, :, None], grown, after)                              # (S, N, R)
         for i, tid in enumerate(pool["ids"].tolist()):
             profile = self._profiles.get(tid)
             if profile is not None:
-                pool_work[:, i] = 0.0
-                pool_work[:, i, : min(rows, profile.size)] = profile[:rows]
+                full = np.zeros(rows)
+                full[: min(rows, profile.size)] = profile[:rows]
+                pool_work[:, i] = full[kept]
         forced = (pool["wait"] >= max_wait) if max_wait is not None else np.zeros(pool["ids"].size, dtype=bool)
         prompt = np.where(occupied, self._slot_prompt, 0.0).sum(axis=1)
-        weights = horizon_weights(horizon, gamma=gamma)
-        return StepProblem(projected_load=projected.reshape(n_scen * rows, g),
-                           pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * rows),
+        weights = np.add.reduceat(horizon_weights(horizon, gamma=gamma), kept)
+        return StepProblem(projected_load=projected.reshape(n_scen * kept.size, g),
+                           pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * kept.size),
                            pool_ids=pool["ids"].copy(), free_slots=self.free_slots, alive=self.alive.copy(),
                            weights=np.tile(weights, n_scen) / n_scen if n_scen > 1 else weights, forced=forced,
                            active_count=self._active_count.copy(), active_prompt=prompt,
                            active_load=self.current_load(), pool_prompt=pool["prompt"].copy(),
-                           work_conserving=work_conserving, scenarios=n_scen)
+                           work_conserving=work_conserving, scenarios=n_scen, stride=stride)
 
     def _check_worker(self, worker) -> int:
         worker = check_int("worker", worker, minimum=0)

@@ -25,6 +25,7 @@ def test_unknown_policy_lists_the_known_ones():
     ("bfio:bogus=1", "bad options"),
     ("fcfs:horizon=3", "bad options"),
     ("bfio:stride=0", "stride"),
+    ("bfio:refill=3", "refill must be true or false"),
 ])
 def test_bad_policy_options(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):

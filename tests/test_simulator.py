@@ -199,3 +199,50 @@ def test_scenarios_stack_one_block_per_draw_and_average_them():
     # Any change to the state makes the draws stale: back to the point prediction.
     state.advance()
     assert state.step_problem(3).scenarios == 1
+
+
+def test_refill_projects_freed_slots_as_taken_by_an_average_task():
+    from barrierlb import ClusterState, Placement, Task
+
+    state = ClusterState(2, 2)
+    assert state.mean_placed() is None
+    state.submit([Task.decode(1, 10.0, 2), Task.decode(2, 30.0, 9), Task.decode(3, 8.0, 1)])
+    state.place(Placement(np.array([1, 2]), np.array([0, 1])))
+    assert state.mean_placed() == (20.0, 1.0)
+    plain = state.step_problem(4)
+    full = state.step_problem(4, refill=True)
+    # Task 1 (work 10, +1 per step) ends after 2 steps: then a task of 20 takes its slot and grows.
+    assert plain.projected_load[:, 0].tolist() == [10.0, 11.0, 0.0, 0.0, 0.0]
+    assert full.projected_load[:, 0].tolist() == [10.0, 11.0, 20.0, 21.0, 22.0]
+    assert full.projected_load[:, 1].tolist() == plain.projected_load[:, 1].tolist()   # no end in sight
+    # The waiting task (8, one step) is followed in its slot by an average task too.
+    assert full.pool_work[0].tolist() == [8.0, 20.0, 21.0, 22.0, 23.0]
+    assert make_policy("bfio:refill=true").refill and not make_policy("bfio").refill
+
+
+@pytest.mark.parametrize("refill", [False, True])
+@pytest.mark.parametrize("draws", [0, 3])
+def test_sampled_rows_built_directly_equal_the_sampled_full_problem(refill, draws):
+    """step_problem(stride=s) builds only the kept rows; it must equal .sampled(s) of the full problem."""
+    from barrierlb import ClusterState, Placement, Task
+
+    rng = np.random.default_rng(4)
+    state = ClusterState(3, 4)
+    tasks = [Task.decode(i, float(rng.integers(1, 50)), float(rng.integers(1, 30))) for i in range(10)]
+    tasks.append(Task.from_profile(10, rng.uniform(0, 9, 12)))
+    tasks.append(Task.from_profile(11, rng.uniform(0, 9, 40)))
+    state.submit(tasks)
+    state.place(Placement(np.array([0, 1, 2, 3, 4, 10]), np.array([0, 0, 1, 1, 2, 2])))
+    state.advance(3)
+    predictor = SurvivalPredictor(min_samples=3, draws=draws, seed=2)
+    predictor.observe([5, 12, 20, 31, 44])
+    state.refresh_predictions(predictor)
+    for stride in (1, 4, 7):
+        full = state.step_problem(20, gamma=0.9, refill=refill).sampled(stride)
+        direct = state.step_problem(20, gamma=0.9, refill=refill, stride=stride)
+        assert direct.stride == full.stride and direct.scenarios == full.scenarios == max(draws, 1)
+        for name in ("projected_load", "pool_work", "weights"):
+            assert np.allclose(getattr(direct, name), getattr(full, name), rtol=1e-12, atol=1e-12), name
+        assert direct.sampled(stride) is direct
+    with pytest.raises(ValueError, match="already sampled every 4"):
+        state.step_problem(20, stride=4).sampled(2)

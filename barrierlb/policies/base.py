@@ -56,6 +56,8 @@ class Policy(ABC):
     horizon: int = 0
     gamma: float = 1.0
     max_wait: int | None = None
+    refill: bool = False
+    stride: int = 1
 
     def decide(self, state: ClusterState) -> Decision:
         """Return the decision for the state's current decision point."""
@@ -64,7 +66,8 @@ class Policy(ABC):
         started = time.perf_counter()
         if state.n_waiting == 0 or not state.free_slots.any():
             return _idle(started)
-        problem = state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait)
+        problem = state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
+                                     stride=self.stride)
         return self.decide_problem(problem, started=started)
 
     @abstractmethod
