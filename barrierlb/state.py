@@ -391,36 +391,42 @@ class ClusterState:
         remaining, steps = (draws[1], draws[2]) if draws else (self._slot_remaining[None], pool["steps"][None])
         n_scen = remaining.shape[0]
         g = self.n_workers
-        # An affine task contributes (work + growth*h) for h < ceil(remaining); bucket by
-        # that count so P[h] = sum over tasks with count > h, built by a reverse cumsum.
-        # A running task runs at least the next step, even past its predicted end.
+        # Only every stride-th step is kept (all when stride is 1). An affine task contributes
+        # (work + growth*h) for h < count = ceil(remaining), so to the kept rows k < j =
+        # ceil(count / stride); bucket tasks by j, and a reverse cumsum over the buckets gives
+        # P[k] = sum over tasks with j > k. A running task runs at least the next step, even
+        # past its predicted end.
+        kept = np.arange(0, rows, stride)
+        n_kept = kept.size
+        h = kept.astype(np.float64)
         count = np.clip(np.ceil(remaining[:, affine]), 1, rows).astype(np.int64)            # (S, m)
+        span = -(-count // stride)                                                        # kept rows covered
         worker = np.broadcast_to(np.arange(g)[:, None], occupied.shape)[affine]
-        key = ((np.arange(n_scen)[:, None] * g + worker) * (rows + 1) + count).ravel()
-        size = n_scen * g * (rows + 1)
+        key = ((np.arange(n_scen)[:, None] * g + worker) * (n_kept + 1) + span).ravel()
+        size = n_scen * g * (n_kept + 1)
         base = np.bincount(key, weights=np.tile(self._slot_work[affine], n_scen), minlength=size)
         slope = np.bincount(key, weights=np.tile(self._slot_growth[affine], n_scen), minlength=size)
-        base = np.cumsum(base.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        slope = np.cumsum(slope.reshape(n_scen * g, rows + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        h = np.arange(rows, dtype=np.float64)
+        base = np.cumsum(base.reshape(n_scen * g, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        slope = np.cumsum(slope.reshape(n_scen * g, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
         projected = np.maximum(base + slope * h, 0.0)
         fill = self.mean_placed() if refill else None
         if fill is not None:
             # Each slot freed inside the horizon takes a task of the average placed size at
-            # once, growing like placed tasks do: n(h) tasks ended by step h add
-            # n(h) * work + growth * sum over them of (h - end).
-            ended = np.bincount(key, minlength=size).reshape(n_scen * g, rows + 1)[:, :rows]
-            n_ended = np.cumsum(ended, axis=1)
-            late = np.cumsum(ended * h, axis=1)
-            projected += fill[0] * n_ended + fill[1] * (h * n_ended - late)
-        projected = projected.reshape(n_scen, g, rows).transpose(0, 2, 1).copy()
+            # once, growing like placed tasks do: the n(h) tasks ended by step h add
+            # n(h) * work + growth * (h * n(h) - the sum of their ends).
+            ended = np.bincount(key, minlength=size).reshape(n_scen * g, n_kept + 1)
+            ends = np.bincount(key, weights=count.ravel().astype(np.float64), minlength=size)
+            n_ended = np.cumsum(ended, axis=1)[:, :n_kept]
+            late = h * n_ended - np.cumsum(ends.reshape(n_scen * g, n_kept + 1), axis=1)[:, :n_kept]
+            projected += fill[0] * n_ended + fill[1] * late
+        projected = projected.reshape(n_scen, g, n_kept).transpose(0, 2, 1).copy()
         for tid, profile in self._profiles.items():
             where = self._location.get(tid)
             if where is not None:
-                window = profile[self._slot_age[where]: self._slot_age[where] + rows]
-                projected[:, : window.size, where[0]] += window
-        kept = np.arange(0, rows, stride)
-        projected, h = projected[:, kept], h[kept]
+                window = np.zeros(rows)
+                part = profile[self._slot_age[where]: self._slot_age[where] + rows]
+                window[: part.size] = part
+                projected[:, :, where[0]] += window[kept]
         grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, R)
         after = fill[0] + fill[1] * (h - np.ceil(steps)[:, :, None]) if fill is not None else 0.0
         pool_work = np.where(h < steps[:, :, None], grown, after)                              # (S, N, R)

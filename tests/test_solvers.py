@@ -160,13 +160,16 @@ def test_greedy_score_shortcuts_equal_the_general_scores(seed, n_rows, n_workers
     general = search.deltas(rows, cols)
     for g in cols:
         assert np.allclose(search.column_deltas(int(g)), general[:, g], rtol=1e-12, atol=1e-9)
-    limit = fast.DENSE_LIMIT
+    limit, chunk = fast.DENSE_LIMIT, fast.DENSE_CHUNK
     try:
         fast.DENSE_LIMIT = 0                       # force the sparse path
         sparse = search.deltas(rows, cols)
+        fast.DENSE_LIMIT, fast.DENSE_CHUNK = limit, 7   # dense passes of a few tasks at a time
+        chunked = search.deltas(rows, cols)
     finally:
-        fast.DENSE_LIMIT = limit
+        fast.DENSE_LIMIT, fast.DENSE_CHUNK = limit, chunk
     assert np.allclose(sparse, general, rtol=1e-12, atol=1e-9)
+    assert np.allclose(chunked, general, rtol=1e-12, atol=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
