@@ -75,3 +75,14 @@ def test_compare_defaults_pick_the_bfio_preset_for_the_output_lengths(tmp_path):
     assert policies == ["fcfs", "jsq-tokens", "bfio:horizon=0", LLM_DECODE_SHORT]
     assert main(["compare", *SMALL, "--json", str(out)]) == 0           # synthetic: outputs ~1,200 tokens
     assert json.loads(out.read_text())["results"][-1]["policy"] == LLM_DECODE
+
+
+def test_compare_without_an_oracle_runs_the_no_oracle_preset(tmp_path):
+    from barrierlb.policies.bfio import LLM_DECODE_NO_ORACLE
+
+    out = tmp_path / "r.json"
+    assert main(["compare", *SMALL, "--predictor", "scenarios:4", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["config"]["predictor"] == "scenarios:4"
+    last = payload["results"][-1]
+    assert last["policy"] == LLM_DECODE_NO_ORACLE and 0.0 <= last["idle_fraction"] < 1.0
