@@ -67,8 +67,9 @@ class StepProblem:
         Place ``min(N, sum(free_slots))`` tasks when true.
     scenarios : int
         Number of sampled futures stacked along the step axis (default 1).
-        With ``S`` scenarios the rows are ``S`` blocks of ``H + 1`` steps, one
-        per draw of the tasks' remaining lengths, and each block's weights are
+        With ``S`` scenarios the rows are ``S`` blocks of ``H + 1`` steps (or of
+        the kept steps, see ``stride``), one per draw of the tasks' remaining
+        lengths, and each block's weights are
         divided by ``S``: the objective is the average predicted imbalance over
         the draws (a sample-average approximation of its expectation). The
         solvers need nothing more: every row is one more term of the same sum.
@@ -98,6 +99,7 @@ class StepProblem:
 
     @property
     def horizon(self) -> int:
+        """``H``: rows per scenario less one (for a sampled problem, kept rows less one)."""
         return self.projected_load.shape[0] // self.scenarios - 1
 
     @property

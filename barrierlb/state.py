@@ -428,7 +428,8 @@ class ClusterState:
                 window[: part.size] = part
                 projected[:, :, where[0]] += window[kept]
         grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, R)
-        after = fill[0] + fill[1] * (h - np.ceil(steps)[:, :, None]) if fill is not None else 0.0
+        # (ends past the horizon capped: finite, and never used there)
+        after = fill[0] + fill[1] * (h - np.ceil(np.minimum(steps, rows))[:, :, None]) if fill is not None else 0.0
         pool_work = np.where(h < steps[:, :, None], grown, after)                              # (S, N, R)
         for i, tid in enumerate(pool["ids"].tolist()):
             profile = self._profiles.get(tid)
