@@ -44,7 +44,10 @@ class DecodeRouter:
         Refreshes predicted remaining lengths before each decision
         (``remaining(task_ids, prompt, generated)``), e.g.
         :class:`barrierlb.predictors.SurvivalPredictor` fed with
-        :meth:`observe_output`.
+        :meth:`observe_output`. Without an oracle on long outputs,
+        ``SurvivalPredictor(draws=16)`` with the policy
+        :data:`barrierlb.policies.bfio.LLM_DECODE_NO_ORACLE` measured best
+        (docs/simulator.md).
     """
 
     def __init__(self, n_ranks: int, slots: int, *, policy: str | Policy = LLM_DECODE, predictor=None):

@@ -54,5 +54,7 @@ def test_llm_serving_example_runs_end_to_end():
                              "--ranks", "4", "--slots", "8"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "data_parallel_rank=" in result.stdout                 # part 1 routed requests
-    assert "bfio:horizon=72,gamma=0.86" in result.stdout          # synthetic outputs: the long preset
+    from barrierlb.policies.bfio import LLM_DECODE_NO_ORACLE
+
+    assert LLM_DECODE_NO_ORACLE in result.stdout                  # synthetic outputs, no oracle: its preset
     assert "TTFT p99" in result.stdout

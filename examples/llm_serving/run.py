@@ -22,7 +22,7 @@ from pathlib import Path
 
 from barrierlb import make_policy
 from barrierlb.cli import print_table
-from barrierlb.policies.bfio import decode_preset
+from barrierlb.policies.bfio import LLM_DECODE_NO_ORACLE, decode_preset
 from barrierlb.predictors import SurvivalPredictor
 from barrierlb.router import DecodeRouter
 from barrierlb.simulator import SimulationConfig, simulate
@@ -31,8 +31,8 @@ from barrierlb.workloads import load_workload
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def route_demo(workload, ranks: int, slots: int, steps: int, policy: str) -> None:
-    router = DecodeRouter(ranks, slots, policy=policy, predictor=SurvivalPredictor())
+def route_demo(workload, ranks: int, slots: int, steps: int, policy: str, draws: int) -> None:
+    router = DecodeRouter(ranks, slots, policy=policy, predictor=SurvivalPredictor(draws=draws))
     remaining = {}
     next_request = 0
     shown = 0
@@ -81,10 +81,12 @@ def main(argv=None) -> int:
                              "then keeps 8 x 32 slots busy)")
     args = parser.parse_args(argv)
     workload = load_workload(args.workload, n_requests=args.requests, seed=0)
-    # The BF-IO preset for this traffic's output lengths (LLM_DECODE_SHORT under 256 tokens).
-    preset = decode_preset(float(workload.output_tokens.mean()))
+    # No oracle here: the BF-IO preset for this traffic's output lengths without one
+    # (LLM_DECODE_SHORT under 256 tokens, else LLM_DECODE_NO_ORACLE with 16 sampled futures).
+    preset = decode_preset(float(workload.output_tokens.mean()), scenarios=True)
+    draws = 16 if preset == LLM_DECODE_NO_ORACLE else 0
     print(f"Part 1: routing with DecodeRouter ({args.ranks} ranks x {args.slots} slots, {workload.name}, {preset})")
-    route_demo(workload, args.ranks, args.slots, steps=300, policy=preset)
+    route_demo(workload, args.ranks, args.slots, steps=300, policy=preset, draws=draws)
     timed = workload.arrival_s is not None
     config = SimulationConfig(n_workers=args.ranks, slots=args.slots, pool=4 * args.ranks,
                               arrivals="trace" if timed else "pool", rate_scale=args.rate_scale)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     results = []
     for spec in ("fcfs", "jsq-tokens", "vllm", "bfio:horizon=0", preset):
         results.append((spec, simulate(workload, make_policy(spec), config=config,
-                                       predictor=SurvivalPredictor(), policy_name=spec)))
+                                       predictor=SurvivalPredictor(draws=draws), policy_name=spec)))
     print_table(results, workload.name)
     ttft = {spec: r.metrics.ttft_p99_s for spec, r in results}
     print("TTFT p99 (s): " + ", ".join(f"{k} {v:.2f}" for k, v in ttft.items()))
