@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from barrierlb import ClusterState, Placement, Task, available_policies, make_policy
+from barrierlb import ClusterState, Placement, Task, available_policies, make_policy, predicted_imbalance
 from barrierlb.policies.baselines import assign_by_score
 
 ALL = ["fcfs", "round-robin", "random", "p2c", "jsq", "jsq-tokens", "vllm", "trtllm", "greedy", "bfio",
@@ -187,6 +187,10 @@ def test_policy_invariants(name, case, seed):
     assert (counts <= free_before).all()                                                   # capacity
     assert (counts[~state.alive] == 0).all()                                               # dead get nothing
     assert ids.size == min(state.n_waiting, int(free_before.sum()))                        # work conserving
+    if name.startswith("bfio") and ids.size:            # the reported objective is the placement's
+        problem = state.step_problem(horizon, stride=options["stride"])
+        assert decision.objective == pytest.approx(
+            predicted_imbalance(problem, decision.pool_index, decision.workers), rel=1e-9, abs=1e-6)
     state.place(decision)
     after = {tid: state.worker_of(tid) for tid in before}
     assert after == before                                                                 # never move

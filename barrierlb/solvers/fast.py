@@ -282,14 +282,31 @@ class _Problem:
         self.n_alive = int(self.alive.sum())
         self.alive_x = xp.asarray(self.alive)
         self.to_place = int(min(self.n_pool, self.free.sum()))
-        self.total = self.work @ self.d                                  # W_i, shape (N,)
-        self.peak_work = self.work.max(axis=1) if self.n_rows else xp.zeros(self.n_pool)
-        self.max_peak_work = self.peak_work.max() if self.n_pool else 0.0
-        self.neg_total = -self.total
         self.identical = bool(self.n_pool > 1 and (self.work == self.work[:1]).all())
-        self.tie_break = 1e-6 / max(float(self.d.sum()), 1e-12)
         self.peak_weight = peak_weight
         self.peak_cost = self.n_alive * peak_weight
+
+    # Only the greedy needs these; the enumerations of small problems never do.
+    @functools.cached_property
+    def total(self):
+        """``W_i = sum_h d_h w[i, h]``, shape (N,)."""
+        return self.work @ self.d
+
+    @functools.cached_property
+    def neg_total(self):
+        return -self.total
+
+    @functools.cached_property
+    def peak_work(self):
+        return self.work.max(axis=1) if self.n_rows else self.xp.zeros(self.n_pool)
+
+    @functools.cached_property
+    def max_peak_work(self):
+        return self.peak_work.max() if self.n_pool else 0.0
+
+    @functools.cached_property
+    def tie_break(self) -> float:
+        return 1e-6 / max(float(self.d.sum()), 1e-12)
 
 
 class _Search:
