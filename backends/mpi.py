@@ -130,6 +130,7 @@ class MPIBalancer:
         self._pending: list[tuple[int, Any]] = []
         self._known: set[int] = set()
         self._step_costs: dict[int, float] = {}
+        self._ended_costs = [0.0, 0]   # this step's measured seconds and count of tasks removed since
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
         self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
@@ -166,7 +167,9 @@ class MPIBalancer:
         self._pending.append((task_id, spec))
 
     def record(self, task_id: int, seconds: float) -> None:
-        """Record a live task's measured cost for this step."""
+        """Record a live task's measured cost for this step (a task on this rank)."""
+        if task_id not in self.tasks:
+            raise KeyError(f"rank {self.rank}: task {task_id!r} is not on this rank, so it has no cost to record")
         self._step_costs[task_id] = float(seconds)
 
     def _projected_load(self) -> np.ndarray:
@@ -176,13 +179,18 @@ class MPIBalancer:
             return np.zeros(rows)
         if self.cost is not None:
             return np.sum([self._lookahead(task, 0.0) for task in self.tasks.values()], axis=0)
-        ids = [t for t in self.tasks if self.predictor.known(t)]
-        return self.predictor.lookahead(ids, self.horizon).sum(axis=0) if ids else np.zeros(rows)
+        # record() takes only this rank's tasks and remove() forgets them, so the tasks the
+        # predictor knows are exactly the tasks here with a measurement.
+        return self.predictor.total_lookahead(self.horizon)
 
     def remove(self, task_id: int) -> None:
         """Drop a finished task from this rank."""
         self.tasks.pop(task_id)
         self.predictor.forget(task_id)
+        cost = self._step_costs.pop(task_id, None)
+        if cost is not None:              # still counts toward the mean cost of a task this step
+            self._ended_costs[0] += cost
+            self._ended_costs[1] += 1
 
     def _lookahead(self, obj, fallback: float) -> np.ndarray:
         """Cost-model lookahead of a task or spec, or ``fallback`` per step without a model."""
@@ -199,9 +207,10 @@ class MPIBalancer:
         rows = self.horizon + 1
         if self._step_costs:
             self.predictor.observe(list(self._step_costs), list(self._step_costs.values()))
-        measured = sum(self._step_costs.values())
-        n_measured = len(self._step_costs)
+        measured = sum(self._step_costs.values()) + self._ended_costs[0]
+        n_measured = len(self._step_costs) + self._ended_costs[1]
         self._step_costs = {}
+        self._ended_costs = [0.0, 0]
         # One buffer allgather: projected load per step ahead, task count, new-task count,
         # measured time and measured task count (for the mean new-task cost), and the
         # pickled (id, spec) pairs of the new tasks when they fit inline.

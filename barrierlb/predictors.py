@@ -172,6 +172,9 @@ class PersistencePredictor:
         self._free_rows: list[int] = []
         self._history = np.zeros((0, self.window))     # a ring buffer per task
         self._count = np.zeros(0, dtype=np.int64)      # measurements ever recorded per row
+        self._last = np.zeros(0)                       # latest measurement per row
+        self._slope = np.zeros(0)                      # its trend per row
+        self._used = np.zeros(0, dtype=bool)           # rows of tasks known now
 
     def known(self, task_id: int) -> bool:
         return task_id in self._row
@@ -180,35 +183,57 @@ class PersistencePredictor:
         """Record one measured cost per task (arrays of equal length)."""
         rows = np.fromiter(map(self._row_of, task_ids), dtype=np.int64, count=len(task_ids))
         if rows.size:
-            self._history[rows, self._count[rows] % self.window] = np.asarray(costs, dtype=np.float64)
-            self._count[rows] += 1
+            costs = np.asarray(costs, dtype=np.float64)
+            count = self._count[rows]
+            self._history[rows, count % self.window] = costs
+            count += 1
+            self._count[rows] = count
+            kept = np.minimum(count, self.window)
+            oldest = self._history[rows, (count - kept) % self.window]
+            self._last[rows] = costs
+            self._slope[rows] = np.where(kept > 1, (costs - oldest) / np.maximum(kept - 1, 1), 0.0)
 
     def forget(self, task_id: int) -> None:
         row = self._row.pop(task_id, None)
         if row is not None:
             self._count[row] = 0
+            self._used[row] = False
             self._free_rows.append(row)
 
     def _row_of(self, task_id: int) -> int:
         row = self._row.get(task_id)
         if row is None:
             if not self._free_rows:
-                grow = max(16, self._count.size)
-                self._free_rows = list(range(self._count.size + grow - 1, self._count.size - 1, -1))
+                size, grow = self._count.size, max(16, self._count.size)
+                self._free_rows = list(range(size + grow - 1, size - 1, -1))
                 self._history = np.concatenate([self._history, np.zeros((grow, self.window))])
                 self._count = np.concatenate([self._count, np.zeros(grow, dtype=np.int64)])
+                self._last = np.concatenate([self._last, np.zeros(grow)])
+                self._slope = np.concatenate([self._slope, np.zeros(grow)])
+                self._used = np.concatenate([self._used, np.zeros(grow, dtype=bool)])
             row = self._row[task_id] = self._free_rows.pop()
+            self._used[row] = True
         return row
 
     def lookahead(self, task_ids, horizon: int) -> np.ndarray:
         """Predicted cost of each task for steps ``1..horizon+1`` ahead, shape ``(n, horizon + 1)``."""
         rows = np.fromiter(map(self._row.__getitem__, task_ids), dtype=np.int64, count=len(task_ids))
-        count = self._count[rows]
-        kept = np.minimum(count, self.window)
-        last = self._history[rows, (count - 1) % self.window]
-        oldest = self._history[rows, (count - np.maximum(kept, 1)) % self.window]
-        slope = np.where(kept > 1, (last - oldest) / np.maximum(kept - 1, 1), 0.0)
-        return np.maximum(last[:, None] + slope[:, None] * (np.arange(horizon + 1) + 1), 0.0)
+        return np.maximum(self._last[rows, None] + self._slope[rows, None] * (np.arange(horizon + 1) + 1), 0.0)
+
+    def total_lookahead(self, horizon: int) -> np.ndarray:
+        """``lookahead`` summed over every known task (observed, not forgotten), shape ``(horizon + 1,)``.
+
+        A line is non-negative between two points where it is, so when every
+        task's prediction is non-negative at both ends of the horizon the sum
+        is the line of the sums: no per-task matrix.
+        """
+        last, slope = self._last[self._used], self._slope[self._used]
+        ahead = np.arange(horizon + 1) + 1.0
+        if not last.size:
+            return np.zeros(horizon + 1)
+        if min((last + slope).min(), (last + slope * ahead[-1]).min()) >= 0.0:
+            return last.sum() + slope.sum() * ahead
+        return np.maximum(last[:, None] + slope[:, None] * ahead, 0.0).sum(axis=0)
 
 
 def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:

@@ -246,3 +246,19 @@ def test_sampled_rows_built_directly_equal_the_sampled_full_problem(refill, draw
         assert direct.sampled(stride) is direct
     with pytest.raises(ValueError, match="already sampled every 4"):
         state.step_problem(20, stride=4).sampled(2)
+
+
+def test_persistence_total_lookahead_is_the_sum_of_the_known_tasks():
+    from barrierlb.predictors import PersistencePredictor
+
+    predictor = PersistencePredictor(window=3)
+    rng = np.random.default_rng(0)
+    ids = list(range(40))
+    for _ in range(5):
+        predictor.observe(ids, rng.uniform(0, 10, len(ids)))
+    for task_id in ids[::3]:
+        predictor.forget(task_id)
+    known = [t for t in ids if predictor.known(t)]
+    for horizon in (0, 4, 30):                     # 30 steps: some falling lines cross zero
+        assert np.allclose(predictor.total_lookahead(horizon), predictor.lookahead(known, horizon).sum(axis=0))
+    assert PersistencePredictor().total_lookahead(2).tolist() == [0.0, 0.0, 0.0]

@@ -118,6 +118,31 @@ def test_bad_arguments(comm):
         MPIBalancer(dict, comm="world")
     with pytest.raises(ValueError, match="mode"):
         MPIBalancer(dict, comm=comm, mode="gossip")
+    balancer = MPIBalancer(dict, comm=comm)
+    with pytest.raises(KeyError, match="not on this rank"):
+        balancer.record(12345, 0.1)
+
+
+def test_projected_load_counts_the_tasks_here_with_a_measurement(comm):
+    """The rank's projected load is the persistence lookahead summed over its measured tasks;
+    a task measured and then removed in the same step leaves nothing behind."""
+    from barrierlb.backends.mpi import MPIBalancer
+
+    balancer = MPIBalancer(dict, comm=comm, policy="bfio:horizon=3")
+    base = 100 * comm.Get_rank()
+    for i in range(4):
+        balancer.submit(base + i, {"id": base + i})
+    balancer.exchange()
+    mine = sorted(balancer.tasks)
+    for step in range(3):
+        for k, task_id in enumerate(mine):
+            balancer.record(task_id, 1.0 + k + step)        # +1 per step: slope 1
+        if step == 2 and mine:
+            balancer.remove(mine[0])
+        balancer.exchange()
+    left = [k for k, task_id in enumerate(mine) if task_id in balancer.tasks]
+    expected = sum(np.array([3.0 + k + h for h in range(1, 5)]) for k in left) if left else np.zeros(4)
+    assert np.allclose(balancer._projected_load(), expected)
 
 
 def counter_cost(obj, horizon):
