@@ -252,15 +252,30 @@ def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
 def make_predictor(spec: str, output_tokens, *, seed: int = 0):
     """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]``, ``scenarios[:draws]`` or ``none``."""
     name, _, arg = spec.partition(":")
+
+    def number(kind, default):
+        if not arg:
+            return default
+        try:
+            return kind(arg)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"predictor {spec!r}: {arg!r} after ':' is not {what}") from None
+
+    if name in ("oracle", "none") and arg:
+        raise ValueError(f"predictor {spec!r}: {name} takes no argument")
     if name == "oracle":
         return OraclePredictor(output_tokens)
     if name == "none":
         return NoEndPredictor()
     if name == "noisy":
-        return NoisyOraclePredictor(output_tokens, sigma=float(arg) if arg else 0.5, seed=seed)
+        return NoisyOraclePredictor(output_tokens, sigma=number(float, 0.5), seed=seed)
     if name == "survival":
-        return SurvivalPredictor(quantile=float(arg) if arg else 0.5)
+        return SurvivalPredictor(quantile=number(float, 0.5))
     if name == "scenarios":
-        return SurvivalPredictor(draws=int(arg) if arg else 16, seed=seed)
+        draws = number(int, 16)
+        if draws < 1:
+            raise ValueError(f"predictor {spec!r}: scenarios needs at least 1 draw")
+        return SurvivalPredictor(draws=draws, seed=seed)
     raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA], survival[:QUANTILE], "
                      "scenarios[:DRAWS] or none")

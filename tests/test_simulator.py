@@ -109,6 +109,10 @@ def test_predictors():
     assert np.isinf(make_predictor("none", output).remaining([0, 1], [0, 0], [3, 4])).all()
     with pytest.raises(ValueError, match="unknown predictor"):
         make_predictor("crystal-ball", output)
+    for spec, message in (("scenarios:abc", "not an integer"), ("scenarios:0", "at least 1 draw"),
+                          ("noisy:x", "not a number"), ("oracle:3", "takes no argument")):
+        with pytest.raises(ValueError, match=message):
+            make_predictor(spec, output)
 
 
 def test_persistence_predictor_follows_the_recent_trend():
