@@ -223,3 +223,43 @@ def test_alike_tasks_are_placed_optimally_by_counting(seed, n_workers, n_pool, r
                                    peak_weight=peak_weight)
                for workers in set(itertools.permutations(slots, problem.n_to_place)))
     assert value == pytest.approx(best, rel=1e-9, abs=1e-6)
+
+
+def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
+    """Too many count vectors to enumerate: water-filling plus single-task moves. On instances
+    small enough to check, it must be optimal almost always and close otherwise."""
+    from barrierlb.solvers import fast as fast_module
+
+    rng = np.random.default_rng(11)
+    gaps = []
+    for _ in range(300):
+        n_workers, rows, k = int(rng.integers(2, 6)), int(rng.integers(1, 8)), int(rng.integers(2, 12))
+        loads = rng.uniform(0, 20, (rows, n_workers)) + np.outer(np.arange(rows), rng.uniform(-1, 1, n_workers))
+        loads = np.maximum(loads, 0.0)
+        work = np.tile(rng.uniform(0.5, 3.0, rows), (k + int(rng.integers(0, 3)), 1))
+        free = rng.integers(0, k, n_workers)
+        free[0] = max(int(free[0]), 1)
+        free[0] += max(0, k - int(free.sum()))
+        alive = rng.random(n_workers) < 0.9
+        alive[0] = True
+        forced = rng.random(work.shape[0]) < 0.2
+        weights = rng.uniform(0.1, 1.0, rows)
+        optimum = solve_fast(loads, work, free, weights, alive=alive, forced=forced)       # enumerated
+        counts = fast_module._counts
+        try:
+            fast_module._counts = lambda *args: None                                       # too many: level path
+            level = solve_fast(loads, work, free, weights, alive=alive, forced=forced)
+        finally:
+            fast_module._counts = counts
+        problem = StepProblem.from_arrays(loads, work, free, alive=alive, weights=weights, forced=forced)
+        placed = np.bincount(level.worker, minlength=n_workers)
+        assert len(level.task_index) == problem.n_to_place
+        assert (placed <= problem.free_slots).all() and placed[~alive].sum() == 0
+        assert set(np.flatnonzero(forced)[: problem.n_to_place].tolist()) <= set(level.task_index.tolist())
+        assert level.objective == pytest.approx(predicted_imbalance(problem, level.task_index, level.worker),
+                                                rel=1e-9, abs=1e-6)
+        peak = optimum.objective + float(weights @ (loads[:, alive].sum(axis=1) + problem.n_to_place * work[0]))
+        gaps.append((level.objective - optimum.objective) / peak)
+    gaps = np.array(gaps)
+    assert gaps.min() > -1e-9                                   # never better than the optimum
+    assert (gaps < 1e-9).mean() >= 0.95 and gaps.mean() < 1e-3 and gaps.max() < 0.05

@@ -109,11 +109,13 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     """
     problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
                        peak_weight)
-    if work_conserving and problem.xp is np:
-        exact = _enumerate(problem)
-        if exact is not None:
-            return exact
     best = None
+    if work_conserving and problem.xp is np:
+        best = _enumerate(problem)
+        # Enumerations report no moves; water-filled counts that used up their moves get
+        # compared with the greedy constructions below.
+        if best is not None and best.moves < LEVEL_MOVES:
+            return best
     pairs_raised_peak = False
     all_placed = work_conserving and 1 < problem.to_place == problem.n_pool
     # Identical tasks, all placed: every construction is the same water-filling.
@@ -167,7 +169,7 @@ def _enumerate(p: "_Problem") -> FastResult | None:
         return None
     must = np.flatnonzero(p.forced)[:k]
     if p.identical:
-        return _enumerate_counts(p, k, cols, must)
+        return _enumerate_counts(p, k, cols, must) or _level_counts(p, k, cols, must)
     count = math.comb(p.n_pool, k) * cols.size ** k
     if p.n_pool > ENUMERATION_POOL or count > ENUMERATION_PLACEMENTS \
             or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
@@ -200,13 +202,95 @@ def _enumerate_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray)
     best = int(np.argmin(peak))
     total = p.loads[:, p.alive].sum(axis=1) + k * p.work[0]
     objective = float(p.peak_cost * peak[best] - total @ p.d)
+    return _alike_result(p, k, must, counts[best], objective, objective, 0)
+
+
+def _alike_result(p: "_Problem", k: int, must: np.ndarray, counts: np.ndarray, first: float, objective: float,
+                  moves: int) -> FastResult:
+    """Placement of ``k`` alike tasks by per-worker counts: the forced tasks, then the earliest."""
     if must.size:
         rest = np.flatnonzero(~np.isin(np.arange(p.n_pool), must))
         tasks = np.sort(np.concatenate([must, rest[: k - must.size]]))
     else:
         tasks = np.arange(k)
-    workers = np.repeat(np.arange(p.n_workers), counts[best].astype(np.int64))
-    return FastResult(task_index=tasks, worker=workers, greedy_objective=objective, objective=objective, moves=0)
+    workers = np.repeat(np.arange(p.n_workers), np.asarray(counts).astype(np.int64))
+    return FastResult(task_index=tasks, worker=workers, greedy_objective=first, objective=objective, moves=moves)
+
+
+#: Most (worker, position) candidates the alike-task water-filling sorts.
+LEVEL_CANDIDATES = 1 << 17
+#: Single-task moves after the water-filling. Loads that change smoothly over the horizon
+#: (a persistence predictor's lines) need none; when the budget runs out, the greedy
+#: constructions run too and the better placement is kept.
+LEVEL_MOVES = 16
+
+
+def _level_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> FastResult | None:
+    """Alike tasks, too many count vectors to enumerate: water-fill, then move single tasks.
+
+    The j-th task on worker g starts at the weighted level ``s_g + j * u`` (``s``:
+    the worker's horizon-weighted load, ``u``: the task's); the ``k`` lowest
+    starts give the counts, as placing tasks one by one on the lowest worker
+    would. Then, while it lowers the objective, one task moves off a worker that
+    holds the peak at some step to the worker where it raises the peak least
+    (every row scored exactly). ``None`` when there are too many candidates.
+    """
+    w = p.work[0]
+    d_sum = float(p.d.sum()) or 1.0
+    level = (p.d @ p.loads) / d_sum
+    u = float(p.d @ w) / d_sum
+    cap = np.minimum(p.free[cols], k)
+    if int(cap.sum()) > LEVEL_CANDIDATES:
+        return None
+    owner = np.repeat(cols, cap)
+    position = np.arange(owner.size) - np.repeat(np.cumsum(cap) - cap, cap)
+    start = level[owner] + position * u
+    chosen = np.argsort(start, kind="stable")[:k]          # ties: lower worker, then lower position
+    counts = np.bincount(owner[chosen], minlength=p.n_workers).astype(np.float64)
+    alive = np.flatnonzero(p.alive)
+    loads = p.loads[:, alive]
+    free = p.free[alive].astype(np.float64)
+
+    def peak_sum(c):
+        return float(p.d @ (loads + np.outer(w, c)).max(axis=1))
+
+    c = counts[alive]
+    current = first = peak_sum(c)
+    moves = 0
+    while moves < LEVEL_MOVES:
+        columns = loads + np.outer(w, c)                                     # (H+1, A)
+        order = np.argsort(-columns, axis=1, kind="stable")[:, :3]          # top three per step
+        top = np.take_along_axis(columns, order, axis=1)
+        if top.shape[1] < 3:
+            top = np.pad(top, ((0, 0), (0, 3 - top.shape[1])), constant_values=-np.inf)
+            order = np.pad(order, ((0, 0), (0, 3 - order.shape[1])), constant_values=-1)
+        sources = np.unique(order[:, 0])
+        sources = sources[c[sources] > 0]
+        targets = np.flatnonzero(c < free)
+        if not sources.size or not targets.size or sources.size * targets.size * p.n_rows > DENSE_LIMIT:
+            break
+        a, b = sources[:, None, None], targets[None, :, None]               # (S, 1, 1), (1, B, 1)
+        # The max over the workers other than a and b: the first of the top three that is neither.
+        skip1 = (order[:, 0] == a) | (order[:, 0] == b)                       # (S, B, H+1)
+        skip2 = (order[:, 1] == a) | (order[:, 1] == b)
+        rest = np.where(~skip1, top[:, 0], np.where(~skip2, top[:, 1], top[:, 2]))
+        moved = np.maximum(np.maximum(rest, (columns[:, sources] - w[:, None]).T[:, None, :]),
+                           (columns[:, targets] + w[:, None]).T[None, :, :])
+        value = moved @ p.d                                                  # (S, B)
+        value[sources[:, None] == targets[None, :]] = np.inf
+        flat = int(np.argmin(value))
+        if not value.flat[flat] < current - 1e-12 * abs(current):
+            break
+        current = float(value.flat[flat])
+        src, dst = divmod(flat, targets.size)
+        c[sources[src]] -= 1
+        c[targets[dst]] += 1
+        moves += 1
+    counts = np.zeros(p.n_workers)
+    counts[alive] = c
+    constant = float(p.d @ (p.loads[:, alive].sum(axis=1) + k * w))
+    return _alike_result(p, k, must, counts, p.peak_cost * first - constant, p.peak_cost * current - constant,
+                         moves)
 
 
 @functools.lru_cache(maxsize=32)
