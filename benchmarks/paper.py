@@ -12,7 +12,7 @@ and over G (B=72) for the paper's BF-IO (H=0, no waiting bound), with enough
 requests for about nine turnovers of the cluster,
 and the simulator's own speed in simulated steps per second.
 
-    python benchmarks/paper.py --json paper.json          # about 7 minutes on 2 cores
+    python benchmarks/paper.py --json paper.json          # about 4 minutes on 2 cores
     python benchmarks/paper.py --quick                    # smaller, about 1 minute
 """
 
