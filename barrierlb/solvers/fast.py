@@ -118,8 +118,12 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
             return best
     pairs_raised_peak = False
     all_placed = work_conserving and 1 < problem.to_place == problem.n_pool
-    # Identical tasks, all placed: every construction is the same water-filling.
-    constructions = ("largest",) if all_placed and problem.identical else ("pairs", "slots", "largest")
+    # Identical tasks, all placed: every construction is the same water-filling. An empty
+    # cluster filling up: every placement raises the peak, so the pairs construction rescores
+    # everything after each one and never beat the LPT rule (the same objective on the 50
+    # cold-start instances of benchmarks/decision.py, in a fifth of the time).
+    empty = not bool((problem.loads[:, problem.alive] if problem.n_alive else problem.loads).any())
+    constructions = ("largest",) if all_placed and (problem.identical or empty) else ("pairs", "slots", "largest")
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
