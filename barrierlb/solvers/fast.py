@@ -227,6 +227,9 @@ LEVEL_CANDIDATES = 1 << 17
 #: (a persistence predictor's lines) need none; when the budget runs out, the greedy
 #: constructions run too and the better placement is kept.
 LEVEL_MOVES = 16
+#: Water-filling is for loads whose peak sits on few workers over the horizon; with more
+#: workers taking the peak at some step the greedy constructions run instead.
+LEVEL_PEAK_WORKERS = 4
 
 
 def _level_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> FastResult | None:
@@ -259,6 +262,8 @@ def _level_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> 
         return float(p.d @ (loads + np.outer(w, c)).max(axis=1))
 
     c = counts[alive]
+    if np.unique((loads + np.outer(w, c)).argmax(axis=1)).size > LEVEL_PEAK_WORKERS:
+        return None          # the peak jumps between workers from step to step: the greedy does better
     current = first = peak_sum(c)
     moves = 0
     while moves < LEVEL_MOVES:
