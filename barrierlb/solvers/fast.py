@@ -122,7 +122,7 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     # cluster filling up: every placement raises the peak, so the pairs construction rescores
     # everything after each one and never beat the LPT rule (the same objective on the 50
     # cold-start instances of benchmarks/decision.py, in a fifth of the time).
-    empty = not bool((problem.loads[:, problem.alive] if problem.n_alive else problem.loads).any())
+    empty = not bool(problem.loads[:, problem.alive_x].any())
     constructions = ("largest",) if all_placed and (problem.identical or empty) else ("pairs", "slots", "largest")
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
@@ -204,21 +204,25 @@ def _enumerate_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray)
         peak = column if peak is None else np.maximum(peak, column, out=peak)
     peak = peak @ p.d
     best = int(np.argmin(peak))
-    total = p.loads[:, p.alive].sum(axis=1) + k * p.work[0]
-    objective = float(p.peak_cost * peak[best] - total @ p.d)
-    return _alike_result(p, k, must, counts[best], objective, objective, 0)
+    return _alike_result(p, k, must, counts[best], float(peak[best]), float(peak[best]), 0)
 
 
-def _alike_result(p: "_Problem", k: int, must: np.ndarray, counts: np.ndarray, first: float, objective: float,
+def _alike_result(p: "_Problem", k: int, must: np.ndarray, counts: np.ndarray, first_peak: float, peak: float,
                   moves: int) -> FastResult:
-    """Placement of ``k`` alike tasks by per-worker counts: the forced tasks, then the earliest."""
+    """Placement of ``k`` alike tasks by per-worker counts: the forced tasks, then the earliest.
+
+    ``first_peak`` and ``peak`` are ``sum_h d_h max_g`` before and after any moves; every
+    count vector places the same total, so the objective is the peak term less a constant.
+    """
+    constant = float(p.d @ (p.loads[:, p.alive].sum(axis=1) + k * p.work[0]))
     if must.size:
         rest = np.flatnonzero(~np.isin(np.arange(p.n_pool), must))
         tasks = np.sort(np.concatenate([must, rest[: k - must.size]]))
     else:
         tasks = np.arange(k)
     workers = np.repeat(np.arange(p.n_workers), np.asarray(counts).astype(np.int64))
-    return FastResult(task_index=tasks, worker=workers, greedy_objective=first, objective=objective, moves=moves)
+    return FastResult(task_index=tasks, worker=workers, greedy_objective=p.peak_cost * first_peak - constant,
+                      objective=p.peak_cost * peak - constant, moves=moves)
 
 
 #: Most (worker, position) candidates the alike-task water-filling sorts.
@@ -266,23 +270,16 @@ def _level_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> 
         return None          # the peak jumps between workers from step to step: the greedy does better
     current = first = peak_sum(c)
     moves = 0
+    every = np.ones(alive.size, dtype=bool)
     while moves < LEVEL_MOVES:
         columns = loads + np.outer(w, c)                                     # (H+1, A)
-        order = np.argsort(-columns, axis=1, kind="stable")[:, :3]          # top three per step
-        top = np.take_along_axis(columns, order, axis=1)
-        if top.shape[1] < 3:
-            top = np.pad(top, ((0, 0), (0, 3 - top.shape[1])), constant_values=-np.inf)
-            order = np.pad(order, ((0, 0), (0, 3 - order.shape[1])), constant_values=-1)
-        sources = np.unique(order[:, 0])
+        values, index = _top3(np, columns, every)
+        sources = np.unique(index[:, 0])
         sources = sources[c[sources] > 0]
         targets = np.flatnonzero(c < free)
         if not sources.size or not targets.size or sources.size * targets.size * p.n_rows > DENSE_LIMIT:
             break
-        a, b = sources[:, None, None], targets[None, :, None]               # (S, 1, 1), (1, B, 1)
-        # The max over the workers other than a and b: the first of the top three that is neither.
-        skip1 = (order[:, 0] == a) | (order[:, 0] == b)                       # (S, B, H+1)
-        skip2 = (order[:, 1] == a) | (order[:, 1] == b)
-        rest = np.where(~skip1, top[:, 0], np.where(~skip2, top[:, 1], top[:, 2]))
+        rest = _peak_without(np, values, index, sources[:, None, None], targets[None, :, None])  # (S, B, H+1)
         moved = np.maximum(np.maximum(rest, (columns[:, sources] - w[:, None]).T[:, None, :]),
                            (columns[:, targets] + w[:, None]).T[None, :, :])
         value = moved @ p.d                                                  # (S, B)
@@ -297,9 +294,7 @@ def _level_counts(p: "_Problem", k: int, cols: np.ndarray, must: np.ndarray) -> 
         moves += 1
     counts = np.zeros(p.n_workers)
     counts[alive] = c
-    constant = float(p.d @ (p.loads[:, alive].sum(axis=1) + k * w))
-    return _alike_result(p, k, must, counts, p.peak_cost * first - constant, p.peak_cost * current - constant,
-                         moves)
+    return _alike_result(p, k, must, counts, first, current, moves)
 
 
 @functools.lru_cache(maxsize=32)
@@ -485,8 +480,9 @@ class _Search:
         order = np.argsort(-to_numpy(p.total), kind="stable")
         open_cols = np.flatnonzero(self.free_left > 0)
         for i in order[self.unplaced[order]][: p.to_place - len(self.placed_task)].tolist():
-            # deltas() of task i on the open workers less its constant -W_i, inlined: this
-            # loop is the whole decision of a backend's all-alike batch (measured 10% faster).
+            # deltas() of task i on the open workers less its constant -W_i, inlined: one task
+            # at a time through deltas() measured 10% slower (on 32 alike tasks, before those
+            # went to the count paths; this loop still runs once per task at a cold start).
             margin = self.peak[:, None] - self.loads[:, open_cols]            # (H+1, C)
             excess = xp.maximum(p.work[i][:, None] - margin, 0.0)
             row = p.peak_cost * (p.d @ excess) - p.tie_break * (p.d @ margin)
@@ -590,6 +586,14 @@ def _top3(xp, loads, alive_host):
     return values, top
 
 
+def _peak_without(xp, values, index, a, b):
+    """The peak at each step over the workers other than ``a`` and ``b``, from :func:`_top3`'s
+    ``values`` and ``index`` (``a`` and ``b`` broadcast against the step axis, which comes last)."""
+    hit1 = (index[:, 0] == a) | (index[:, 0] == b)
+    hit2 = (index[:, 1] == a) | (index[:, 1] == b)
+    return xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
+
+
 def _argtop3(xp, masked):
     part = xp.argpartition(-masked, 2, axis=1)[:, :3]
     values = xp.take_along_axis(masked, part, axis=1)
@@ -634,13 +638,6 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
         n_workers = loads.shape[1]
         table = []               # peak_without of every pair of workers, built when many pairs need it
 
-        def peak_without(a, b):
-            """The peak at each step over the workers other than ``a`` and ``b`` (arrays that
-            broadcast against the step axis, which comes last)."""
-            hit1 = (index[:, 0] == a) | (index[:, 0] == b)
-            hit2 = (index[:, 1] == a) | (index[:, 1] == b)
-            return xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
-
         def gain_of(first_worker, second_worker, new_first, new_second):
             """Objective change when two workers' columns become ``new_first``/``new_second``."""
             first_worker, second_worker = xp.asarray(first_worker), xp.asarray(second_worker)
@@ -648,10 +645,10 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
                 # Many pairs: tabulate every pair of workers once a round, then look pairs up.
                 if not table:
                     workers_x = xp.arange(n_workers)
-                    table.append(peak_without(workers_x[:, None, None], workers_x[None, :, None]))
+                    table.append(_peak_without(xp, values, index, workers_x[:, None, None], workers_x[None, :, None]))
                 others = table[0][first_worker, second_worker]
             else:
-                others = peak_without(first_worker[:, None], second_worker[:, None])
+                others = _peak_without(xp, values, index, first_worker[:, None], second_worker[:, None])
             new_peak = xp.maximum(others, new_first)
             if new_second is not None:
                 new_peak = xp.maximum(new_peak, new_second)
