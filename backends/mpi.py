@@ -178,7 +178,7 @@ class MPIBalancer:
         if not self.tasks:
             return np.zeros(rows)
         if self.cost is not None:
-            return np.sum([self._lookahead(task, 0.0) for task in self.tasks.values()], axis=0)
+            return np.sum([cost_lookahead(self.cost, task, self.horizon) for task in self.tasks.values()], axis=0)
         # record() takes only this rank's tasks and remove() forgets them, so the tasks the
         # predictor knows are exactly the tasks here with a measurement.
         return self.predictor.total_lookahead(self.horizon)
@@ -191,12 +191,6 @@ class MPIBalancer:
         if cost is not None:              # still counts toward the mean cost of a task this step
             self._ended_costs[0] += cost
             self._ended_costs[1] += 1
-
-    def _lookahead(self, obj, fallback: float) -> np.ndarray:
-        """Cost-model lookahead of a task or spec, or ``fallback`` per step without a model."""
-        if self.cost is not None:
-            return cost_lookahead(self.cost, obj, self.horizon)
-        return np.full(self.horizon + 1, fallback)
 
     # ------------------------------------------------------------- exchange
     def exchange(self) -> tuple[int, str]:
@@ -247,8 +241,8 @@ class MPIBalancer:
                 else np.maximum(self.capacity - counts, 0))
         if self.mode == "replicated" or self.rank == 0:
             # Every deciding rank evaluates the cost model itself (configured alike: checked).
-            work = (np.array([self._lookahead(spec, fallback) for _, spec in pairs]) if self.cost is not None
-                    else np.full((len(pairs), rows), fallback))
+            work = (np.array([cost_lookahead(self.cost, spec, self.horizon) for _, spec in pairs])
+                    if self.cost is not None else np.full((len(pairs), rows), fallback))
             decision = self.policy.decide_arrays(np.ascontiguousarray(table[:, :rows].T), work, free,
                                                  np.array(ids, dtype=np.int64), check=False)
             placement = np.full(len(pairs), -1, dtype=np.int64)

@@ -117,12 +117,18 @@ class SurvivalPredictor:
 
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         generated = np.asarray(generated, dtype=np.float64)
-        n = self._sorted.size
-        if n < self.min_samples:
+        if self._sorted.size < self.min_samples:
             return np.full(generated.shape, math.inf)
+        return self._conditional(generated, self.quantile)
+
+    def _conditional(self, generated: np.ndarray, q) -> np.ndarray:
+        """The ``q``-quantile (a number, or an array broadcasting against ``generated``) of
+        ``output - generated`` over the finished outputs longer than ``generated``; ``inf``
+        where no finished request ran that long."""
+        n = self._sorted.size
         first = np.searchsorted(self._sorted, generated, side="right")     # outputs > generated
         alive = n - first
-        pick = np.minimum(first + np.floor(self.quantile * alive).astype(np.int64), n - 1)
+        pick = np.minimum(first + np.floor(q * alive).astype(np.int64), n - 1)
         return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
 
     def sample(self, task_ids, prompt, generated) -> np.ndarray:
@@ -134,15 +140,9 @@ class SurvivalPredictor:
         where :meth:`remaining` predicts none.
         """
         generated = np.asarray(generated, dtype=np.float64)
-        n = self._sorted.size
-        shape = (self.draws, generated.size)
-        if n < self.min_samples:
-            return np.full(shape, math.inf)
-        first = np.searchsorted(self._sorted, generated, side="right")
-        alive = n - first
-        u = _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed)      # (draws, n)
-        pick = np.minimum(first + np.floor(u * alive).astype(np.int64), n - 1)
-        return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
+        if self._sorted.size < self.min_samples:
+            return np.full((self.draws, generated.size), math.inf)
+        return self._conditional(generated, _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed))
 
 
 def _uniform_hash(ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
