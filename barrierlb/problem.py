@@ -147,37 +147,34 @@ class StepProblem:
         valid by construction (the backends: float64, non-negative, matching
         shapes, unique ids); it saves tens of microseconds per decision.
         """
-        if not check:
-            n_workers = projected_load.shape[1]
-            zeros = np.zeros(n_workers)
-            return cls(projected_load=projected_load, pool_work=pool_work, pool_ids=pool_ids,
-                       free_slots=free_slots, alive=np.ones(n_workers, dtype=bool) if alive is None else alive,
-                       weights=weights, forced=np.zeros(pool_work.shape[0], dtype=bool) if forced is None else forced,
-                       active_count=np.zeros(n_workers, dtype=np.int64), active_prompt=zeros,
-                       active_load=projected_load[0].copy(), pool_prompt=pool_work[:, 0].copy(),
-                       work_conserving=bool(work_conserving))
-        projected_load = check_array("projected_load", projected_load, ndim=2, nonnegative=True)
+        if check:
+            projected_load = check_array("projected_load", projected_load, ndim=2, nonnegative=True)
+            horizon_rows, n_workers = projected_load.shape
+            if horizon_rows < 1 or n_workers < 1:
+                raise ValueError(f"projected_load must have shape (H + 1, G) with G >= 1, got {projected_load.shape}")
+            pool_work = check_array("pool_work", np.reshape(pool_work, (-1, horizon_rows)) if np.size(pool_work) == 0
+                                    else pool_work, shape=(None, horizon_rows), nonnegative=True)
+            n_pool = pool_work.shape[0]
+            free_slots = check_array("free_slots", free_slots, shape=(n_workers,), nonnegative=True, dtype=np.int64)
+            if alive is not None:
+                alive = check_array("alive", alive, shape=(n_workers,), dtype=bool)
+            if weights is not None:
+                weights = check_array("weights", weights, shape=(horizon_rows,), nonnegative=True)
+            if forced is not None:
+                forced = check_array("forced", forced, shape=(n_pool,), dtype=bool)
+            if pool_ids is not None:
+                pool_ids = check_array("pool_ids", pool_ids, shape=(n_pool,), dtype=np.int64)
+                if n_pool > 1 and len(set(pool_ids.tolist())) != n_pool:
+                    raise ValueError("pool_ids contains duplicate task ids")
         horizon_rows, n_workers = projected_load.shape
-        if horizon_rows < 1 or n_workers < 1:
-            raise ValueError(f"projected_load must have shape (H + 1, G) with G >= 1, got {projected_load.shape}")
-        pool_work = check_array("pool_work", np.reshape(pool_work, (-1, horizon_rows)) if np.size(pool_work) == 0
-                                else pool_work, shape=(None, horizon_rows), nonnegative=True)
         n_pool = pool_work.shape[0]
-        free_slots = check_array("free_slots", free_slots, shape=(n_workers,), nonnegative=True, dtype=np.int64)
-        alive = (np.ones(n_workers, dtype=bool) if alive is None
-                 else check_array("alive", alive, shape=(n_workers,), dtype=bool))
-        free_slots = np.where(alive, free_slots, 0)
-        weights = (np.ones(horizon_rows) if weights is None
-                   else check_array("weights", weights, shape=(horizon_rows,), nonnegative=True))
-        forced = (np.zeros(n_pool, dtype=bool) if forced is None
-                  else check_array("forced", forced, shape=(n_pool,), dtype=bool))
-        pool_ids = (np.arange(n_pool, dtype=np.int64) if pool_ids is None
-                    else check_array("pool_ids", pool_ids, shape=(n_pool,), dtype=np.int64))
-        if n_pool > 1 and len(set(pool_ids.tolist())) != n_pool:
-            raise ValueError("pool_ids contains duplicate task ids")
+        alive = np.ones(n_workers, dtype=bool) if alive is None else alive
         zeros = np.zeros(n_workers)
-        return cls(projected_load=projected_load, pool_work=pool_work, pool_ids=pool_ids,
-                   free_slots=free_slots, alive=alive, weights=weights, forced=forced,
+        return cls(projected_load=projected_load, pool_work=pool_work,
+                   pool_ids=np.arange(n_pool, dtype=np.int64) if pool_ids is None else pool_ids,
+                   free_slots=np.where(alive, free_slots, 0), alive=alive,
+                   weights=np.ones(horizon_rows) if weights is None else weights,
+                   forced=np.zeros(n_pool, dtype=bool) if forced is None else forced,
                    active_count=zeros.astype(np.int64), active_prompt=zeros, active_load=projected_load[0].copy(),
                    pool_prompt=pool_work[:, 0].copy(), work_conserving=bool(work_conserving))
 
