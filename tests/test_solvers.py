@@ -263,3 +263,68 @@ def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
     gaps = np.array(gaps)
     assert gaps.min() > -1e-9                                   # never better than the optimum
     assert (gaps < 1e-9).mean() >= 0.95 and gaps.mean() < 1e-3 and gaps.max() < 0.05
+
+
+# --------------------------------------------------------------- compiled engine
+def _both_engines(problem, **kwargs):
+    pytest.importorskip("numba")
+    args = (problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
+    kwargs = dict(alive=problem.alive, forced=problem.forced, **kwargs)
+    return solve_fast(*args, engine="array", **kwargs), solve_fast(*args, engine="compiled", **kwargs)
+
+
+def _assert_same_decision(array, compiled):
+    assert (array.engine, compiled.engine) == ("array", "compiled")
+    assert compiled.task_index.tolist() == array.task_index.tolist()
+    assert compiled.worker.tolist() == array.worker.tolist()
+    assert (compiled.moves, compiled.objective, compiled.greedy_objective) == \
+        (array.moves, array.objective, array.greedy_objective)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 100_000), n_workers=st.integers(1, 7), n_pool=st.integers(17, 60),
+       rows=st.integers(1, 6), peak_weight=st.sampled_from([1.0, 1000.0]), conserving=st.booleans(),
+       gamma=st.sampled_from([1.0, 0.5]))
+def test_compiled_engine_makes_the_array_engines_decisions(seed, n_workers, n_pool, rows, peak_weight, conserving,
+                                                            gamma):
+    """The numba kernels run the same constructions and local search. On integer loads with
+    power-of-two weights every sum is exact, so the decisions must match move for move,
+    including ties (broken by the lowest index). Pools above 16 tasks skip enumeration."""
+    rng = np.random.default_rng(seed)
+    loads = rng.integers(0, 40, (rows, n_workers)).astype(float)
+    work = rng.integers(0, 15, (n_pool, rows)).astype(float) * (rng.random((n_pool, 1)) < 0.9)
+    free = rng.integers(0, 6, n_workers)
+    alive = rng.random(n_workers) < 0.85
+    alive[0] = True
+    forced = rng.random(n_pool) < 0.15
+    problem = StepProblem.from_arrays(loads, work, free, alive=alive, forced=forced,
+                                      weights=horizon_weights(rows - 1, gamma=gamma))
+    array, compiled = _both_engines(problem, peak_weight=peak_weight, work_conserving=conserving)
+    _assert_same_decision(array, compiled)
+
+
+@pytest.mark.parametrize("case, free", [("decode", 3), ("burst", 40), ("cold-start", 32 * 8)])
+def test_compiled_engine_matches_on_decode_snapshots(case, free):
+    """Real decision points (token loads, a uniformly weighted horizon): every construction,
+    the local search and the pool ranking on the LLM simulator's shapes."""
+    from barrierlb.snapshots import decode_snapshot
+    from barrierlb.workloads import synthetic
+
+    workload = synthetic(2000, seed=1, **({"output_mean": 60.0, "output_std": 80.0} if case == "burst" else {}))
+    for k in range(4):
+        state = decode_snapshot(workload, 32, 8, 128, free, seed=k)
+        problem = state.step_problem(12, max_wait=0 if k == 3 else None)
+        for peak_weight in (1.0, 1000.0):
+            _assert_same_decision(*_both_engines(problem, peak_weight=peak_weight))
+
+
+def test_engine_is_checked_and_reported():
+    problem = StepProblem.from_arrays([[0.0, 5.0]], np.arange(40.0)[:, None], [20, 20])
+    with pytest.raises(ValueError, match="engine must be one of"):
+        solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights, engine="gpu")
+    array = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                       engine="array")
+    assert array.engine == "array"
+    default = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
+    from barrierlb.solvers.fast import compiled_kernels
+    assert default.engine == ("compiled" if compiled_kernels() is not None else "array")

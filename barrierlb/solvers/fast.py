@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,10 @@ class FastResult:
         when ``peak_weight`` is 1).
     moves : int
         Local-search moves applied.
+    engine : str
+        What ran the greedy constructions and the local search: ``"compiled"``
+        (the numba kernels) or ``"array"`` (numpy or CuPy array code; also the
+        enumerations of small problems).
     """
 
     task_index: np.ndarray
@@ -53,11 +58,12 @@ class FastResult:
     greedy_objective: float
     objective: float
     moves: int
+    engine: str = "array"
 
 
 def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, forced=None,
                work_conserving: bool = True, local_search: bool = True, max_moves: int | None = None,
-               max_candidates: int = 32, peak_weight: float = 1.0) -> FastResult:
+               max_candidates: int = 32, peak_weight: float = 1.0, engine: str | None = None) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
     Small problems are solved exactly by enumeration: every placement when the
@@ -102,6 +108,12 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         Waiting tasks considered for replacement moves (the best by greedy score).
     peak_weight : float
         Weight of the peak term relative to the paper's objective (1).
+    engine : str, optional
+        ``"compiled"``: the greedy constructions and the local search run as
+        numba-compiled loops (host arrays; ``pip install "barrierlb[fast]"``);
+        ``"array"``: as numpy or CuPy array operations. Both make the same
+        decisions (:mod:`barrierlb.solvers._compiled`). Default: compiled for
+        numpy arrays when numba is installed, else array. The result says which ran.
 
     Returns
     -------
@@ -109,6 +121,7 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     """
     problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
                        peak_weight)
+    kernels = _kernels_for(engine, problem.xp)
     best = None
     if work_conserving and problem.xp is np:
         best = _enumerate(problem)
@@ -131,24 +144,61 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         if construction == "largest" and not (all_placed and (pairs_raised_peak or len(constructions) == 1)):
             continue
         search = _Search(problem)
-        search.greedy(construction)
+        search.greedy(construction, kernels)
         greedy_objective = search.objective()
         moves = 0
         # One placement: the greedy's lowest-score pair is already optimal.
         if local_search and len(search.placed_task) > 1:
-            moves = _local_search(problem.xp, search.loads, problem.work, problem.d, problem.total,
-                                  search.placed_task, search.placed_worker, search.unplaced, search.free_left,
-                                  problem.forced, problem.alive, problem.peak_cost, search.score,
-                                  max_moves=16 if max_moves is None else max_moves,
-                                  max_candidates=max_candidates)
+            budget = 16 if max_moves is None else max_moves
+            if kernels is None:
+                moves = _local_search(problem.xp, search.loads, problem.work, problem.d, problem.total,
+                                      search.placed_task, search.placed_worker, search.unplaced, search.free_left,
+                                      problem.forced, problem.alive, problem.peak_cost, search.score,
+                                      max_moves=budget, max_candidates=max_candidates)
+            else:
+                moves = search.local_search_compiled(kernels, budget, max_candidates)
         objective = search.objective() if moves else greedy_objective
         if construction == "pairs":
             pairs_raised_peak = bool((search.peak > search.initial_peak).any())
         if best is None or objective < best.objective - 1e-9 * abs(best.objective):
             best = FastResult(task_index=np.asarray(search.placed_task, dtype=np.int64),
                               worker=np.asarray(search.placed_worker, dtype=np.int64),
-                              greedy_objective=greedy_objective, objective=objective, moves=moves)
+                              greedy_objective=greedy_objective, objective=objective, moves=moves,
+                              engine="array" if kernels is None else "compiled")
     return best
+
+
+ENGINES = ("compiled", "array")
+_KERNELS = []          # the compiled-kernels module once imported, or None without numba
+
+
+def compiled_kernels():
+    """The numba-compiled kernels (:mod:`barrierlb.solvers._compiled`), or ``None`` without numba.
+
+    Imported on first use: numba takes about half a second to import and compiles
+    the kernels (or loads them from its cache) on their first call.
+    """
+    if not _KERNELS:
+        try:
+            from barrierlb.solvers import _compiled
+        except ImportError:
+            _compiled = None
+        _KERNELS.append(_compiled)
+    return _KERNELS[0]
+
+
+def _kernels_for(engine, xp):
+    if engine not in (None,) + ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES} or None, got {engine!r}")
+    if engine == "array":
+        return None
+    kernels = compiled_kernels() if xp is np else None
+    if engine == "compiled":
+        if xp is not np:
+            raise ValueError("engine='compiled' runs on host (numpy) arrays; use engine='array' for CuPy arrays")
+        if kernels is None:
+            raise ImportError("engine='compiled' needs numba: pip install \"barrierlb[fast]\"")
+    return kernels
 
 
 #: Tiny problems (a pool of at most 16 tasks, at most 4,096 placements, and placements x
@@ -342,6 +392,20 @@ def _placements(n_pool: int, k: int, n_workers: int, cols: tuple, free: tuple, m
     return tasks, workers, spread
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(xp, size: int):
+    """A reused float64 work array of at least ``size`` numbers (per thread, per array module)."""
+    cached = getattr(_SCRATCH, "arrays", None)
+    if cached is None:
+        cached = _SCRATCH.arrays = {}
+    array = cached.get(xp.__name__)
+    if array is None or array.size < size:
+        array = cached[xp.__name__] = xp.empty(max(size, DENSE_CHUNK))
+    return array
+
+
 #: Largest (tasks x workers x steps) block the greedy scores densely.
 DENSE_LIMIT = 1 << 20
 #: Numbers per dense block on the host (512 KiB of float64).
@@ -381,16 +445,23 @@ class _Problem:
         return self.work @ self.d
 
     @functools.cached_property
-    def neg_total(self):
-        return -self.total
-
-    @functools.cached_property
     def peak_work(self):
         return self.work.max(axis=1) if self.n_rows else self.xp.zeros(self.n_pool)
 
     @functools.cached_property
     def max_peak_work(self):
         return self.peak_work.max() if self.n_pool else 0.0
+
+    @functools.cached_property
+    def host_arrays(self):
+        """``work``, ``d`` and ``total`` as C-ordered float64 host arrays (the compiled kernels' inputs)."""
+        return tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (self.work, self.d, self.total))
+
+    @functools.cached_property
+    def host_peak_work(self):
+        """Each task's largest step, on the host (the compiled greedy's fits-everywhere test)."""
+        work = self.host_arrays[0]
+        return work.max(axis=1) if work.shape[1] else np.zeros(work.shape[0])
 
     @functools.cached_property
     def tie_break(self) -> float:
@@ -430,7 +501,7 @@ class _Search:
         if p.n_rows == 1:                                                 # H = 0: no step axis
             w = p.work[rows, 0][:, None]
             return (p.peak_cost * p.d[0]) * xp.maximum(w - margin, 0.0) - p.total[rows][:, None] \
-                - (p.tie_break * p.d[0]) * margin
+                - p.tie_break * (p.d[0] * margin)
         if cols.shape[0] == 1:                                            # one column: dense is cheaper
             return self.column_deltas(int(cols[0]), rows)[:, None]
         overflow = p.peak_work[rows][:, None] > margin.min(axis=0)[None, :]
@@ -439,13 +510,20 @@ class _Search:
             # the host they go DENSE_CHUNK numbers at a time: a multi-megabyte temporary per
             # call made glibc return and re-fault the heap's top at every decision (runs
             # measured twice as long, half of it system time).
-            n_rows = rows.shape[0]
-            block = n_rows if xp is not np else max(1, DENSE_CHUNK // (cols.shape[0] * p.n_rows))
-            peak = xp.empty((n_rows, cols.shape[0]))
+            n_rows, n_cols = rows.shape[0], cols.shape[0]
+            block = n_rows if xp is not np else max(1, DENSE_CHUNK // (n_cols * p.n_rows))
+            # Each block is written into one reused C-ordered scratch array: a fresh
+            # ``work - margin.T`` took the transposed operand's strides, which kept the
+            # product below off BLAS, and cost new pages every pass (2.3x slower measured).
+            scratch = _scratch(xp, min(block, n_rows) * n_cols * p.n_rows)
+            margin_t = margin.T[None, :, :]
+            peak = xp.empty((n_rows, n_cols))
             for lo in range(0, n_rows, block):
-                excess = p.work[rows[lo:lo + block]][:, None, :] - margin.T[None, :, :]
+                hi = min(lo + block, n_rows)
+                excess = scratch[: (hi - lo) * n_cols * p.n_rows].reshape(hi - lo, n_cols, p.n_rows)
+                xp.subtract(p.work[rows[lo:hi]][:, None, :], margin_t, out=excess)
                 xp.maximum(excess, 0.0, out=excess)
-                peak[lo:lo + block] = excess @ p.d
+                peak[lo:hi] = excess @ p.d
             return p.peak_cost * peak - p.total[rows][:, None] - p.tie_break * (p.d @ margin)[None, :]
         out = xp.broadcast_to(-p.total[rows][:, None], (rows.shape[0], cols.shape[0])).copy()
         r, c = xp.nonzero(overflow)
@@ -461,16 +539,18 @@ class _Search:
     def column_deltas(self, g: int, rows=None):
         """:meth:`deltas` of the tasks ``rows`` (default all) for worker ``g`` alone, shape (R,)."""
         p, xp = self.p, self.p.xp
-        work, neg_total = (p.work, p.neg_total) if rows is None else (p.work[rows], p.neg_total[rows])
+        work, total = (p.work, p.total) if rows is None else (p.work[rows], p.total[rows])
         margin = self.peak - self.loads[:, g]                             # (H+1,)
-        out = neg_total - p.tie_break * float(p.d @ margin)
+        room = p.tie_break * float(p.d @ margin)
+        # The terms in the order of deltas() (and of the compiled kernels), so that a score
+        # is the same number whichever path computed it.
         if p.n_rows == 1:
-            return out + (p.peak_cost * p.d[0]) * xp.maximum(work[:, 0] - margin[0], 0.0)
+            return ((p.peak_cost * p.d[0]) * xp.maximum(work[:, 0] - margin[0], 0.0) - total) - room
         if float(p.max_peak_work) <= float(margin.min()):                # every task fits
-            return out
+            return -total - room
         excess = work - margin
         xp.maximum(excess, 0.0, out=excess)
-        return out + p.peak_cost * (excess @ p.d)
+        return (p.peak_cost * (excess @ p.d) - total) - room
 
     def _largest_first(self) -> None:
         """Every waiting task is placed, so only the peak matters: pack the largest first,
@@ -492,6 +572,43 @@ class _Search:
                 open_cols = open_cols[open_cols != g]
         self.score = None
 
+    def _greedy_compiled(self, construction: str, kernels, n_cols: int) -> None:
+        p = self.p
+        work, d, total = p.host_arrays
+        self.loads = np.ascontiguousarray(self.loads)
+        self.peak = self.peak.copy()                     # updated in place; initial_peak stays
+        tasks = np.empty(p.to_place, dtype=np.int64)
+        workers = np.empty(p.to_place, dtype=np.int64)
+        if construction == "largest":
+            n = kernels.largest_first(self.loads, self.peak, work, d, total, self.free_left, self.unplaced,
+                                      p.to_place, float(p.peak_cost), float(p.tie_break), tasks, workers, 0)
+            self.score = None
+        else:
+            must = np.zeros(p.n_pool, dtype=bool)
+            must[np.flatnonzero(p.forced)[: p.to_place]] = True
+            self.score = np.empty((p.n_pool, n_cols))
+            n = kernels.greedy(self.loads, self.peak, work, p.host_peak_work, d, total, self.free_left,
+                               self.unplaced, must, p.to_place, p.work_conserving, construction == "slots",
+                               float(p.peak_cost), float(p.tie_break), tasks, workers, 0, self.score)
+        self.placed_task = tasks[:n].tolist()
+        self.placed_worker = workers[:n].tolist()
+
+    def local_search_compiled(self, kernels, max_moves: int, max_candidates: int, max_pairs: int = 1024) -> int:
+        """:func:`_local_search` on this construction, compiled; returns the moves applied."""
+        p = self.p
+        work, d, total = p.host_arrays
+        self.loads = np.ascontiguousarray(self.loads)
+        tasks = np.array(self.placed_task, dtype=np.int64)
+        workers = np.array(self.placed_worker, dtype=np.int64)
+        has_score = self.score is not None
+        score = self.score if has_score else np.empty((0, 0))
+        moves = kernels.local_search(self.loads, work, d, total, tasks, workers, tasks.size, self.unplaced,
+                                     self.free_left, p.forced, p.alive, float(p.peak_cost), score, has_score,
+                                     max_moves, max_candidates, max_pairs)
+        self.placed_task = tasks.tolist()
+        self.placed_worker = workers.tolist()
+        return moves
+
     def place(self, i: int, g: int) -> bool:
         """Place task ``i`` on worker ``g``; returns whether the peak rose."""
         xp = self.p.xp
@@ -506,10 +623,15 @@ class _Search:
         self.free_left[g] -= 1
         return raised
 
-    def greedy(self, construction: str) -> None:
+    def greedy(self, construction: str, kernels=None) -> None:
+        """Run one construction: ``"pairs"``, ``"slots"`` or ``"largest"`` (see :func:`solve_fast`),
+        as array code or, given ``kernels`` (:func:`compiled_kernels`), compiled."""
         p, xp = self.p, self.p.xp
         cols = np.flatnonzero(self.free_left > 0)
         if len(self.placed_task) >= p.to_place or not cols.size:
+            return
+        if kernels is not None:
+            self._greedy_compiled(construction, kernels, cols.size)
             return
         if construction == "largest":
             self._largest_first()
@@ -566,10 +688,17 @@ class _Search:
 
 
 def _top(priority: np.ndarray, limit: int) -> np.ndarray:
-    """Indices, in order, of ``limit`` largest priorities (all when fewer; ties: any of them)."""
-    if priority.size <= limit:
-        return np.arange(priority.size)
-    return np.sort(np.argpartition(-priority, limit - 1)[:limit])
+    """Indices, ascending, of the ``limit`` largest priorities (all when fewer).
+
+    Ties at the cut go to the lower index, so that the selection is a function of
+    the priorities alone (the compiled kernels make the same one)."""
+    n = priority.size
+    if n <= limit:
+        return np.arange(n)
+    threshold = np.partition(priority, n - limit)[n - limit]          # the limit-th largest
+    above = np.flatnonzero(priority > threshold)
+    at = np.flatnonzero(priority == threshold)[: limit - above.size]
+    return np.sort(np.concatenate([above, at]))
 
 
 def _top3(xp, loads, alive_host):
@@ -595,10 +724,16 @@ def _peak_without(xp, values, index, a, b):
 
 
 def _argtop3(xp, masked):
-    part = xp.argpartition(-masked, 2, axis=1)[:, :3]
-    values = xp.take_along_axis(masked, part, axis=1)
-    order = xp.argsort(-values, axis=1, kind="stable")
-    return xp.take_along_axis(part, order, axis=1)
+    """Workers of the three largest values per row, ties to the lower index (as a stable sort)."""
+    # Dead workers' -inf becomes the lowest finite number, so that only the workers
+    # already taken are -inf and argmax never takes one twice.
+    rest = xp.maximum(masked, -np.finfo(np.float64).max)
+    rows = xp.arange(masked.shape[0])
+    top = xp.empty((masked.shape[0], 3), dtype=xp.int64)
+    for k in range(3):
+        top[:, k] = xp.argmax(rest, axis=1)
+        rest[rows, top[:, k]] = -xp.inf
+    return top
 
 
 def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplaced, free_left, forced_host,
@@ -693,9 +828,11 @@ def _local_search(xp, loads, work, d, total, placed_task, placed_worker, unplace
             a_idx, u_idx = np.nonzero(replaceable[:, None] & (on_peak[:, None]
                                       | (total_host[waiting][None, :] > total_host[task][:, None])))
             if a_idx.size:
-                # Moves that can lower a peak first, then the largest gains in placed work.
-                keep = _top(total_host[waiting[u_idx]] - total_host[task[a_idx]]
-                            + np.where(on_peak[a_idx], np.inf, 0.0), max_pairs)
+                # Moves that can lower a peak first, then the largest gains in placed work (the
+                # lift puts every peak move above every other while keeping their order by gain).
+                gain_work = total_host[waiting[u_idx]] - total_host[task[a_idx]]
+                lift = float(gain_work.max() - gain_work.min()) + 1.0
+                keep = _top(gain_work + np.where(on_peak[a_idx], lift, 0.0), max_pairs)
                 a_idx, u_idx = a_idx[keep], u_idx[keep]
                 incoming = waiting[u_idx]
                 ta, tu = xp.asarray(task[a_idx]), xp.asarray(incoming)

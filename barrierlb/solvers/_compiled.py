@@ -1,0 +1,535 @@
+"""Compiled kernels of the fast solver: the greedy constructions and the local search.
+
+The array code in :mod:`barrierlb.solvers.fast` runs these steps as a few array
+operations per placement or per move, which on the host costs more in call
+overhead than in arithmetic (tens of microseconds a placement, on problems of a
+few hundred tasks). These are the same steps as loops compiled by numba: the
+same candidates in the same order, the same scores, the same ties (the lowest
+index in row-major order), so both engines make the same decisions. Scores are
+sums over the horizon; the array code sums them with BLAS, these in step order,
+so on real-valued weights the two can differ in the last bit (never on problems
+whose sums are exact, which the tests compare placement by placement).
+
+Imported only by :func:`barrierlb.solvers.fast.compiled_kernels`, which needs
+numba (``pip install "barrierlb[fast]"``). Arrays: ``loads`` (H+1, G), ``work``
+(N, H+1), ``d`` (H+1,), ``total`` (N,) float64, C-ordered; masks are bool.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_OPTIONS = dict(cache=True, nogil=True)
+
+
+@njit(**_OPTIONS)
+def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
+    """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break, as the array code."""
+    overflow = 0.0
+    room = 0.0
+    for h in range(loads.shape[0]):
+        margin = peak[h] - loads[h, g]
+        room += d[h] * margin
+        excess = work[i, h] - margin
+        if excess > 0.0:
+            overflow += d[h] * excess
+    return peak_cost * overflow - total[i] - tie_break * room
+
+
+@njit(**_OPTIONS)
+def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break):
+    """Column ``j`` (worker ``g``) of the score matrix; ``inf`` for tasks no longer eligible.
+
+    A task whose largest step fits under the worker's smallest margin overflows
+    nowhere, so its score is ``-W_i`` less the tie-break with no pass over the
+    horizon: the same number :func:`_score` gives (its overflow sum is zero).
+    """
+    room = 0.0
+    least = np.inf
+    for h in range(loads.shape[0]):
+        margin = peak[h] - loads[h, g]
+        room += d[h] * margin
+        least = min(least, margin)
+    for i in range(work.shape[0]):
+        if not live[i]:
+            score[i, j] = np.inf
+        elif peak_work[i] <= least:
+            score[i, j] = -total[i] - tie_break * room
+        else:
+            score[i, j] = _score(loads, peak, work, d, total, i, g, peak_cost, tie_break)
+
+
+@njit(**_OPTIONS)
+def _column_best(score, j):
+    """Row of the smallest score in column ``j`` (the first of equal ones)."""
+    best = 0
+    for i in range(1, score.shape[0]):
+        if score[i, j] < score[best, j]:
+            best = i
+    return best
+
+
+@njit(**_OPTIONS)
+def _place(loads, peak, work, i, g):
+    raised = False
+    for h in range(loads.shape[0]):
+        loads[h, g] += work[i, h]
+        if loads[h, g] > peak[h]:
+            peak[h] = loads[h, g]
+            raised = True
+    return raised
+
+
+@njit(**_OPTIONS)
+def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, work_conserving, slots_rule,
+           peak_cost, tie_break, placed_task, placed_worker, n_placed, score):
+    """The ``pairs`` (``slots_rule`` false) or ``slots`` construction; returns the placed count.
+
+    ``score`` (N, C) receives the score matrix over the workers that had a free
+    slot at the start (the local search ranks waiting tasks by it); ``loads``,
+    ``peak``, ``free_left``, ``unplaced`` and the placement arrays are updated.
+    Each column's best row is kept, so a placement rescans only the columns it
+    changed; the pair taken is the array code's ``argmin`` of the whole matrix
+    (the first in row-major order among equal scores).
+    """
+    n_pool = work.shape[0]
+    cols = np.flatnonzero(free_left > 0)
+    n_cols = cols.size
+    live = unplaced.copy()
+    best_row = np.zeros(n_cols, dtype=np.int64)
+    stale = np.ones(n_cols, dtype=np.bool_)
+    for j in range(n_cols):
+        _score_column(loads, peak, work, peak_work, d, total, live, cols[j], j, score, peak_cost, tie_break)
+    forced_left = 0
+    for i in range(n_pool):
+        if must[i] and unplaced[i]:
+            forced_left += 1
+    only_forced = False
+    open_cols = n_cols
+    while n_placed < to_place:
+        if not only_forced and forced_left >= to_place - n_placed:
+            only_forced = True
+            for i in range(n_pool):
+                if not must[i]:
+                    live[i] = False
+                if not live[i]:
+                    score[i, :] = np.inf
+            stale[:] = True
+        for jj in range(n_cols):
+            if stale[jj]:
+                best_row[jj] = _column_best(score, jj)
+                stale[jj] = False
+        if slots_rule:
+            j = -1
+            least = np.inf
+            for jj in range(n_cols):                         # the open worker with the least room
+                if free_left[cols[jj]] > 0:
+                    room = 0.0
+                    for h in range(loads.shape[0]):
+                        room += d[h] * (peak[h] - loads[h, cols[jj]])
+                    if j < 0 or room < least:
+                        j = jj
+                        least = room
+        else:
+            j = 0
+            for jj in range(1, n_cols):
+                value, current = score[best_row[jj], jj], score[best_row[j], j]
+                if value < current or (value == current and best_row[jj] < best_row[j]):
+                    j = jj
+        i = best_row[j]
+        if not work_conserving and score[i, j] >= 0.0:
+            break
+        g = cols[j]
+        raised = _place(loads, peak, work, i, g)
+        placed_task[n_placed] = i
+        placed_worker[n_placed] = g
+        n_placed += 1
+        unplaced[i] = False
+        free_left[g] -= 1
+        live[i] = False
+        if must[i]:
+            forced_left -= 1
+        score[i, :] = np.inf
+        for jj in range(n_cols):
+            if best_row[jj] == i:
+                stale[jj] = True
+        if free_left[g] == 0:
+            score[:, j] = np.inf
+            stale[j] = True
+            open_cols -= 1
+        if open_cols == 0 or n_placed >= to_place:
+            break
+        if raised:
+            for jj in range(n_cols):
+                if free_left[cols[jj]] > 0:
+                    _score_column(loads, peak, work, peak_work, d, total, live, cols[jj], jj, score, peak_cost,
+                                  tie_break)
+                    stale[jj] = True
+        elif free_left[g] > 0:
+            _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break)
+            stale[j] = True
+    return n_placed
+
+
+@njit(**_OPTIONS)
+def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, peak_cost, tie_break,
+                  placed_task, placed_worker, n_placed):
+    """The ``largest`` construction (LPT): the largest task first, where it raises the objective least."""
+    order = _argsort_stable(-total)
+    for i in order:
+        if n_placed >= to_place:
+            break
+        if not unplaced[i]:
+            continue
+        best = -1
+        best_value = 0.0
+        for g in range(loads.shape[1]):
+            if free_left[g] <= 0:
+                continue
+            overflow = 0.0
+            room = 0.0
+            for h in range(loads.shape[0]):
+                margin = peak[h] - loads[h, g]
+                excess = work[i, h] - margin
+                if excess > 0.0:
+                    overflow += d[h] * excess
+                room += d[h] * margin
+            value = peak_cost * overflow - tie_break * room
+            if best < 0 or value < best_value:
+                best = g
+                best_value = value
+        _place(loads, peak, work, i, best)
+        placed_task[n_placed] = i
+        placed_worker[n_placed] = best
+        n_placed += 1
+        unplaced[i] = False
+        free_left[best] -= 1
+    return n_placed
+
+
+@njit(**_OPTIONS)
+def _top3(loads, alive, values, index):
+    """Largest three alive loads per step and their workers (ties: lower worker), as the array code."""
+    n_rows, n_workers = loads.shape
+    for h in range(n_rows):
+        filled = 0
+        for g in range(n_workers):
+            v = loads[h, g] if alive[g] else -np.inf
+            k = filled
+            while k > 0 and v > values[h, k - 1]:
+                k -= 1
+            if k < 3:
+                for m in range(min(filled, 2), k, -1):
+                    values[h, m] = values[h, m - 1]
+                    index[h, m] = index[h, m - 1]
+                values[h, k] = v
+                index[h, k] = g
+                filled = min(filled + 1, 3)
+        for k in range(filled, 3):
+            values[h, k] = -np.inf
+            index[h, k] = -1
+
+
+@njit(**_OPTIONS)
+def _kth_smallest(values, k):
+    """The ``k``-th smallest of ``values`` (0-based), by quickselect on a copy.
+
+    Hand-written: numba's ``np.partition`` and ``np.sort`` each took seconds to compile.
+    """
+    a = values.copy()
+    lo, hi = 0, a.size - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(**_OPTIONS)
+def _argsort_stable(keys):
+    """Positions that sort ``keys`` ascending, equal keys in their original order (bottom-up merge sort)."""
+    n = keys.size
+    order = np.arange(n)
+    spare = np.empty(n, dtype=np.int64)
+    width = 1
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid, hi = min(lo + width, n), min(lo + 2 * width, n)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if keys[order[j]] < keys[order[i]]:
+                    spare[k] = order[j]
+                    j += 1
+                else:
+                    spare[k] = order[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                spare[k] = order[i]
+                i += 1
+                k += 1
+            while j < hi:
+                spare[k] = order[j]
+                j += 1
+                k += 1
+        order, spare = spare, order
+        width *= 2
+    return order
+
+
+@njit(**_OPTIONS)
+def _top(priority, limit):
+    """Positions, ascending, of the ``limit`` largest priorities; ties at the cut to the lower position."""
+    n = priority.size
+    if n <= limit:
+        return np.arange(n)
+    threshold = _kth_smallest(priority, n - limit)                 # the limit-th largest
+    above = 0
+    for k in range(n):
+        if priority[k] > threshold:
+            above += 1
+    at_left = limit - above
+    keep = np.empty(limit, dtype=np.int64)
+    count = 0
+    for k in range(n):
+        if priority[k] > threshold or (priority[k] == threshold and at_left > 0):
+            if priority[k] == threshold:
+                at_left -= 1
+            keep[count] = k
+            count += 1
+    return keep
+
+
+@njit(**_OPTIONS)
+def _others(values, index, h, a, b):
+    """The peak at step ``h`` over the workers other than ``a`` and ``b`` (the array code's ``_peak_without``)."""
+    if index[h, 0] == a or index[h, 0] == b:
+        return values[h, 2] if index[h, 1] == a or index[h, 1] == b else values[h, 1]
+    return values[h, 0]
+
+
+@njit(**_OPTIONS)
+def _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room, peak_cost, max_pairs):
+    """Exchanges: a task on a peak worker swaps with a lighter one elsewhere. Returns (gain, a, b), a < 0 if none."""
+    count = 0
+    for m in movers:
+        for b in range(task.size):
+            if worker[m] != worker[b] and total[task[b]] < total[task[m]]:
+                count += 1
+    if count == 0:
+        return 0.0, -1, -1
+    first = np.empty(count, dtype=np.int64)
+    second = np.empty(count, dtype=np.int64)
+    priority = np.empty(count)
+    count = 0
+    for m in movers:
+        for b in range(task.size):
+            if worker[m] != worker[b] and total[task[b]] < total[task[m]]:
+                first[count] = m
+                second[count] = b
+                priority[count] = room[worker[b]]             # partners on the roomiest workers first
+                count += 1
+    best, best_gain = -1, 0.0
+    for k in _top(priority, max_pairs):
+        a, b = first[k], second[k]
+        ga, gb, ta, tb = worker[a], worker[b], task[a], task[b]
+        gain = 0.0
+        for h in range(loads.shape[0]):
+            swap = work[tb, h] - work[ta, h]
+            new_peak = max(max(_others(values, index, h, ga, gb), loads[h, ga] + swap), loads[h, gb] - swap)
+            gain += (new_peak - peak[h]) * d[h]
+        gain = peak_cost * gain
+        if best < 0 or gain < best_gain:
+            best, best_gain = k, gain
+    return best_gain, first[best], second[best]
+
+
+@njit(**_OPTIONS)
+def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, room, free_left, peak_cost,
+                     max_pairs):
+    """Relocations: a task on a peak worker moves to a worker with a free slot. Returns (gain, a, target)."""
+    open_cols = np.flatnonzero(free_left > 0)
+    count = 0
+    for m in movers:
+        for target in open_cols:
+            if worker[m] != target:
+                count += 1
+    if count == 0:
+        return 0.0, -1, -1
+    first = np.empty(count, dtype=np.int64)
+    second = np.empty(count, dtype=np.int64)
+    priority = np.empty(count)
+    count = 0
+    for m in movers:
+        for target in open_cols:
+            if worker[m] != target:
+                first[count] = m
+                second[count] = target
+                priority[count] = room[target]
+                count += 1
+    best, best_gain = -1, 0.0
+    for k in _top(priority, max_pairs):
+        a, target = first[k], second[k]
+        ga, ta = worker[a], task[a]
+        gain = 0.0
+        for h in range(loads.shape[0]):
+            new_peak = max(max(_others(values, index, h, ga, target), loads[h, ga] - work[ta, h]),
+                           loads[h, target] + work[ta, h])
+            gain += (new_peak - peak[h]) * d[h]
+        gain = peak_cost * gain
+        if best < 0 or gain < best_gain:
+            best, best_gain = k, gain
+    return best_gain, first[best], second[best]
+
+
+@njit(**_OPTIONS)
+def _best_replacement(values, index, peak, d, loads, work, total, task, worker, on_peak, unplaced, forced, rank_key,
+                      peak_cost, max_candidates, max_pairs):
+    """Replacements: a waiting task takes a placed task's slot. Returns (gain, a, incoming)."""
+    waiting = np.flatnonzero(unplaced)
+    replaceable = False
+    for a in range(task.size):
+        if not forced[task[a]]:
+            replaceable = True
+    if waiting.size == 0 or not replaceable:
+        return 0.0, -1, -1
+    if waiting.size > max_candidates:                        # the best by greedy score (or the largest)
+        waiting = waiting[_argsort_stable(rank_key[waiting])[:max_candidates]]
+    count = 0
+    for a in range(task.size):
+        if not forced[task[a]]:
+            for u in waiting:
+                if on_peak[a] or total[u] > total[task[a]]:
+                    count += 1
+    if count == 0:
+        return 0.0, -1, -1
+    first = np.empty(count, dtype=np.int64)
+    second = np.empty(count, dtype=np.int64)
+    gain_work = np.empty(count)
+    count = 0
+    for a in range(task.size):
+        if not forced[task[a]]:
+            for u in waiting:
+                if on_peak[a] or total[u] > total[task[a]]:
+                    first[count] = a
+                    second[count] = u
+                    gain_work[count] = total[u] - total[task[a]]
+                    count += 1
+    # Moves that can lower a peak first, then the largest gains in placed work.
+    lift = (gain_work.max() - gain_work.min()) + 1.0
+    priority = np.empty(count)
+    for k in range(count):
+        priority[k] = gain_work[k] + (lift if on_peak[first[k]] else 0.0)
+    best, best_gain = -1, 0.0
+    for k in _top(priority, max_pairs):
+        a, u = first[k], second[k]
+        g, ta = worker[a], task[a]
+        gain = 0.0
+        for h in range(loads.shape[0]):
+            new_peak = max(_others(values, index, h, g, g), loads[h, g] - work[ta, h] + work[u, h])
+            gain += (new_peak - peak[h]) * d[h]
+        gain = peak_cost * gain - (total[u] - total[ta])
+        if best < 0 or gain < best_gain:
+            best, best_gain = k, gain
+    return best_gain, first[best], second[best]
+
+
+@njit(**_OPTIONS)
+def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, unplaced, free_left, forced, alive,
+                 peak_cost, score, has_score, max_moves, max_candidates, max_pairs):
+    """Best-improvement local search, the array code's ``_local_search`` step for step; returns the moves.
+
+    Each round scores exchanges, relocations and replacements (at most
+    ``max_pairs`` of each, the most promising first) and applies the best
+    improving move; ``loads``, the placement arrays, ``unplaced`` and
+    ``free_left`` are updated in place.
+    """
+    tol = 1e-9
+    n_rows, n_workers = loads.shape
+    values = np.empty((n_rows, 3))
+    index = np.empty((n_rows, 3), dtype=np.int64)
+    room = np.empty(n_workers)
+    task = placed_task[:n_placed]
+    worker = placed_worker[:n_placed]
+    # Waiting tasks rank by their best greedy score (the matrix is not updated by the moves), or by size.
+    rank_key = np.empty(work.shape[0])
+    for i in range(work.shape[0]):
+        if has_score:
+            low = np.inf
+            for j in range(score.shape[1]):
+                low = min(low, score[i, j])
+            rank_key[i] = low
+        else:
+            rank_key[i] = -total[i]
+    moves = 0
+    while moves < max_moves:
+        _top3(loads, alive, values, index)
+        peak = values[:, 0].copy()
+        holds_peak = np.zeros(n_workers, dtype=np.bool_)
+        for h in range(n_rows):
+            holds_peak[index[h, 0]] = True
+        on_peak = np.empty(n_placed, dtype=np.bool_)
+        for a in range(n_placed):
+            on_peak[a] = holds_peak[worker[a]]
+        movers = np.flatnonzero(on_peak)
+        for g in range(n_workers):
+            r = 0.0
+            for h in range(n_rows):
+                r += d[h] * (peak[h] - loads[h, g])
+            room[g] = r
+        best_gain, best_kind, best_first, best_second = -tol, -1, 0, 0
+        if movers.size:
+            gain, a, b = _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room,
+                                        peak_cost, max_pairs)
+            if a >= 0 and gain < best_gain * (1 + tol) - tol:
+                best_gain, best_kind, best_first, best_second = gain, 0, a, b
+            gain, a, b = _best_relocation(values, index, peak, d, loads, work, task, worker, movers, room, free_left,
+                                          peak_cost, max_pairs)
+            if a >= 0 and gain < best_gain * (1 + tol) - tol:
+                best_gain, best_kind, best_first, best_second = gain, 1, a, b
+        gain, a, b = _best_replacement(values, index, peak, d, loads, work, total, task, worker, on_peak, unplaced,
+                                       forced, rank_key, peak_cost, max_candidates, max_pairs)
+        if a >= 0 and gain < best_gain * (1 + tol) - tol:
+            best_gain, best_kind, best_first, best_second = gain, 2, a, b
+        if best_kind < 0:
+            break
+        a, b = best_first, best_second
+        if best_kind == 0:
+            ta, tb, wa, wb = task[a], task[b], worker[a], worker[b]
+            for h in range(n_rows):
+                loads[h, wa] += work[tb, h] - work[ta, h]
+                loads[h, wb] += work[ta, h] - work[tb, h]
+            worker[a] = wb
+            worker[b] = wa
+        elif best_kind == 1:
+            wa = worker[a]
+            for h in range(n_rows):
+                loads[h, wa] -= work[task[a], h]
+                loads[h, b] += work[task[a], h]
+            free_left[wa] += 1
+            free_left[b] -= 1
+            worker[a] = b
+        else:
+            wa = worker[a]
+            for h in range(n_rows):
+                loads[h, wa] += work[b, h] - work[task[a], h]
+            unplaced[task[a]] = True
+            unplaced[b] = False
+            task[a] = b
+        moves += 1
+    return moves
