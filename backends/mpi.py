@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -134,6 +135,7 @@ class MPIBalancer:
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
         self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
+        self._send = self._table = None
         self._check_same_config()
 
     def _check_same_config(self) -> None:
@@ -199,46 +201,46 @@ class MPIBalancer:
         Collective: every rank of the communicator must call it.
         """
         rows = self.horizon + 1
-        if self._step_costs:
-            self.predictor.observe(list(self._step_costs), list(self._step_costs.values()))
-        measured = sum(self._step_costs.values()) + self._ended_costs[0]
-        n_measured = len(self._step_costs) + self._ended_costs[1]
+        costs = self._step_costs
+        if costs:
+            self.predictor.observe(list(costs), list(costs.values()))
+        measured = sum(costs.values()) + self._ended_costs[0]
+        n_measured = len(costs) + self._ended_costs[1]
         self._step_costs = {}
         self._ended_costs = [0.0, 0]
         # One buffer allgather: projected load per step ahead, task count, new-task count,
         # measured time and measured task count (for the mean new-task cost), and the
         # pickled (id, spec) pairs of the new tasks when they fit inline.
         payload = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL) if self._pending else b""
-        inline = (INLINE_BYTES + 7) // 8
-        send = np.zeros(rows + _HEADER + inline)
+        send, table = self._buffers(rows)
         send[:rows] = self._projected_load()
         send[rows:rows + _HEADER] = (len(self.tasks), len(self._pending), measured, n_measured, len(payload))
-        if len(payload) <= INLINE_BYTES:
+        inline = len(payload) <= INLINE_BYTES
+        if inline and payload:
             send[rows + _HEADER:].view(np.uint8)[:len(payload)] = np.frombuffer(payload, dtype=np.uint8)
-        table = np.empty((self.size, send.size))
         self._wait(self.comm.Iallgather(send, table))
-        total_new = int(table[:, rows + 1].sum())
-        if total_new == 0:
+        # The header as Python numbers: one conversion instead of a numpy call per field.
+        counts, news, seconds, measured_tasks, sizes = zip(*table[:, rows:rows + _HEADER].tolist())
+        if not any(news):
             self.last_placement = {}
             return 0, "idle"
-        sizes = table[:, rows + 4].astype(np.int64)
-        if sizes.max() <= INLINE_BYTES:
-            blobs = [table[r, rows + _HEADER:].view(np.uint8)[:sizes[r]] for r in range(self.size)]
+        sizes = [int(size) for size in sizes]
+        if max(sizes) <= INLINE_BYTES:
+            blobs = [table[r, rows + _HEADER:].view(np.uint8)[:sizes[r]] for r in range(self.size) if sizes[r]]
         else:
-            flat = np.empty(int(sizes.sum()), dtype=np.uint8)
+            flat = np.empty(sum(sizes), dtype=np.uint8)
             self._wait(self.comm.Iallgatherv(np.frombuffer(payload, dtype=np.uint8), [flat, sizes]))
-            blobs = np.split(flat, np.cumsum(sizes)[:-1])
+            blobs = [blob for blob in np.split(flat, np.cumsum(sizes)[:-1]) if blob.size]
         self._pending = []
-        pairs = [pair for r in range(self.size) if sizes[r] for pair in pickle.loads(blobs[r].tobytes())]
-        fallback = table[:, rows + 2].sum() / table[:, rows + 3].sum() if table[:, rows + 3].sum() else 1.0
+        pairs = [pair for blob in blobs for pair in pickle.loads(blob.tobytes())]
+        fallback = sum(seconds) / sum(measured_tasks) if sum(measured_tasks) else 1.0
         ids = [task_id for task_id, _ in pairs]
-        clash = sorted(set(ids) & self._known) or sorted(t for t, n in Counter(ids).items() if n > 1)
-        if clash:
+        if len(set(ids)) != len(ids) or not self._known.isdisjoint(ids):
+            clash = sorted(set(ids) & self._known) or sorted(t for t, n in Counter(ids).items() if n > 1)
             raise ValueError(f"barrierlb: duplicate task ids submitted: {clash[:5]}")
         self._known.update(ids)
-        counts = table[:, rows].astype(np.int64)
         free = (np.full(self.size, len(pairs)) if self.capacity is None
-                else np.maximum(self.capacity - counts, 0))
+                else np.maximum(self.capacity - np.array(counts, dtype=np.int64), 0))
         if self.mode == "replicated" or self.rank == 0:
             # Every deciding rank evaluates the cost model itself (configured alike: checked).
             work = (np.array([cost_lookahead(self.cost, spec, self.horizon) for _, spec in pairs])
@@ -253,17 +255,46 @@ class MPIBalancer:
             branch = "root"
         if self.mode == "root":
             self._wait(self.comm.Ibcast(placement, root=0))
-        unplaced = int((placement < 0).sum())
-        if unplaced:
-            raise RuntimeError(f"barrierlb: {unplaced} new tasks found no rank with a free slot "
+        else:
+            self._check_same_placement(ids, placement)
+        if (placement < 0).any():
+            raise RuntimeError(f"barrierlb: {int((placement < 0).sum())} new tasks found no rank with a free slot "
                                f"(capacity {self.capacity}); raise the capacity")
-        self.last_placement = dict(zip(ids, placement.tolist()))
+        ranks = placement.tolist()
+        self.last_placement = dict(zip(ids, ranks))
         received = 0
-        for (task_id, spec), rank in zip(pairs, placement.tolist()):
+        for (task_id, spec), rank in zip(pairs, ranks):
             if rank == self.rank:
                 self.tasks[task_id] = self.create(spec)
                 received += 1
         return received, branch
+
+    def _buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exchange's send buffer (zeroed) and receive table, kept from one exchange to the next."""
+        width = rows + _HEADER + (INLINE_BYTES + 7) // 8
+        if self._send is None or self._send.size != width:
+            self._send = np.zeros(width)
+            self._table = np.empty((self.size, width))
+        else:
+            self._send.fill(0.0)
+        return self._send, self._table
+
+    def _check_same_placement(self, ids: list, placement: np.ndarray) -> None:
+        """Replicated decisions: make sure every rank reached the same placement before acting on it.
+
+        Ranks decide alike only when their floating point is bitwise alike (the same
+        CPU type and libraries everywhere). One small allreduce of a checksum of the
+        placement catches a rank that did not, before any task is built twice or never.
+        """
+        digest = float(zlib.crc32(placement.tobytes(), zlib.crc32(np.asarray(ids, dtype=np.int64).tobytes())))
+        bounds = np.array([digest, -digest])
+        self._wait(self.comm.Iallreduce(self._MPI.IN_PLACE, bounds, op=self._MPI.MAX))
+        if bounds[0] != -bounds[1]:
+            digests = self.comm.allgather(digest)
+            odd = [r for r, value in enumerate(digests) if value != digests[0]]
+            raise RuntimeError(f"barrierlb: ranks {odd} reached a different placement from rank 0's for the "
+                               f"{len(ids)} tasks created in this superstep (replicated decisions need bitwise-"
+                               f"identical floating point on every rank; on mixed nodes use mode='root')")
 
 
 class BalancedStep:

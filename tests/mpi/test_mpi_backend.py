@@ -177,3 +177,34 @@ def test_spec_batches_too_large_to_send_inline_arrive_intact(comm):
     assert all(v[0] == t and v[2] == bytes([t % 251]) for t, v in merged.items())
     assert all(v[1] == (INLINE_BYTES if t < 100 else 8) for t, v in merged.items())
     assert comm.allreduce(received) == len(expected)
+
+
+class RankDependent:
+    """A policy whose decision depends on the rank that computes it: what a rank with
+    different floating point (another CPU type or BLAS) would do in replicated mode."""
+
+    @staticmethod
+    def make():
+        from barrierlb.policies import Decision, Policy
+
+        class _RankDependent(Policy):
+            def decide_problem(self, problem, *, started=None):
+                from mpi4py import MPI
+
+                n = problem.n_pool
+                worker = np.full(n, MPI.COMM_WORLD.Get_rank() % problem.n_workers, dtype=np.int64)
+                return Decision(problem.pool_ids, worker, np.arange(n), branch="rule")
+
+        return _RankDependent()
+
+
+def test_ranks_that_decide_differently_stop_before_building_anything(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    if comm.Get_size() < 2:
+        pytest.skip("needs two ranks")
+    balancer = MPIBalancer(dict, comm=comm, policy=RankDependent.make())
+    balancer.submit(1000 + comm.Get_rank(), {"id": comm.Get_rank()})
+    with pytest.raises(RuntimeError, match=r"ranks \[1.*different placement.*mode='root'"):
+        balancer.exchange()
+    assert balancer.tasks == {}                       # nothing was built from a disputed placement
