@@ -181,7 +181,11 @@ class PersistencePredictor:
 
     def observe(self, task_ids, costs) -> None:
         """Record one measured cost per task (arrays of equal length)."""
-        rows = np.fromiter(map(self._row_of, task_ids), dtype=np.int64, count=len(task_ids))
+        known = self._row
+        for task_id in task_ids:  # first measurements get their rows here; the lookup below is C-level
+            if task_id not in known:
+                self._row_of(task_id)
+        rows = np.fromiter(map(known.__getitem__, task_ids), dtype=np.int64, count=len(task_ids))
         if rows.size:
             costs = np.asarray(costs, dtype=np.float64)
             count = self._count[rows]

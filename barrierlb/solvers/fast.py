@@ -119,9 +119,10 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     -------
     FastResult
     """
+    if engine not in (None,) + ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES} or None, got {engine!r}")
     problem = _Problem(projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
                        peak_weight)
-    kernels = _kernels_for(engine, problem.xp)
     best = None
     if work_conserving and problem.xp is np:
         best = _enumerate(problem)
@@ -137,6 +138,8 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     # cold-start instances of benchmarks/decision.py, in a fifth of the time).
     empty = not bool(problem.loads[:, problem.alive_x].any())
     constructions = ("largest",) if all_placed and (problem.identical or empty) else ("pairs", "slots", "largest")
+    # Resolved here, not above: small problems end in the enumerations without importing numba.
+    kernels = _kernels_for(engine, problem.xp)
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
@@ -188,8 +191,6 @@ def compiled_kernels():
 
 
 def _kernels_for(engine, xp):
-    if engine not in (None,) + ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES} or None, got {engine!r}")
     if engine == "array":
         return None
     kernels = compiled_kernels() if xp is np else None
@@ -264,7 +265,8 @@ def _alike_result(p: "_Problem", k: int, must: np.ndarray, counts: np.ndarray, f
     ``first_peak`` and ``peak`` are ``sum_h d_h max_g`` before and after any moves; every
     count vector places the same total, so the objective is the peak term less a constant.
     """
-    constant = float(p.d @ (p.loads[:, p.alive].sum(axis=1) + k * p.work[0]))
+    alive_loads = p.loads if p.n_alive == p.n_workers else p.loads[:, p.alive]
+    constant = float(p.d @ (alive_loads.sum(axis=1) + k * p.work[0]))
     if must.size:
         rest = np.flatnonzero(~np.isin(np.arange(p.n_pool), must))
         tasks = np.sort(np.concatenate([must, rest[: k - must.size]]))
