@@ -54,7 +54,7 @@ from barrierlb.predictors import PersistencePredictor, cost_lookahead
 
 #: Bytes of pickled specs each rank can send inside the load exchange itself.
 INLINE_BYTES = 2048
-_HEADER = 5         # task count, new-task count, measured seconds, measured tasks, payload bytes
+_HEADER = 6         # task count, new-task count, measured seconds, measured tasks, payload bytes, last digest
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class MPIBalancer:
         self.last_placement: dict[int, int] = {}
         self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
         self._send = self._table = None
+        self._last_digest = 0.0        # checksum of this rank's last replicated placement
         self._check_same_config()
 
     def _check_same_config(self) -> None:
@@ -214,13 +215,16 @@ class MPIBalancer:
         payload = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL) if self._pending else b""
         send, table = self._buffers(rows)
         send[:rows] = self._projected_load()
-        send[rows:rows + _HEADER] = (len(self.tasks), len(self._pending), measured, n_measured, len(payload))
+        send[rows:rows + _HEADER] = (len(self.tasks), len(self._pending), measured, n_measured, len(payload),
+                                     self._last_digest)
         inline = len(payload) <= INLINE_BYTES
         if inline and payload:
             send[rows + _HEADER:].view(np.uint8)[:len(payload)] = np.frombuffer(payload, dtype=np.uint8)
         self._wait(self.comm.Iallgather(send, table))
         # The header as Python numbers: one conversion instead of a numpy call per field.
-        counts, news, seconds, measured_tasks, sizes = zip(*table[:, rows:rows + _HEADER].tolist())
+        counts, news, seconds, measured_tasks, sizes, digests = zip(*table[:, rows:rows + _HEADER].tolist())
+        if any(digest != digests[0] for digest in digests):
+            self._disputed(digests)
         if not any(news):
             self.last_placement = {}
             return 0, "idle"
@@ -256,7 +260,7 @@ class MPIBalancer:
         if self.mode == "root":
             self._wait(self.comm.Ibcast(placement, root=0))
         else:
-            self._check_same_placement(ids, placement)
+            self._last_digest = float(zlib.crc32(placement.tobytes(), zlib.crc32(np.array(ids, dtype=np.int64))))
         if (placement < 0).any():
             raise RuntimeError(f"barrierlb: {int((placement < 0).sum())} new tasks found no rank with a free slot "
                                f"(capacity {self.capacity}); raise the capacity")
@@ -279,22 +283,19 @@ class MPIBalancer:
             self._send.fill(0.0)
         return self._send, self._table
 
-    def _check_same_placement(self, ids: list, placement: np.ndarray) -> None:
-        """Replicated decisions: make sure every rank reached the same placement before acting on it.
+    def _disputed(self, digests) -> None:
+        """Replicated decisions differed between ranks at the last exchange: stop every rank.
 
         Ranks decide alike only when their floating point is bitwise alike (the same
-        CPU type and libraries everywhere). One small allreduce of a checksum of the
-        placement catches a rank that did not, before any task is built twice or never.
+        CPU type and libraries everywhere). Each rank sends a checksum of its last
+        placement inside the next exchange's gather, so the check costs no message of
+        its own; every rank sees the same table and raises the same error.
         """
-        digest = float(zlib.crc32(placement.tobytes(), zlib.crc32(np.asarray(ids, dtype=np.int64).tobytes())))
-        bounds = np.array([digest, -digest])
-        self._wait(self.comm.Iallreduce(self._MPI.IN_PLACE, bounds, op=self._MPI.MAX))
-        if bounds[0] != -bounds[1]:
-            digests = self.comm.allgather(digest)
-            odd = [r for r, value in enumerate(digests) if value != digests[0]]
-            raise RuntimeError(f"barrierlb: ranks {odd} reached a different placement from rank 0's for the "
-                               f"{len(ids)} tasks created in this superstep (replicated decisions need bitwise-"
-                               f"identical floating point on every rank; on mixed nodes use mode='root')")
+        odd = [r for r, digest in enumerate(digests) if digest != digests[0]]
+        raise RuntimeError(f"barrierlb: ranks {odd} reached a different placement from rank 0's at the last "
+                           f"exchange, so its new tasks may have been built twice or not at all (replicated "
+                           f"decisions need bitwise-identical floating point on every rank; on mixed nodes use "
+                           f"mode='root')")
 
 
 class BalancedStep:

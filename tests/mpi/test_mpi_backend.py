@@ -198,13 +198,22 @@ class RankDependent:
         return _RankDependent()
 
 
-def test_ranks_that_decide_differently_stop_before_building_anything(comm):
+def test_ranks_that_decide_differently_stop_at_the_next_exchange(comm):
+    """The checksum of each rank's placement rides in the next exchange's gather: the
+    disagreement is caught there, on every rank, before anything more is placed."""
     from barrierlb.backends.mpi import MPIBalancer
 
     if comm.Get_size() < 2:
         pytest.skip("needs two ranks")
     balancer = MPIBalancer(dict, comm=comm, policy=RankDependent.make())
     balancer.submit(1000 + comm.Get_rank(), {"id": comm.Get_rank()})
-    with pytest.raises(RuntimeError, match=r"ranks \[1.*different placement.*mode='root'"):
+    balancer.exchange()
+    balancer.submit(2000 + comm.Get_rank(), {"id": comm.Get_rank()})
+    with pytest.raises(RuntimeError, match=r"ranks \[1.*different placement.*built twice or not at all.*mode='root'"):
         balancer.exchange()
-    assert balancer.tasks == {}                       # nothing was built from a disputed placement
+    assert not any(task_id >= 2000 for task_id in balancer.tasks)      # nothing more was placed
+
+
+def test_ranks_that_agree_pass_the_check_step_after_step(comm):
+    advance, _, placements = run_toy(comm, make_policy("bfio:horizon=4"), steps=6)
+    assert sum(len(p) for p in placements) > 8
