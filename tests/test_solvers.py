@@ -325,6 +325,11 @@ def test_engine_is_checked_and_reported():
     array = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
                        engine="array")
     assert array.engine == "array"
-    default = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-    from barrierlb.solvers.fast import compiled_kernels
+    from barrierlb.solvers.fast import COMPILED_MIN_SIZE, compiled_kernels
+
+    small = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
+    assert 40 * 2 * 1 < COMPILED_MIN_SIZE and small.engine == "array"      # not worth loading numba
+    rows = COMPILED_MIN_SIZE // 80 + 1
+    large = StepProblem.from_arrays(np.zeros((rows, 2)), np.tile(np.arange(40.0)[:, None], (1, rows)), [20, 20])
+    default = solve_fast(large.projected_load, large.pool_work, large.free_slots, large.weights)
     assert default.engine == ("compiled" if compiled_kernels() is not None else "array")

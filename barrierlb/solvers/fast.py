@@ -113,7 +113,9 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         numba-compiled loops (host arrays; ``pip install "barrierlb[fast]"``);
         ``"array"``: as numpy or CuPy array operations. Both make the same
         decisions (:mod:`barrierlb.solvers._compiled`). Default: compiled for
-        numpy arrays when numba is installed, else array. The result says which ran.
+        numpy arrays when numba is installed and the problem has at least
+        ``COMPILED_MIN_SIZE`` (task, open worker, step) scores, else array. The
+        result says which ran.
 
     Returns
     -------
@@ -139,7 +141,7 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     empty = not bool(problem.loads[:, problem.alive_x].any())
     constructions = ("largest",) if all_placed and (problem.identical or empty) else ("pairs", "slots", "largest")
     # Resolved here, not above: small problems end in the enumerations without importing numba.
-    kernels = _kernels_for(engine, problem.xp)
+    kernels = _kernels_for(engine, problem.xp, problem.n_pool * int((problem.free > 0).sum()) * problem.n_rows)
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
@@ -190,8 +192,15 @@ def compiled_kernels():
     return _KERNELS[0]
 
 
-def _kernels_for(engine, xp):
-    if engine == "array":
+#: Below this many (task, open worker, step) scores the default engine is the array code:
+#: the compiled kernels save about 0.1 ms a decision there (measured on the simulator's
+#: decisions), less than numba's import and kernel loading (about a second) would cost a
+#: short-lived process, such as an MPI rank placing a few blocks.
+COMPILED_MIN_SIZE = 1 << 12
+
+
+def _kernels_for(engine, xp, size: int):
+    if engine == "array" or (engine is None and size < COMPILED_MIN_SIZE):
         return None
     kernels = compiled_kernels() if xp is np else None
     if engine == "compiled":
