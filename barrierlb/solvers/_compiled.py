@@ -324,18 +324,24 @@ def _others(values, index, h, a, b):
 
 
 @njit(**_OPTIONS)
+def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
+    """Objective change when task ``ta`` leaves worker ``ga`` for ``gb`` and task ``tb`` comes back
+    (an exchange) or nothing does (``tb < 0``, a relocation): column ``ga`` gains ``w[tb] - w[ta]``
+    and column ``gb`` loses it, as in the array code's exchange and relocation scores."""
+    gain = 0.0
+    for h in range(loads.shape[0]):
+        shift = work[tb, h] - work[ta, h] if tb >= 0 else -work[ta, h]
+        new_peak = max(max(_others(values, index, h, ga, gb), loads[h, ga] + shift), loads[h, gb] - shift)
+        gain += (new_peak - peak[h]) * d[h]
+    return peak_cost * gain
+
+
+@njit(**_OPTIONS)
 def _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room, peak_cost, max_pairs):
     """Exchanges: a task on a peak worker swaps with a lighter one elsewhere. Returns (gain, a, b), a < 0 if none."""
-    count = 0
-    for m in movers:
-        for b in range(task.size):
-            if worker[m] != worker[b] and total[task[b]] < total[task[m]]:
-                count += 1
-    if count == 0:
-        return 0.0, -1, -1
-    first = np.empty(count, dtype=np.int64)
-    second = np.empty(count, dtype=np.int64)
-    priority = np.empty(count)
+    first = np.empty(movers.size * task.size, dtype=np.int64)
+    second = np.empty_like(first)
+    priority = np.empty(first.size)
     count = 0
     for m in movers:
         for b in range(task.size):
@@ -344,16 +350,12 @@ def _best_exchange(values, index, peak, d, loads, work, total, task, worker, mov
                 second[count] = b
                 priority[count] = room[worker[b]]             # partners on the roomiest workers first
                 count += 1
+    if count == 0:
+        return 0.0, -1, -1
     best, best_gain = -1, 0.0
-    for k in _top(priority, max_pairs):
+    for k in _top(priority[:count], max_pairs):
         a, b = first[k], second[k]
-        ga, gb, ta, tb = worker[a], worker[b], task[a], task[b]
-        gain = 0.0
-        for h in range(loads.shape[0]):
-            swap = work[tb, h] - work[ta, h]
-            new_peak = max(max(_others(values, index, h, ga, gb), loads[h, ga] + swap), loads[h, gb] - swap)
-            gain += (new_peak - peak[h]) * d[h]
-        gain = peak_cost * gain
+        gain = _shift_gain(values, index, peak, d, loads, work, worker[a], worker[b], task[a], task[b], peak_cost)
         if best < 0 or gain < best_gain:
             best, best_gain = k, gain
     return best_gain, first[best], second[best]
@@ -364,16 +366,9 @@ def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, 
                      max_pairs):
     """Relocations: a task on a peak worker moves to a worker with a free slot. Returns (gain, a, target)."""
     open_cols = np.flatnonzero(free_left > 0)
-    count = 0
-    for m in movers:
-        for target in open_cols:
-            if worker[m] != target:
-                count += 1
-    if count == 0:
-        return 0.0, -1, -1
-    first = np.empty(count, dtype=np.int64)
-    second = np.empty(count, dtype=np.int64)
-    priority = np.empty(count)
+    first = np.empty(movers.size * open_cols.size, dtype=np.int64)
+    second = np.empty_like(first)
+    priority = np.empty(first.size)
     count = 0
     for m in movers:
         for target in open_cols:
@@ -382,16 +377,12 @@ def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, 
                 second[count] = target
                 priority[count] = room[target]
                 count += 1
+    if count == 0:
+        return 0.0, -1, -1
     best, best_gain = -1, 0.0
-    for k in _top(priority, max_pairs):
+    for k in _top(priority[:count], max_pairs):
         a, target = first[k], second[k]
-        ga, ta = worker[a], task[a]
-        gain = 0.0
-        for h in range(loads.shape[0]):
-            new_peak = max(max(_others(values, index, h, ga, target), loads[h, ga] - work[ta, h]),
-                           loads[h, target] + work[ta, h])
-            gain += (new_peak - peak[h]) * d[h]
-        gain = peak_cost * gain
+        gain = _shift_gain(values, index, peak, d, loads, work, worker[a], target, task[a], -1, peak_cost)
         if best < 0 or gain < best_gain:
             best, best_gain = k, gain
     return best_gain, first[best], second[best]
@@ -410,17 +401,9 @@ def _best_replacement(values, index, peak, d, loads, work, total, task, worker, 
         return 0.0, -1, -1
     if waiting.size > max_candidates:                        # the best by greedy score (or the largest)
         waiting = waiting[_argsort_stable(rank_key[waiting])[:max_candidates]]
-    count = 0
-    for a in range(task.size):
-        if not forced[task[a]]:
-            for u in waiting:
-                if on_peak[a] or total[u] > total[task[a]]:
-                    count += 1
-    if count == 0:
-        return 0.0, -1, -1
-    first = np.empty(count, dtype=np.int64)
-    second = np.empty(count, dtype=np.int64)
-    gain_work = np.empty(count)
+    first = np.empty(task.size * waiting.size, dtype=np.int64)
+    second = np.empty_like(first)
+    gain_work = np.empty(first.size)
     count = 0
     for a in range(task.size):
         if not forced[task[a]]:
@@ -430,6 +413,9 @@ def _best_replacement(values, index, peak, d, loads, work, total, task, worker, 
                     second[count] = u
                     gain_work[count] = total[u] - total[task[a]]
                     count += 1
+    if count == 0:
+        return 0.0, -1, -1
+    gain_work = gain_work[:count]
     # Moves that can lower a peak first, then the largest gains in placed work.
     lift = (gain_work.max() - gain_work.min()) + 1.0
     priority = np.empty(count)
