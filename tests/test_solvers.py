@@ -328,7 +328,7 @@ def test_engine_is_checked_and_reported():
     from barrierlb.solvers.fast import COMPILED_MIN_SIZE, compiled_kernels
 
     small = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-    assert 40 * 2 * 1 < COMPILED_MIN_SIZE and small.engine == "array"      # not worth loading numba
+    assert 40 * 2 * (1 + 40) < COMPILED_MIN_SIZE and small.engine == "array"      # not worth loading numba
     rows = COMPILED_MIN_SIZE // 80 + 1
     large = StepProblem.from_arrays(np.zeros((rows, 2)), np.tile(np.arange(40.0)[:, None], (1, rows)), [20, 20])
     default = solve_fast(large.projected_load, large.pool_work, large.free_slots, large.weights)

@@ -113,9 +113,9 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         numba-compiled loops (host arrays; ``pip install "barrierlb[fast]"``);
         ``"array"``: as numpy or CuPy array operations. Both make the same
         decisions (:mod:`barrierlb.solvers._compiled`). Default: compiled for
-        numpy arrays when numba is installed and the problem has at least
-        ``COMPILED_MIN_SIZE`` (task, open worker, step) scores, else array. The
-        result says which ran.
+        numpy arrays when numba is installed and the greedy's work (waiting
+        tasks x open workers x (steps + placements)) is at least
+        ``COMPILED_MIN_SIZE``, else array. The result says which ran.
 
     Returns
     -------
@@ -141,7 +141,8 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
     empty = not bool(problem.loads[:, problem.alive_x].any())
     constructions = ("largest",) if all_placed and (problem.identical or empty) else ("pairs", "slots", "largest")
     # Resolved here, not above: small problems end in the enumerations without importing numba.
-    kernels = _kernels_for(engine, problem.xp, problem.n_pool * int((problem.free > 0).sum()) * problem.n_rows)
+    kernels = _kernels_for(engine, problem.xp,
+                           problem.n_pool * int((problem.free > 0).sum()) * (problem.n_rows + problem.to_place))
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < problem.to_place == int(problem.free.sum())
                                             and problem.to_place <= 16 and pairs_raised_peak):
@@ -192,10 +193,11 @@ def compiled_kernels():
     return _KERNELS[0]
 
 
-#: Below this many (task, open worker, step) scores the default engine is the array code:
-#: the compiled kernels save about 0.1 ms a decision there (measured on the simulator's
-#: decisions), less than numba's import and kernel loading (about a second) would cost a
-#: short-lived process, such as an MPI rank placing a few blocks.
+#: Below this size of the greedy's work, waiting tasks x open workers x (steps + placements)
+#: (the scores it computes and the argmin passes of one per placement), the default engine is
+#: the array code: the compiled kernels save about 0.1 ms a decision there (measured on the
+#: simulator's decisions), less than numba's import and kernel loading (about a second) would
+#: cost a short-lived process, such as an MPI rank placing a few blocks.
 COMPILED_MIN_SIZE = 1 << 12
 
 
