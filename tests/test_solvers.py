@@ -325,11 +325,20 @@ def test_engine_is_checked_and_reported():
     array = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
                        engine="array")
     assert array.engine == "array"
-    from barrierlb.solvers.fast import COMPILED_MIN_SIZE, compiled_kernels
+    from barrierlb.solvers import fast
 
-    small = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-    assert 40 * 2 * (1 + 40) < COMPILED_MIN_SIZE and small.engine == "array"      # not worth loading numba
+    loaded = fast._KERNELS[:]
+    try:
+        fast._KERNELS[:] = []                                  # as in a fresh process
+        small = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
+        assert 40 * 2 * (1 + 40) < fast.COMPILED_MIN_SIZE and small.engine == "array"   # not worth loading numba
+    finally:
+        fast._KERNELS[:] = loaded
+    COMPILED_MIN_SIZE, compiled_kernels = fast.COMPILED_MIN_SIZE, fast.compiled_kernels
     rows = COMPILED_MIN_SIZE // 80 + 1
     large = StepProblem.from_arrays(np.zeros((rows, 2)), np.tile(np.arange(40.0)[:, None], (1, rows)), [20, 20])
     default = solve_fast(large.projected_load, large.pool_work, large.free_slots, large.weights)
     assert default.engine == ("compiled" if compiled_kernels() is not None else "array")
+    # Once loaded, the kernels serve the small problems too (a simulation after its cold start).
+    again = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
+    assert again.engine == default.engine

@@ -113,9 +113,10 @@ def solve_fast(projected_load, pool_work, free_slots, weights, *, alive=None, fo
         numba-compiled loops (host arrays; ``pip install "barrierlb[fast]"``);
         ``"array"``: as numpy or CuPy array operations. Both make the same
         decisions (:mod:`barrierlb.solvers._compiled`). Default: compiled for
-        numpy arrays when numba is installed and the greedy's work (waiting
-        tasks x open workers x (steps + placements)) is at least
-        ``COMPILED_MIN_SIZE``, else array. The result says which ran.
+        numpy arrays when numba is installed and either the greedy's work
+        (waiting tasks x open workers x (steps + placements)) is at least
+        ``COMPILED_MIN_SIZE`` or the kernels are already loaded in this process;
+        else array. The result says which ran.
 
     Returns
     -------
@@ -195,14 +196,16 @@ def compiled_kernels():
 
 #: Below this size of the greedy's work, waiting tasks x open workers x (steps + placements)
 #: (the scores it computes and the argmin passes of one per placement), the default engine is
-#: the array code: the compiled kernels save about 0.1 ms a decision there (measured on the
-#: simulator's decisions), less than numba's import and kernel loading (about a second) would
-#: cost a short-lived process, such as an MPI rank placing a few blocks.
+#: the array code until the kernels are loaded anyway: they save 0.1 to 0.2 ms a decision there
+#: (measured on the simulator's decisions), which a long run recovers from numba's import and
+#: kernel loading (about a second) but a short-lived process with only small problems, such as
+#: an MPI rank placing a few blocks, does not.
 COMPILED_MIN_SIZE = 1 << 12
 
 
 def _kernels_for(engine, xp, size: int):
-    if engine == "array" or (engine is None and size < COMPILED_MIN_SIZE):
+    loaded = bool(_KERNELS) and _KERNELS[0] is not None
+    if engine == "array" or (engine is None and size < COMPILED_MIN_SIZE and not loaded):
         return None
     kernels = compiled_kernels() if xp is np else None
     if engine == "compiled":
