@@ -7,9 +7,12 @@ takes one ``Allgatherv`` more). Then they decide where the new tasks go, and eac
 rank builds the tasks it received from their specs. A task's state never moves.
 
 The decision is *replicated* by default: every rank runs the same deterministic
-policy on the same gathered arrays, so no second message is needed. ``mode="root"``
-lets rank 0 decide and ``Bcast`` the placement instead (one more collective;
-``benchmarks/mpi_overhead.py`` measures both).
+policy on the same gathered arrays, so no second message is needed. That needs
+bitwise-identical floating point on every rank, so each rank also sends a
+checksum of its last placement in the next exchange's gather, and a rank that
+decided differently stops every rank there. ``mode="root"`` lets rank 0 decide
+and ``Bcast`` the placement instead (one more collective; for nodes of mixed CPU
+types; ``benchmarks/mpi_overhead.py`` measures both).
 
 With more ranks on a node than cores (a laptop, a CI machine) a rank spinning in
 a blocking collective holds the core that the rank it waits for needs. The
