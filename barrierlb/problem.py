@@ -126,9 +126,8 @@ class StepProblem:
         >>> problem.sampled(2).weights.tolist()
         [2.0, 2.0, 1.0]
         """
-        if type(stride) is int and stride == self.stride:             # the policies' usual call: no work
-            return self
-        stride = check_int("stride", stride, minimum=1)
+        if not (type(stride) is int and stride >= 1):                 # the policies' usual call skips this
+            stride = check_int("stride", stride, minimum=1)
         if stride == self.stride:
             return self
         if self.stride != 1:

@@ -475,9 +475,8 @@ class _Problem:
 
     @functools.cached_property
     def host_peak_work(self):
-        """Each task's largest step, on the host (the compiled greedy's fits-everywhere test)."""
-        work = self.host_arrays[0]
-        return work.max(axis=1) if work.shape[1] else np.zeros(work.shape[0])
+        """:attr:`peak_work` on the host (the compiled greedy's fits-everywhere test)."""
+        return np.ascontiguousarray(to_numpy(self.peak_work), dtype=np.float64)
 
     @functools.cached_property
     def tie_break(self) -> float:

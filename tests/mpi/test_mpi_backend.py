@@ -179,23 +179,20 @@ def test_spec_batches_too_large_to_send_inline_arrive_intact(comm):
     assert comm.allreduce(received) == len(expected)
 
 
-class RankDependent:
+def rank_dependent_policy():
     """A policy whose decision depends on the rank that computes it: what a rank with
     different floating point (another CPU type or BLAS) would do in replicated mode."""
+    from barrierlb.policies import Decision, Policy
 
-    @staticmethod
-    def make():
-        from barrierlb.policies import Decision, Policy
+    class RankDependent(Policy):
+        def decide_problem(self, problem, *, started=None):
+            from mpi4py import MPI
 
-        class _RankDependent(Policy):
-            def decide_problem(self, problem, *, started=None):
-                from mpi4py import MPI
+            n = problem.n_pool
+            worker = np.full(n, MPI.COMM_WORLD.Get_rank() % problem.n_workers, dtype=np.int64)
+            return Decision(problem.pool_ids, worker, np.arange(n), branch="rule")
 
-                n = problem.n_pool
-                worker = np.full(n, MPI.COMM_WORLD.Get_rank() % problem.n_workers, dtype=np.int64)
-                return Decision(problem.pool_ids, worker, np.arange(n), branch="rule")
-
-        return _RankDependent()
+    return RankDependent()
 
 
 def test_ranks_that_decide_differently_stop_at_the_next_exchange(comm):
@@ -205,7 +202,7 @@ def test_ranks_that_decide_differently_stop_at_the_next_exchange(comm):
 
     if comm.Get_size() < 2:
         pytest.skip("needs two ranks")
-    balancer = MPIBalancer(dict, comm=comm, policy=RankDependent.make())
+    balancer = MPIBalancer(dict, comm=comm, policy=rank_dependent_policy())
     balancer.submit(1000 + comm.Get_rank(), {"id": comm.Get_rank()})
     balancer.exchange()
     balancer.submit(2000 + comm.Get_rank(), {"id": comm.Get_rank()})
