@@ -29,7 +29,9 @@ counts; where they are large, it balances rows.
 
 ``device="cpu"`` runs the same superstep code on a host executor
 (:class:`HostExecutor`): the workers are host lanes run one after another,
-tasks get numpy arrays and each worker is timed with ``time.perf_counter``.
+tasks get numpy arrays and each worker is timed with ``time.perf_counter`` (or,
+with ``host_clock="thread"``, the thread's CPU time, which a shared machine's
+scheduling does not inflate).
 It is what the tests run without a GPU; its times are a CPU's, not a GPU's.
 
 CuPy is imported when a CUDA executor is created (``pip install
@@ -151,18 +153,30 @@ class StepTimeModel:
         return overhead * np.asarray(tasks, dtype=np.float64) + unit * np.asarray(units, dtype=np.float64)
 
 
+#: Clocks of the host executor: wall time, or the CPU time of the calling thread (which
+#: leaves out time the process spent descheduled on a shared machine, but also any work
+#: of other threads, such as a multithreaded BLAS: run with one BLAS thread then).
+HOST_CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
 class HostExecutor:
-    """``device="cpu"``: ``n_workers`` host lanes, run one after another, timed with ``perf_counter``.
+    """``device="cpu"``: ``n_workers`` host lanes, run one after another, each timed with ``clock``.
 
     Tasks get numpy (``xp``) and run synchronously, so a lane's time is its
-    tasks' host time; there is no concurrency between lanes.
+    tasks' host time; there is no concurrency between lanes. ``clock`` is
+    ``"wall"`` (``time.perf_counter``, default) or ``"thread"``
+    (``time.thread_time``, see :data:`HOST_CLOCKS`).
     """
 
     kind = "cpu"
     xp = np
 
-    def __init__(self, n_workers: int):
+    def __init__(self, n_workers: int, *, clock: str = "wall"):
         self.n_workers = check_int("workers", n_workers, minimum=1)
+        if clock not in HOST_CLOCKS:
+            raise ValueError(f"clock must be one of {tuple(HOST_CLOCKS)}, got {clock!r}")
+        self.clock = clock
+        self._now = HOST_CLOCKS[clock]
         self._begin = np.zeros(self.n_workers)
         self._end = np.zeros(self.n_workers)
 
@@ -170,10 +184,10 @@ class HostExecutor:
         return contextlib.nullcontext()
 
     def begin(self, worker: int) -> None:
-        self._begin[worker] = time.perf_counter()
+        self._begin[worker] = self._now()
 
     def end(self, worker: int) -> None:
-        self._end[worker] = time.perf_counter()
+        self._end[worker] = self._now()
 
     def wait(self) -> np.ndarray:
         """The barrier: every lane has already finished; returns each lane's seconds."""
@@ -284,11 +298,13 @@ class CudaBalancer:
         ``"cuda"`` (default) or ``"cpu"`` (the host executor).
     window : int
         Supersteps the step-time model is fitted on.
+    host_clock : str
+        The host executor's clock, ``"wall"`` (default) or ``"thread"`` (:class:`HostExecutor`).
     """
 
     def __init__(self, workers, *, create: Callable, step: Callable, cost: Callable | None = None,
                  policy: str | Policy = "bfio:horizon=8", capacity: int = 64, device: str = "cuda",
-                 window: int = 16):
+                 window: int = 16, host_clock: str = "wall"):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if not callable(create) or not callable(step):
@@ -301,7 +317,7 @@ class CudaBalancer:
         if device == "cpu":
             if isinstance(workers, bool) or not isinstance(workers, int):
                 raise TypeError(f'with device="cpu", workers must be the number of host lanes, got {workers!r}')
-            self.executor = HostExecutor(workers)
+            self.executor = HostExecutor(workers, clock=host_clock)
         else:
             if isinstance(workers, int):
                 raise TypeError("with device=\"cuda\", workers must be CUDA devices or streams "

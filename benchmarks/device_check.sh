@@ -176,8 +176,8 @@ step fleet 170 "$PY" benchmarks/decision.py --fleet --quick "${FLEET_GPU[@]}" --
 
 # 3. The CUDA decode example per policy, on 4 streams (or host lanes without a GPU).
 if [ "$HAVE_GPU" = 1 ]; then DEVICE=cuda; SMALL=(); LARGE=(--dim 2048 --slots 16 --requests 192)
-else DEVICE=cpu; SMALL=(--dim 64 --prompt-mean 400 --output-mean 30 --requests 96)
-     LARGE=(--dim 256 --prompt-mean 800 --output-mean 30 --requests 96); fi
+else DEVICE=cpu; SMALL=(--host-clock thread --dim 64 --prompt-mean 400 --output-mean 30 --requests 96)
+     LARGE=(--host-clock thread --dim 256 --prompt-mean 800 --output-mean 30 --requests 160 --slots 6); fi
 step cuda_decode_small 60 env OPENBLAS_NUM_THREADS=1 "$PY" examples/cuda_decode/run.py --device "$DEVICE" --workers 4 "${SMALL[@]}" \
     --json "$OUT/cuda_decode_small.json"
 step cuda_decode_large 90 env OPENBLAS_NUM_THREADS=1 "$PY" examples/cuda_decode/run.py --device "$DEVICE" --workers 4 "${LARGE[@]}" \

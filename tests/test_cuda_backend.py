@@ -62,11 +62,13 @@ def _run_checked(balancer, specs, capacity):
     return home
 
 
-@pytest.mark.parametrize("policy", ["round-robin", "greedy", "bfio:horizon=8"])
-def test_host_executor_runs_every_request_once_sticky_and_within_capacity(policy):
+@pytest.mark.parametrize("policy, clock", [("round-robin", "wall"), ("greedy", "thread"),
+                                           ("bfio:horizon=8", "wall")])
+def test_host_executor_runs_every_request_once_sticky_and_within_capacity(policy, clock):
     specs = _specs()
     balancer = CudaBalancer(3, create=decode.create, step=decode.step, cost=decode.cost, policy=policy,
-                            capacity=4, device="cpu")
+                            capacity=4, device="cpu", host_clock=clock)
+    assert balancer.executor.clock == clock
     assert isinstance(balancer.executor, HostExecutor) and balancer.xp is np
     home = _run_checked(balancer, specs, 4)
     assert sorted(home) == [s["id"] for s in specs]
@@ -137,6 +139,8 @@ def test_bad_arguments_are_refused():
         CudaBalancer([0, 1], create=decode.create, step=decode.step, device="cpu")
     with pytest.raises(TypeError, match="must be callable"):
         CudaBalancer(2, create=None, step=decode.step, device="cpu")
+    with pytest.raises(ValueError, match="clock must be one of"):
+        CudaBalancer(2, create=decode.create, step=decode.step, device="cpu", host_clock="sundial")
     with pytest.raises(ValueError, match="unknown policy"):
         CudaBalancer(2, create=decode.create, step=decode.step, policy="nope", device="cpu")
     balancer = CudaBalancer(2, create=decode.create, step=decode.step, cost=lambda spec: (1.0, 2.0),

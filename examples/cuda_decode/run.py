@@ -57,7 +57,7 @@ def run_policy(name: str, specs: list[dict], args) -> dict:
 
     balancer = CudaBalancer(make_workers(args), create=decode.create, step=decode.step, cost=decode.cost,
                             policy=make_policy(name, defaults={"horizon": args.horizon}), capacity=args.slots,
-                            device=args.device)
+                            device=args.device, host_clock=args.host_clock)
     queue = list(specs)
     loaded = []                   # whether requests were waiting when the superstep began
     started = time.perf_counter()
@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--workers", type=int, default=4, help="streams on the current device (or host lanes)")
+    parser.add_argument("--host-clock", choices=("wall", "thread"), default="wall",
+                        help="with --device cpu: time lanes by wall clock or by the thread's CPU time")
     parser.add_argument("--per-device", action="store_true", help="one worker per visible GPU instead of streams")
     parser.add_argument("--slots", type=int, default=8, help="most requests per worker")
     parser.add_argument("--requests", type=int, default=256)
