@@ -1,11 +1,15 @@
 """The round-based solver (barrierlb.solvers.batched) on numpy, array-api-strict's second device and CuPy."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from _gpu import cupy_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_solvers import problems as solver_problems
 
-from barrierlb import StepProblem, horizon_weights, predicted_imbalance
+from barrierlb import predicted_imbalance
 from barrierlb.snapshots import decode_snapshot
 from barrierlb.solvers import solve_fast
 from barrierlb.solvers.batched import PATH, solve_batched
@@ -15,22 +19,12 @@ strict = pytest.importorskip("array_api_strict")
 compat = pytest.importorskip("array_api_compat")
 
 
-def _cupy_or_skip():
-    try:
-        import cupy
-
-        cupy.zeros(1)
-    except (ImportError, RuntimeError):
-        pytest.skip("CuPy or a CUDA device is not available")
-    return cupy
-
-
 def _to_strict(array):
     return strict.asarray(array, device=strict.Device("device1"))
 
 
 def _to_cupy(array):
-    return _cupy_or_skip().asarray(array)
+    return cupy_or_skip().asarray(array)
 
 
 #: Where the kernel runs: numpy itself, array-api-strict on its second device (refuses any
@@ -55,19 +49,15 @@ def _solve(convert, problem, **options):
 
 
 @st.composite
-def problems(draw, max_workers=6, max_pool=10, max_horizon=3):
-    n_workers = draw(st.integers(1, max_workers))
-    horizon = draw(st.integers(0, max_horizon))
-    n_pool = draw(st.integers(0, max_pool))
-    value = st.integers(0, 20).map(float)
-    loads = np.array([[draw(value) for _ in range(n_workers)] for _ in range(horizon + 1)])
-    work = np.array([[draw(value) for _ in range(horizon + 1)] for _ in range(n_pool)]).reshape(n_pool, horizon + 1)
-    free = np.array([draw(st.integers(0, 3)) for _ in range(n_workers)])
-    alive = np.array([draw(st.booleans()) or g == 0 for g in range(n_workers)])
-    forced = np.array([draw(st.booleans()) and draw(st.booleans()) for _ in range(n_pool)], dtype=bool)
-    gamma = draw(st.sampled_from([1.0, 0.5, 0.0]))
-    return StepProblem.from_arrays(loads, work, free, alive=alive, forced=forced,
-                                   weights=horizon_weights(horizon, gamma=gamma))
+def problems(draw):
+    """The solver tests' problems, larger, with forced tasks, and sometimes only step 0 weighted."""
+    problem = draw(solver_problems(max_workers=6, max_pool=10, max_horizon=3))
+    forced = np.array([draw(st.booleans()) and draw(st.booleans()) for _ in range(problem.n_pool)], dtype=bool)
+    weights = problem.weights
+    if draw(st.booleans()):
+        weights = np.zeros_like(weights)
+        weights[0] = 1.0
+    return replace(problem, forced=forced, weights=weights)
 
 
 def _check_placement(problem, result, work_conserving):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _gpu import cupy_or_skip
 
 from barrierlb.backends.cuda import CudaBalancer, HostExecutor, StepTimeModel
 
@@ -22,16 +23,6 @@ _spec = importlib.util.spec_from_file_location("cuda_decode_run", EXAMPLE / "run
 _example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_example)
 example_main, requests = _example.main, _example.requests
-
-
-def _cupy_or_skip():
-    try:
-        import cupy
-
-        cupy.zeros(1)
-    except (ImportError, RuntimeError):
-        pytest.skip("CuPy or a CUDA device is not available")
-    return cupy
 
 
 def _specs(n=24, seed=1, dim=16):
@@ -181,7 +172,7 @@ def test_example_runs_each_policy_on_the_host_executor(tmp_path):
 
 @pytest.mark.gpu
 def test_cuda_streams_hold_sticky_device_arrays_and_time_with_events():
-    cupy = _cupy_or_skip()
+    cupy = cupy_or_skip()
     from barrierlb.backends.cuda import CudaExecutor, streams
 
     specs = _specs(12, dim=64)
@@ -197,7 +188,7 @@ def test_cuda_streams_hold_sticky_device_arrays_and_time_with_events():
 
 @pytest.mark.gpu
 def test_cuda_device_workers_allocate_on_their_device():
-    cupy = _cupy_or_skip()
+    cupy = cupy_or_skip()
     from barrierlb.backends.cuda import devices
 
     workers = devices()

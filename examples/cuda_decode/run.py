@@ -114,6 +114,8 @@ def main(argv=None) -> int:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if args.json and Path(args.json).exists():
         parser.error(f"--json {args.json} exists; not overwriting it")
+    from barrierlb.cli import plain_table
+
     try:
         from barrierlb import make_policy
 
@@ -129,18 +131,18 @@ def main(argv=None) -> int:
                      output_mean=args.output_mean)
     rows = [run_policy(name, specs, args) for name in policies]
     reference = next((r for r in rows if r["policy"] == "round-robin"), None)
-    print(f"{'policy':>12} {'steps':>6} {'step ms':>8} {'wait ms':>8} {'p50 ms':>8} {'idle':>7} {'wait/rr':>8} "
-          f"{'overhead us':>11} {'ns/row':>7} {'wall s':>7}")
     for row in rows:
-        if reference is not None and reference["barrier_wait_ms_mean"] > 0:
-            row["wait_vs_round_robin"] = row["barrier_wait_ms_mean"] / reference["barrier_wait_ms_mean"]
-        if reference is not None and reference["barrier_wait_ms_p50"] > 0:
-            row["wait_p50_vs_round_robin"] = row["barrier_wait_ms_p50"] / reference["barrier_wait_ms_p50"]
-        ratio = row.get("wait_vs_round_robin")
-        print(f"{row['policy']:>12} {row['supersteps']:>6} {row['step_ms_mean']:>8.3f} "
-              f"{row['barrier_wait_ms_mean']:>8.3f} {row['barrier_wait_ms_p50']:>8.3f} {row['idle_fraction']:>7.2%} "
-              f"{'-' if ratio is None else f'{ratio:.2f}x':>8} {row['overhead_us_per_task']:>11.2f} "
-              f"{row['unit_ns_per_row']:>7.2f} {row['wall_s']:>7.2f}")
+        for key, ref in (("wait_vs_round_robin", "barrier_wait_ms_mean"), ("wait_p50_vs_round_robin",
+                                                                           "barrier_wait_ms_p50")):
+            if reference is not None and reference[ref] > 0:
+                row[key] = row[ref] / reference[ref]
+    print(plain_table(["policy", "steps", "step ms", "wait ms", "p50 ms", "idle", "wait/rr", "overhead us",
+                       "ns/row", "wall s"],
+                      [[r["policy"], str(r["supersteps"]), f"{r['step_ms_mean']:.3f}", f"{r['barrier_wait_ms_mean']:.3f}",
+                        f"{r['barrier_wait_ms_p50']:.3f}", f"{r['idle_fraction']:.2%}",
+                        f"{r['wait_vs_round_robin']:.2f}x" if "wait_vs_round_robin" in r else "-",
+                        f"{r['overhead_us_per_task']:.2f}", f"{r['unit_ns_per_row']:.2f}", f"{r['wall_s']:.2f}"]
+                       for r in rows]))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {args.json}")
