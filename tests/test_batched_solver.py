@@ -139,6 +139,12 @@ def test_mixed_namespaces_and_bad_arguments_are_refused():
         solve_batched(-np.ones((2, 3)), np.ones((1, 2)), np.ones(3, dtype=np.int64), np.ones(2))
     with pytest.raises(ValueError, match="pool_work must be non-negative and not NaN"):
         solve_batched(np.zeros((2, 3)), np.full((1, 2), np.nan), np.ones(3, dtype=np.int64), np.ones(2))
+    with pytest.raises(TypeError, match="free_slots must have an integer dtype, got float64"):
+        solve_batched(np.zeros((2, 3)), np.ones((1, 2)), np.ones(3), np.ones(2))
+    with pytest.raises(TypeError, match="alive must have a boolean dtype"):
+        solve_batched(np.zeros((2, 3)), np.ones((1, 2)), np.ones(3, dtype=np.int64), np.ones(2), alive=np.ones(3))
+    with pytest.raises(TypeError, match="pool_work must have a real dtype"):
+        solve_batched(np.zeros((2, 3)), np.ones((1, 2), dtype=complex), np.ones(3, dtype=np.int64), np.ones(2))
     with pytest.raises(ValueError, match="block_numbers"):
         solve_batched(np.zeros((2, 3)), np.ones((1, 2)), np.ones(3, dtype=np.int64), np.ones(2), block_numbers=0)
 
