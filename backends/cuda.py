@@ -15,7 +15,9 @@ A superstep (:meth:`CudaBalancer.step`):
    ``step(task, xp)`` calls are enqueued (in task-id order), and a second event
    is recorded: the host only launches, the workers run concurrently;
 3. the barrier waits for every worker's second event; each worker's time is
-   the elapsed time between its two events;
+   the elapsed time between its two events (the host launches the workers one
+   after another, so where kernels are shorter than their launches a worker's
+   time is mostly the time to launch its tasks);
 4. the measured times feed the step-time model (:class:`StepTimeModel`: each
    worker's time is ``overhead_s`` per task plus ``unit_s`` per unit of the
    cost model), finished tasks leave the ledger and the others age a step.
