@@ -46,7 +46,9 @@ LOG="$OUT/device_check.log"
 STEPS="$WORK/steps.tsv"
 : >"$STEPS"
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# PYTHONSAFEPATH: no "python -c"/"-m" puts this folder first on sys.path, where barrierlb/ without
+# its backends/ would shadow the package (installed or staged below).
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONSAFEPATH=1
 log() { echo "[device_check +$(( $(date +%s) - STARTED ))s] $*" | tee -a "$LOG"; }
 
 # ------------------------------------------------------------------ environment
@@ -67,19 +69,37 @@ if ! "$PY" -c "import barrierlb.backends.cuda" >/dev/null 2>&1; then
     export PYTHONPATH="$WORK/stage${PYTHONPATH:+:$PYTHONPATH}"
     log "barrierlb staged from this checkout on PYTHONPATH"
 fi
-if ! "$PY" -c "from mpi4py import MPI" >/dev/null 2>&1 && ls .whl/mpich-*.whl >/dev/null 2>&1; then
-    mkdir -p "$WORK/mpich"
-    unzip -q -o "$(ls .whl/mpich-*.whl | head -1)" 'mpich-*.data/data/bin/*' 'mpich-*.data/data/lib/*' -d "$WORK/mpich"
-    MPICH_DATA=$(echo "$WORK"/mpich/mpich-*.data/data)
+find_mpiexec() { PATH="$(dirname "$(command -v "$PY")"):$PATH" command -v mpiexec || true; }
+MPIEXEC=$(find_mpiexec)
+if { ! "$PY" -c "from mpi4py import MPI" >/dev/null 2>&1 || [ -z "$MPIEXEC" ]; } && ls .whl/mpich-*.whl >/dev/null 2>&1
+then
+    # No usable MPI of the machine's own: unpack the carried mpich wheel's programs and libraries
+    # (pip --target would leave its lib/ out) and point mpi4py at its libmpi.
+    "$PY" - "$(ls .whl/mpich-*.whl | head -1)" "$WORK/mpich" <<'EOF_UNZIP'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    for member in wheel.infolist():
+        parts = member.filename.split("/")
+        # mpich-X.data/data/{bin,lib}/...
+        if len(parts) > 3 and parts[0].endswith(".data") and parts[1] == "data" and parts[2] in ("bin", "lib") \
+                and parts[-1]:
+            target = os.path.join(sys.argv[2], *parts[2:])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with wheel.open(member) as source, open(target, "wb") as out:
+                out.write(source.read())
+            mode = (member.external_attr >> 16) & 0o777
+            os.chmod(target, mode or 0o755)
+EOF_UNZIP
+    MPICH_DATA="$WORK/mpich"
     chmod +x "$MPICH_DATA"/bin/* 2>/dev/null
     export PATH="$MPICH_DATA/bin:$PATH" LD_LIBRARY_PATH="$MPICH_DATA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export MPI4PY_LIBMPI="$MPICH_DATA/lib/libmpi.so.12"
-    log "MPI runtime: the carried mpich wheel ($MPICH_DATA)"
+    MPIEXEC=$(find_mpiexec)
+    log "MPI runtime: the carried mpich wheel, unpacked in $MPICH_DATA"
 fi
 # Open MPI refuses root without these; MPICH ignores them.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl='^ofi' \
     PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe
-MPIEXEC=$(PATH="$(dirname "$(command -v "$PY")"):$PATH" command -v mpiexec || true)
 
 "$PY" - "$WORK/checks.json" "$MPIEXEC" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, subprocess, sys
