@@ -237,8 +237,8 @@ if mpi_rows:
     json.dump(mpi_rows, open(os.path.join(out, "mpi_overhead.json"), "w"), indent=2)
 fleet = (read("fleet.json") or {}).get("fleet", [])
 figures = {
-    "fleet": [{k: r.get(k) for k in ("case", "n_workers", "pool", "solver", "engine", "p50_ms", "speedup",
-                                     "objective_ratio_max", "reduction_ratio_min")} for r in fleet],
+    "fleet": [{k: r.get(k) for k in ("case", "n_workers", "pool", "solver", "engine", "cpu_engine", "p50_ms",
+                                     "speedup", "objective_ratio_max", "reduction_ratio_min")} for r in fleet],
     "cuda_decode": {size: [{k: r.get(k) for k in ("policy", "device", "barrier_wait_ms_mean", "idle_fraction",
                                                    "wait_vs_round_robin", "step_ms_mean")}
                            for r in (read(f"cuda_decode_{size}.json") or [])] for size in ("small", "large")},
