@@ -46,6 +46,7 @@ the device) and on CuPy, where the per-round host work is a few scalars.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,15 @@ def solve_batched(projected_load, pool_work, free_slots, weights, *, alive=None,
     """
     xp, device = _namespace(*(a for a in (projected_load, pool_work, free_slots, weights, alive, forced)
                                if a is not None))
+    # CuPy makes new arrays on the current device whatever ``device=`` says (array-api-compat
+    # passes it over), so the inputs' device is made current; other devices are no context managers.
+    with device if hasattr(device, "__enter__") else contextlib.nullcontext():
+        return _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, forced,
+                      work_conserving, peak_weight, block_numbers)
+
+
+def _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, forced, work_conserving,
+           peak_weight, block_numbers) -> BatchedResult:
     _check_shapes(projected_load, pool_work, free_slots, weights, alive, forced)
     if isinstance(block_numbers, bool) or not isinstance(block_numbers, int) or block_numbers < 1:
         raise ValueError(f"block_numbers must be a positive integer, got {block_numbers!r}")
