@@ -403,10 +403,10 @@ def _json_requests(file: Path, limit: int | None):
         try:
             first, _ = next(events, (None, None))
             if first == "start_map":
-                for event, value in events:
+                for event, value in events:         # only keys and the end at this level
                     if event == "end_map":
                         raise WorkloadError(f"{file}: expected a JSON object with a 'data' list")
-                    if value == "data":
+                    if event == "map_key" and value == "data":
                         break
                     _skip_value(events)
                 first, _ = next(events, (None, None))
@@ -450,11 +450,16 @@ def _load_burstgpt(file: Path, limit: int | None) -> Workload:
     if file.suffix.lower() == ".json":
         rows = _Rows(timed=False, limit=limit)
         for k, item in _json_requests(file, limit):
-            where = f"{file}: data[{k}]"
-            if "input_length" not in item or "output_length" not in item:
-                raise WorkloadError(f"{where}: needs input_length and output_length")
-            rows.add(_tokens(item["input_length"], "input_length", where),
-                     _tokens(item["output_length"], "output_length", where))
+            prompt, output = item.get("input_length"), item.get("output_length")
+            # Plain integers in range take the fast path; anything else gets the checks and their messages.
+            if not (type(prompt) is int and type(output) is int and 0 <= prompt <= MAX_TOKENS
+                    and 0 <= output <= MAX_TOKENS):
+                where = f"{file}: data[{k}]"
+                if "input_length" not in item or "output_length" not in item:
+                    raise WorkloadError(f"{where}: needs input_length and output_length")
+                prompt = _tokens(prompt, "input_length", where)
+                output = _tokens(output, "output_length", where)
+            rows.add(prompt, output)
         return rows.workload(f"burstgpt:{file.name}")
     rows = _Rows(timed=True, limit=limit)
     for where, row in _read_csv(file, ["Timestamp", "Request tokens", "Response tokens"]):
