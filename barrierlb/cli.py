@@ -97,8 +97,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="barrierlb",
-                                     description="Balance barrier-synchronized workers with BF-IO.")
+    parser = _Parser(prog="barrierlb", description="Balance barrier-synchronized workers with BF-IO.")
     sub = parser.add_subparsers(dest="command", required=True)
     compare = sub.add_parser("compare", help="compare policies on a workload (the main job)",
                              description="Simulate barrier-synchronized decode under each policy and print a "
@@ -235,6 +234,11 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
     return results
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinks followed) or the same inode."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
 def _check_outputs(args, outputs: dict) -> None:
     """Refuse, before any simulation, output paths that would fail or destroy something.
 
@@ -251,11 +255,10 @@ def _check_outputs(args, outputs: dict) -> None:
         parent = path.resolve().parent
         if not parent.is_dir():
             raise CLIError(f"{flag} {path}: directory {parent} does not exist")
-        if source is not None and source.exists() and (
-                path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source))):
+        if source is not None and _same_file(path, source):
             raise CLIError(f"{flag} {path}: is the input trace {source}; refusing to overwrite it")
         for other, other_path in seen.items():
-            if path.resolve() == other_path.resolve() or (path.exists() and os.path.samefile(path, other_path)):
+            if _same_file(path, other_path):
                 raise CLIError(f"{flag} and {other} name the same file {path}")
         seen[flag] = path
     if "--plot" in given:

@@ -483,15 +483,14 @@ def _seconds(value, where: str) -> float:
 
 def _date_time_s(text: str, where: str) -> float:
     """Seconds since 1970 of an ISO date-time (``2023-11-16 18:17:03.9799600``)."""
+    # numpy wraps silently outside nanoseconds' range (years 1678 to 2261): check the year first.
+    year = text.strip().split("-", 1)[0]
+    if not (year.isdigit() and 1678 < int(year) < 2262):
+        raise WorkloadError(f"{where}: TIMESTAMP is not a date-time between the years 1678 and 2261: {text!r}")
     try:
-        stamp = np.datetime64(text.replace(" ", "T"))
+        return np.datetime64(text.replace(" ", "T"), "ns").astype(np.int64) / 1e9
     except (ValueError, OverflowError):
         raise WorkloadError(f"{where}: TIMESTAMP is not a date-time: {text!r}") from None
-    # numpy wraps silently outside nanoseconds' range (years 1678 to 2261): check the year first.
-    year = None if np.isnat(stamp) else int(stamp.astype("datetime64[Y]").astype(np.int64)) + 1970
-    if year is None or not 1678 < year < 2262:
-        raise WorkloadError(f"{where}: TIMESTAMP is not a date-time between the years 1678 and 2261: {text!r}")
-    return stamp.astype("datetime64[ns]").astype(np.int64) / 1e9
 
 
 def _load_azure(file: Path, limit: int | None) -> Workload:
