@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from barrierlb.cli import build_parser, main, split_policies
+from barrierlb.cli import main, split_policies
 
 SMALL = ["--requests", "400", "--workers", "4", "--slots", "8", "--pool", "16", "--no-progress"]
 
@@ -240,6 +240,14 @@ def test_compare_runs_a_parameterised_workload(tmp_path):
     assert json.loads(out.read_text())["config"]["workload_name"] == "long-context"
 
 
-def test_help_says_how_a_short_trace_is_repeated():
-    text = " ".join(build_parser()._subparsers._group_actions[0].choices["compare"].format_help().split())
+def test_help_says_how_a_short_trace_is_repeated(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
     assert "a timed one back to back in its order" in text and "long-context" in text and "--max-steps" in text
+
+
+def test_a_cluster_too_large_for_memory_is_one_line(capsys):
+    assert main(["simulate", "--workers", "100000000", "--slots", "100000000", "--requests", "10",
+                 "--policy", "fcfs", "--no-progress"]) == 2
+    assert "out of memory" in one_line_error(capsys, no_run=True)
