@@ -74,7 +74,7 @@ def run_balanced(client, args, specs) -> dict:
         if step > args.steps + 10_000:
             raise RuntimeError("run did not drain")
     wall = time.perf_counter() - started
-    return {"reports": balancer.reports, "results": balancer.results, "submitted": balancer.submitted,
+    return {"reports": balancer.stats, "results": balancer.results, "submitted": balancer.submitted,
             "duplicated": balancer.duplicates, "workers_lost": balancer.workers_lost,
             "tasks_recreated": balancer.tasks_recreated, "wall_s": wall, "killed": killed, "steps_run": step}
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     specs = requests(args.requests, args.seed)
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, Client(cluster) as client:
         outcome = (run_dask_native if args.policy == "dask" else run_balanced)(client, args, specs)
     results = outcome["results"]
