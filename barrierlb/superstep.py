@@ -248,10 +248,11 @@ class SuperstepPlanner:
         ids, order = self._pool_order()
         rows = self.horizon + 1
         fallback = measured[0] / measured[1] if measured[1] else 1.0
-        work = np.empty((ids.size, rows))
-        for i, task_id in enumerate(ids.tolist()):
-            row = self._row.get(task_id) if task_id in self._given else None
-            work[i] = fallback if row is None else row
+        id_list = ids.tolist()
+        work = np.full((ids.size, rows), fallback)
+        given = [i for i, task_id in enumerate(id_list) if task_id in self._given]
+        if given:
+            work[given] = [self._row[id_list[i]] for i in given]
         projected = np.zeros((rows, alive.size))
         for column, g in enumerate(alive.tolist()):
             projected[:, column] = loads[g] if g in loads else self._worker_load(g)
@@ -260,12 +261,11 @@ class SuperstepPlanner:
         workers = alive[np.asarray(decision.workers, dtype=np.int64)]
         task_ids = ids[index]
         self.ledger.place(Placement(task_ids, workers, order[index]))
-        for task_id, row in zip(task_ids.tolist(), work[index]):
-            self._row[task_id] = row            # a placed task's prediction until it is measured
-            self._given.discard(task_id)
+        placed = task_ids.tolist()
+        self._row.update(zip(placed, work[index]))      # a placed task's prediction until it is measured
+        self._given.difference_update(placed)
         if self._front:
-            placed = set(task_ids.tolist())
-            self._front = [t for t in self._front if t not in placed]
+            self._front = [t for t in self._front if t not in set(placed)]
         return Decision(task_ids, workers, index, branch=decision.branch, objective=decision.objective,
                         solve_time_s=decision.solve_time_s, info=decision.info)
 

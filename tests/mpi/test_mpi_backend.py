@@ -232,11 +232,13 @@ def test_the_start_up_check_covers_everything_that_must_agree(comm, field):
     if comm.Get_size() < 2:
         pytest.skip("needs two ranks")
     odd = comm.Get_rank() == comm.Get_size() - 1
-    options = {"cost": cost_b if odd else cost_a, "window": 4, "capacity": 8, "timeout_s": 60.0}
+    options = {"cost": cost_a, "window": 4, "capacity": 8, "timeout_s": 60.0}
     create = dict
     if field == "create":
         create = list if odd else dict
-    elif field != "cost":
+    elif field == "cost":
+        options["cost"] = cost_b if odd else cost_a
+    else:
         options[field] = options[field] * 2 if odd else options[field]
     with pytest.raises(ValueError, match=rf"rank {comm.Get_size() - 1} was configured differently.*{field}"):
         MPIBalancer(create, comm=comm, policy="round-robin", **options)
