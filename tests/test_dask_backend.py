@@ -131,6 +131,7 @@ def test_pipeline_example_survives_a_killed_worker(tmp_path):
     assert summary["lost"] == 0 and summary["duplicated"] == 0 and summary["wrong_results"] == 0
     for key in ("policy", "workers", "steps", "barrier_wait_s", "wall_s"):
         assert key in summary
+    assert summary["dashboard"].startswith("http://127.0.0.1:")       # not on every interface
 
 
 # ------------------------------------------------------------------ a task's own errors (issue 12)

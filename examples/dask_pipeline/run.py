@@ -157,13 +157,14 @@ def main(argv=None) -> int:
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, Client(cluster) as client:
         outcome = (run_dask_native if args.policy == "dask" else run_balanced)(client, args, specs)
+        dashboard = client.dashboard_link          # bound to 127.0.0.1: not reachable from other machines
     results = outcome["results"]
     by_id = {s["id"]: s for s in specs}
     wrong = [tid for tid, r in results.items()
              if r["checksum"] != decode.expected_checksum(by_id[tid]["prompt"], by_id[tid]["output"])]
     reports = outcome["reports"]
     wait = [r.barrier_wait_s if hasattr(r, "barrier_wait_s") else r["barrier_wait_s"] for r in reports]
-    summary = {"policy": args.policy, "workers": args.workers, "steps": args.steps,
+    summary = {"policy": args.policy, "workers": args.workers, "steps": args.steps, "dashboard": dashboard,
                "steps_run": outcome["steps_run"], "barrier_wait_s": float(np.sum(wait)),
                "wall_s": outcome["wall_s"], "submitted": outcome["submitted"], "completed": len(results),
                "lost": outcome["submitted"] - len(results), "duplicated": outcome["duplicated"],
