@@ -77,7 +77,8 @@ class SuperstepPlanner:
         self.predictor = PersistencePredictor(window)
         n_workers = check_int("n_workers", n_workers, minimum=1)
         self._slots = self.capacity or 16          # slots per worker in the ledger (grown when unlimited)
-        self.ledger = ClusterState(n_workers, self._slots)
+        self._ledger = ClusterState(n_workers, self._slots)
+        self._finishing: dict[int, None] = {}      # reported finished, leaving the ledger at the next read
         self._row: dict[int, np.ndarray] = {}      # task id -> its latest lookahead, shape (horizon + 1,)
         self._given: set[int] = set()              # waiting tasks whose lookahead was given at submit
         self._modelled: set[int] = set()           # placed tasks whose row comes from a cost model
@@ -87,13 +88,23 @@ class SuperstepPlanner:
 
     # ------------------------------------------------------------------ views
     @property
+    def ledger(self) -> ClusterState:
+        """The :class:`~barrierlb.ClusterState` that records where tasks live (read it, do not change it)."""
+        if self._finishing:
+            finished, self._finishing = list(self._finishing), {}
+            self._ledger.complete(finished)      # one call for every worker's report
+            for task_id in finished:
+                self._drop(task_id)
+        return self._ledger
+
+    @property
     def n_workers(self) -> int:
-        return self.ledger.n_workers
+        return self._ledger.n_workers
 
     @property
     def alive(self) -> np.ndarray:
         """Which workers are up, shape (G,)."""
-        return self.ledger.alive.copy()
+        return self._ledger.alive.copy()
 
     @property
     def free_slots(self) -> np.ndarray:
@@ -199,13 +210,14 @@ class SuperstepPlanner:
         if load is not None:
             self._load[worker] = np.asarray(load, dtype=np.float64)
         if finished:
-            elsewhere = [t for t in finished if self.ledger.worker_of(t) != worker]
-            if elsewhere:
-                raise ValueError(f"task {elsewhere[0]} finished on worker {worker} but lives on worker "
-                                 f"{self.ledger.worker_of(elsewhere[0])}")
-            self.ledger.complete(finished)
+            ledger, finishing = self._ledger, self._finishing
             for task_id in finished:
-                self._drop(task_id)
+                if task_id in finishing:
+                    raise ValueError(f"task {task_id} was already reported finished")
+                if ledger.worker_of(task_id) != worker:
+                    raise ValueError(f"task {task_id} finished on worker {worker} but lives on worker "
+                                     f"{ledger.worker_of(task_id)}")
+            finishing.update(dict.fromkeys(finished))
 
     def lose_worker(self, worker: int) -> list[int]:
         """A worker died: its tasks come back, to be placed first; returns their ids (to re-create)."""
@@ -234,15 +246,18 @@ class SuperstepPlanner:
         """
         measured, self._measured = self._measured, [0.0, 0]
         loads, self._load = self._load, {}
-        n_waiting = self.ledger.n_waiting
+        ledger = self.ledger
+        n_waiting = ledger.n_waiting
         if n_waiting == 0:
             return _idle()
-        if self.capacity is None and int(self.ledger.active_count.max()) + n_waiting > self._slots:
-            self._rebuild(self.n_workers, max(2 * self._slots, int(self.ledger.active_count.max()) + n_waiting))
-        alive = np.flatnonzero(self.ledger.alive)
-        free = self.ledger.free_slots[alive]
+        alive = np.flatnonzero(ledger.alive)
         if self.capacity is None:
+            needed = int(ledger.active_count.max()) + n_waiting
+            if needed > self._slots:
+                self._rebuild(self.n_workers, max(2 * self._slots, needed))
             free = np.full(alive.size, n_waiting, dtype=np.int64)
+        else:
+            free = ledger.free_slots[alive]
         if not free.any():
             return _idle()
         ids, order = self._pool_order()
@@ -303,7 +318,7 @@ class SuperstepPlanner:
 
     def _rebuild(self, n_workers: int, slots: int) -> None:
         """A larger ledger with the same tasks where they are (ClusterState's size is fixed)."""
-        old = self.ledger
+        old = self.ledger           # (reading it records the finished tasks first)
         alive = np.ones(n_workers, dtype=bool)
         alive[:old.n_workers] = old.alive
         new = ClusterState(n_workers, slots, alive=alive)
@@ -315,7 +330,7 @@ class SuperstepPlanner:
         waiting = old.pool_ids
         if waiting.size:
             new.submit_arrays(waiting, 0.0)
-        self.ledger, self._slots = new, slots
+        self._ledger, self._slots = new, slots
 
     def _check_worker(self, worker) -> int:
         worker = check_int("worker", worker, minimum=0)
