@@ -39,8 +39,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
 from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Policy, make_policy
 from barrierlb.predictors import cost_lookahead
