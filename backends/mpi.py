@@ -523,6 +523,11 @@ class BalancedStep:
         return stats
 
 
+for _name in ("policy", "capacity", "cost", "timeout_s"):     # the names DaskBalancer uses for the same things
+    setattr(BalancedStep, _name, property(lambda self, name=_name: getattr(self.balancer, name),
+                                          doc=f"The balancer's ``{_name}``."))
+del _name
+
 #: Returned by a step function to end its task (the task is dropped from its rank).
 DONE = object()
 

@@ -86,6 +86,9 @@ def test_decorated_toy_code_keeps_every_task_exactly_once(comm):
     received = comm.allreduce(sum(s.received for s in advance.stats))
     assert created == received
     assert comm.allreduce(len(advance.stats)) == 12 * comm.Get_size()
+    # The same names as the Dask backend's for the same things.
+    assert (advance.policy, advance.capacity, advance.cost, advance.timeout_s) == \
+        (advance.balancer.policy, None, None, 600.0)
 
 
 def test_different_configuration_on_one_rank_is_detected(comm):
