@@ -33,6 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     rank, last = comm.Get_rank(), comm.Get_size() - 1
+    comm.Barrier()          # every rank has imported everything: only the fault can miss a deadline
 
     @balance(create=Block, comm=comm, policy="round-robin", timeout_s=args.timeout_s)
     def advance(block, step):
