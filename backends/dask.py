@@ -2,35 +2,52 @@
 
 Each Dask worker hosts one actor (:class:`TaskHost`) that keeps the state of the
 tasks placed on it. A superstep calls every host at once (``run_step``), and
-ends when all have answered: that is the barrier. The hosts report each task's
-measured cost, the balancer predicts every worker's load from those costs
-(:class:`~barrierlb.predictors.PersistencePredictor`) and the policy places the
-waiting tasks, which the chosen hosts then build from their specs. Actors were
+ends when all have answered: that is the barrier. The ledger (where tasks live,
+free slots, live workers, the predicted cost of every task) and the decision
+are :class:`barrierlb.superstep.SuperstepPlanner`'s; this module only moves
+specs, reports and results between the client and the hosts. Actors were
 chosen over pinned futures for latency: an actor call costs about 3 ms here,
 a task round trip about 14 ms (see docs/dask.md).
 
 Dask's actors get no load balancing and never migrate; this backend supplies
-the placement and keeps the stickiness. When a worker dies, the tasks it held
-are rebuilt from their specs (or from the last checkpoint, if a ``checkpoint``
-hook is given) and placed on the survivors through the policy; results are
-recorded once per task id, so every submitted task appears exactly once in the
-output. ``distributed`` is imported when a balancer is created.
+the placement and keeps the stickiness.
+
+Failures are of two kinds, kept apart:
+
+- **A task's error** (its ``create``, ``step``, ``checkpoint`` or ``cost``
+  raised, or its result or checkpoint cannot be serialized) is caught on the
+  worker and reported with its traceback. By default :meth:`DaskBalancer.step`
+  (and so :meth:`~DaskBalancer.run`) raises :class:`TaskError` naming the task,
+  the worker and the phase, after recording everything else that superstep
+  reported; with ``on_error="report"`` the task is marked failed
+  (:attr:`DaskBalancer.failed`) and the others carry on. A spec that cannot be
+  serialized is refused by :meth:`~DaskBalancer.submit` itself.
+- **A worker's loss** (its process died, it left the cluster, or it did not
+  answer in ``timeout_s``): the tasks it held are rebuilt from their specs (or
+  from the last checkpoint, if a ``checkpoint`` hook is given) and placed on
+  the survivors through the policy. Results are recorded once per task id, so
+  every submitted task appears exactly once in the output.
+
+``distributed`` is imported when a balancer is created.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
-from barrierlb._validate import check_int
+from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Policy, make_policy
-from barrierlb.predictors import PersistencePredictor, cost_lookahead
+from barrierlb.predictors import cost_lookahead
+from barrierlb.superstep import SuperstepPlanner
 
 log = logging.getLogger("barrierlb.dask")
+
+#: What ``on_error`` accepts.
+ON_ERROR = ("raise", "report")
 
 
 class Done:
@@ -42,16 +59,49 @@ class Done:
         self.result = result
 
 
+class TaskError(RuntimeError):
+    """A task's own code failed (not a worker loss).
+
+    Attributes
+    ----------
+    task_id : int
+    worker : str
+        Address of the worker it ran on.
+    phase : str
+        ``"create"``, ``"step"``, ``"checkpoint"``, ``"cost"`` or ``"result"``
+        (its result could not be serialized).
+    remote_traceback : str
+        The traceback as formatted on the worker.
+    """
+
+    def __init__(self, task_id: int, worker: str, phase: str, error: str, remote_traceback: str):
+        super().__init__(f"task {task_id} failed in {phase}() on worker {worker}: {error}\n"
+                         f"traceback on the worker:\n{remote_traceback}")
+        self.task_id, self.worker, self.phase, self.error = task_id, worker, phase, error
+        self.remote_traceback = remote_traceback
+
+
 def _worker_addresses(dask_scheduler=None) -> list:
     """Addresses of the workers the scheduler knows (run on the scheduler)."""
     return list(dask_scheduler.workers)
 
 
+def _failure(phase: str, error: BaseException) -> tuple:
+    return phase, f"{type(error).__name__}: {error}", traceback.format_exc()
+
+
 class TaskHost:
-    """Actor holding the tasks placed on one Dask worker."""
+    """Actor holding the tasks placed on one Dask worker.
+
+    Runs the user's code and catches its errors per task: they come back in
+    the reports as ``(phase, error, traceback)``, the task dropped from the host.
+    """
 
     def __init__(self, create: Callable, step: Callable, checkpoint: Callable | None = None,
                  cost: Callable | None = None, horizon: int = 0):
+        from distributed.protocol.pickle import dumps
+
+        self._dumps = dumps
         self._create = create
         self._step = step
         self._checkpoint = checkpoint
@@ -59,35 +109,56 @@ class TaskHost:
         self._horizon = horizon
         self._tasks: dict[int, Any] = {}
 
-    def add(self, items: list) -> int:
-        """Build tasks from ``[(task_id, spec), ...]``; returns how many the host holds."""
+    def add(self, items: list) -> dict:
+        """Build tasks from ``[(task_id, spec), ...]``; returns ``{"errors": {task_id: failure}}``."""
+        errors = {}
         for task_id, spec in items:
-            self._tasks[task_id] = self._create(spec)
-        return len(self._tasks)
+            try:
+                self._tasks[task_id] = self._create(spec)
+            except Exception as error:
+                errors[task_id] = _failure("create", error)
+        return {"errors": errors}
 
     def run_step(self, step: int, want_checkpoints: bool) -> dict:
-        """Run every task once (in id order); report costs, finished results and checkpoints."""
-        costs, finished, checkpoints = {}, {}, {}
+        """Run every task once (in id order); report costs, results, checkpoints, lookaheads and errors."""
+        costs, finished, checkpoints, errors = {}, {}, {}, {}
         started = time.perf_counter()
         for task_id in sorted(self._tasks):
             begun = time.perf_counter()
-            outcome = self._step(self._tasks[task_id], step)
+            phase = "step"
+            try:
+                outcome = self._step(self._tasks[task_id], step)
+                if isinstance(outcome, Done):
+                    phase = "result"
+                    self._dumps(outcome.result)       # an unserializable result is this task's error
+                    finished[task_id] = outcome.result
+            except Exception as error:
+                errors[task_id] = _failure(phase, error)
             costs[task_id] = time.perf_counter() - begun
-            if isinstance(outcome, Done):
-                finished[task_id] = outcome.result
-        for task_id in finished:
+        for task_id in (*finished, *errors):
             del self._tasks[task_id]
         busy = time.perf_counter() - started
-        if want_checkpoints and self._checkpoint is not None:
-            checkpoints = {task_id: self._checkpoint(task) for task_id, task in self._tasks.items()}
-        ahead = None
-        if self._cost is not None:
-            ahead = {task_id: cost_lookahead(self._cost, task, self._horizon) for task_id, task in self._tasks.items()}
-        return {"costs": costs, "finished": finished, "checkpoints": checkpoints, "busy_s": busy, "ahead": ahead}
+        ahead = {} if self._cost is not None else None
+        for task_id in sorted(self._tasks):
+            phase = "checkpoint"
+            try:
+                if want_checkpoints and self._checkpoint is not None:
+                    spec = self._checkpoint(self._tasks[task_id])
+                    self._dumps(spec)
+                    checkpoints[task_id] = spec
+                if ahead is not None:
+                    phase = "cost"
+                    ahead[task_id] = cost_lookahead(self._cost, self._tasks[task_id], self._horizon)
+            except Exception as error:
+                errors[task_id] = _failure(phase, error)
+                checkpoints.pop(task_id, None)
+                del self._tasks[task_id]
+        return {"costs": costs, "finished": finished, "checkpoints": checkpoints, "busy_s": busy, "ahead": ahead,
+                "errors": errors}
 
 
 @dataclass(frozen=True)
-class StepReport:
+class SuperstepStats:
     """One superstep as the client saw it (seconds)."""
 
     step: int
@@ -98,6 +169,7 @@ class StepReport:
     placed: int
     finished: int
     workers_lost: int
+    failed: int = 0               # tasks whose own code failed this superstep
 
 
 class DaskBalancer:
@@ -121,18 +193,32 @@ class DaskBalancer:
         from their original spec.
     cost : callable, optional
         ``cost(obj, horizon) -> number or array of horizon + 1``: predicted work
-        of a waiting task (``obj`` its spec, on the client) and of a running one
-        (``obj`` the task, evaluated on its worker after each superstep).
-        Without it, running tasks are predicted from their measured time and
-        waiting ones by the mean.
+        of a new task (``obj`` its spec, evaluated once by :meth:`submit`) and
+        of a running one (``obj`` the task, evaluated on its worker after each
+        superstep). Without it, running tasks are predicted from their measured
+        time and new ones by the mean measured cost of a task.
     timeout_s : float
-        How long a superstep may wait for a host before treating its worker as lost.
+        How long a call may wait for a host before its worker is treated as lost.
+    on_error : str
+        ``"raise"`` (default): a task's error ends :meth:`step` with a
+        :class:`TaskError`; ``"report"``: the task is recorded in :attr:`failed`
+        and the run goes on.
+
+    Attributes
+    ----------
+    results : dict
+        ``{task_id: result}`` of the tasks that finished.
+    failed : dict
+        ``{task_id: TaskError}`` of the tasks whose own code failed.
+    stats : list of SuperstepStats
+        One entry per superstep.
     """
 
     def __init__(self, client, create: Callable, step: Callable, *, policy: str | Policy = "bfio:horizon=8",
                  capacity: int | None = None, checkpoint: Callable | None = None, checkpoint_every: int = 1,
-                 cost: Callable | None = None, timeout_s: float = 60.0):
+                 cost: Callable | None = None, timeout_s: float = 60.0, on_error: str = "raise"):
         import distributed
+        from distributed.protocol.pickle import dumps
 
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
@@ -140,6 +226,10 @@ class DaskBalancer:
             raise TypeError("create and step must be callable")
         if cost is not None and not callable(cost):
             raise TypeError("cost must be callable: cost(spec_or_task, horizon) -> work")
+        if checkpoint is not None and not callable(checkpoint):
+            raise TypeError("checkpoint must be callable: checkpoint(task) -> spec")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.client = client
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         if not isinstance(self.policy, Policy):
@@ -147,32 +237,56 @@ class DaskBalancer:
         self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self.on_error = on_error
+        self.cost = cost
+        self._dumps = dumps
         self._factory = (create, step, checkpoint, cost, self.horizon)
         self._checkpoint = checkpoint
-        self.cost = cost
-        self._ahead: dict[int, np.ndarray] = {}     # task id -> cost-model lookahead from its host
+        self.planner: SuperstepPlanner | None = None     # made when the first workers are known
         self._hosts: dict[str, Any] = {}            # worker address -> actor proxy
-        self._where: dict[int, str] = {}            # task id -> worker address
+        self._index: dict[str, int] = {}            # worker address -> planner worker index
+        self._addresses: list[str] = []             # planner worker index -> address
+        self._retired: set[str] = set()             # workers given up on (never hosted again)
         self._specs: dict[int, Any] = {}            # task id -> spec or last checkpoint
-        self._pending: list[int] = []               # waiting task ids, in arrival order
         self.results: dict[int, Any] = {}
-        self.predictor = PersistencePredictor()
-        self.reports: list[StepReport] = []
+        self.failed: dict[int, TaskError] = {}
+        self.stats: list[SuperstepStats] = []
         self.workers_lost = 0
         self.tasks_recreated = 0
         self.duplicates = 0
         self.submitted = 0
         self._step = 0
+        self._queued: list[tuple[int, Any]] = []    # submitted before the planner exists
 
     # ---------------------------------------------------------------- input
     def submit(self, task_id: int, spec: Any) -> None:
-        """Queue a task; it is placed at the next superstep."""
+        """Queue a task; it is placed at the next superstep.
+
+        Raises ``ValueError`` for a duplicate id and ``TypeError`` for a spec
+        that cannot be serialized (it could never reach a worker).
+        """
         task_id = check_int("task_id", task_id, minimum=0)
-        if task_id in self._specs or task_id in self.results:
+        if task_id in self._specs or task_id in self.results or task_id in self.failed:
             raise ValueError(f"duplicate task id {task_id}")
+        try:
+            self._dumps(spec)
+        except Exception as error:
+            raise TypeError(f"task {task_id}: its spec cannot be serialized for a worker: "
+                            f"{type(error).__name__}: {error}") from error
+        ahead = None
+        if self.cost is not None:
+            try:
+                ahead = cost_lookahead(self.cost, spec, self.horizon)
+            except Exception as error:
+                raise type(error)(f"task {task_id}: cost(spec) failed: {error}") from error
+        if self.planner is None:
+            self._queued.append((task_id, ahead))
+        else:
+            self.planner.submit(task_id, ahead)
         self._specs[task_id] = spec
-        self._pending.append(task_id)
         self.submitted += 1
 
     def submit_many(self, items: Iterable) -> None:
@@ -182,58 +296,61 @@ class DaskBalancer:
 
     @property
     def active(self) -> int:
-        return len(self._where)
+        """Tasks placed on workers."""
+        return 0 if self.planner is None else self.planner.n_active
 
     @property
     def waiting(self) -> int:
-        return len(self._pending)
+        """Tasks not placed yet."""
+        return len(self._queued) if self.planner is None else self.planner.n_waiting
 
     def placement(self) -> dict[int, str]:
         """``{task_id: worker address}`` of the running tasks."""
-        return dict(self._where)
+        if self.planner is None:
+            return {}
+        return {task_id: address for g, address in enumerate(self._addresses)
+                for task_id in self.planner.tasks_on(g).tolist()}
 
     # ------------------------------------------------------------- workers
     def _sync_workers(self) -> None:
+        """Start a host on every worker that has none (all at once; a worker that leaves
+        meanwhile is skipped, not waited for)."""
         live = set(self.client.scheduler_info(n_workers=-1)["workers"])
-        for address in sorted(live - set(self._hosts)):
-            future = self.client.submit(TaskHost, *self._factory, actor=True, workers=[address],
-                                        allow_other_workers=False, pure=False)
-            try:
-                self._hosts[address] = future.result(timeout=self.timeout_s)
-            except Exception as error:            # the worker vanished while we set it up
-                log.warning("could not start a host on %s: %s", address, error)
+        new = sorted(live - set(self._hosts) - self._retired)
+        futures = {address: self.client.submit(TaskHost, *self._factory, actor=True, workers=[address],
+                                                allow_other_workers=False, pure=False) for address in new}
+        hosts, failures = self._gather(futures)
+        for address, error in failures.items():
+            log.warning("could not start a host on %s: %s", address, error)
+            self.client.cancel(futures[address])
+        for address in sorted(hosts):
+            self._hosts[address] = hosts[address]
+            if self.planner is None:
+                self.planner = SuperstepPlanner(1, policy=self.policy, capacity=self.capacity)
+                for task_id, ahead in self._queued:
+                    self.planner.submit(task_id, ahead)
+                self._queued = []
+                index = 0
+            else:
+                index = self.planner.add_worker()
+            self._index[address] = index
+            self._addresses.append(address)
 
-    def _call(self, method: str, args_by_address: dict) -> dict:
-        """Start ``method(*args)`` on each worker's host; a host whose worker is already
-        known lost (the proxy refuses the call) is lost here, before any waiting."""
-        calls = {}
-        for address, args in args_by_address.items():
-            host = self._hosts.get(address)
-            if host is None:
-                continue
-            try:
-                calls[address] = getattr(host, method)(*args)
-            except Exception as error:
-                self._lose(address, error)
-        return calls
+    def _gather(self, calls: dict) -> tuple[dict, dict]:
+        """Wait for futures by worker address: ``(results, failures)``.
 
-    def _collect(self, calls: dict) -> dict:
-        """Results of actor calls by worker address; a worker that fails, leaves the
-        cluster or runs past ``timeout_s`` is lost (its tasks are queued again).
-
-        A killed worker is noticed when the scheduler drops it (checked every
-        0.25 s while calls are outstanding) rather than after a connect timeout.
+        A worker that leaves the cluster (checked every 0.25 s while calls are
+        outstanding) or runs past ``timeout_s`` fails here at once, instead of
+        after a connect timeout.
         """
-        results, pending = {}, dict(calls)
-        started = time.monotonic()
-        checked = started
+        results, failures, pending = {}, {}, dict(calls)
+        started = checked = time.monotonic()
         while pending:
             for address in [a for a, call in pending.items() if call.done()]:
-                call = pending.pop(address)
                 try:
-                    results[address] = call.result()
+                    results[address] = pending.pop(address).result()
                 except Exception as error:
-                    self._lose(address, error)
+                    failures[address] = error
             if not pending:
                 break
             now = time.monotonic()
@@ -242,113 +359,121 @@ class DaskBalancer:
                 live = set(self.client.run_on_scheduler(_worker_addresses))
                 for address in [a for a in pending if a not in live]:
                     pending.pop(address)
-                    self._lose(address, ConnectionError("worker left the cluster"))
+                    failures[address] = ConnectionError("worker left the cluster")
             if now - started > self.timeout_s:
                 for address in list(pending):
                     pending.pop(address)
-                    self._lose(address, TimeoutError(f"no answer in {self.timeout_s} s"))
+                    failures[address] = TimeoutError(f"no answer in {self.timeout_s} s")
             time.sleep(0.0002)
+        return results, failures
+
+    def _call(self, method: str, args_by_address: dict) -> dict:
+        """Run ``method(*args)`` on each worker's host; returns the answers by address.
+        A worker whose call fails, or that leaves, or that does not answer, is lost."""
+        calls = {}
+        for address, args in args_by_address.items():
+            try:
+                calls[address] = getattr(self._hosts[address], method)(*args)
+            except Exception as error:            # the proxy refuses: the worker is known gone
+                self._lose(address, error)
+        results, failures = self._gather(calls)
+        for address, error in failures.items():
+            self._lose(address, error)
         return results
 
     def _lose(self, address: str, error: BaseException) -> None:
         self._hosts.pop(address, None)
-        lost = sorted(t for t, w in self._where.items() if w == address)
-        for task_id in lost:
-            del self._where[task_id]
-            self._ahead.pop(task_id, None)
-            self.predictor.forget(task_id)
-        self._pending = lost + self._pending
+        self._retired.add(address)              # a worker that timed out may still be running its old host
+        lost = self.planner.lose_worker(self._index[address])
         self.workers_lost += 1
         self.tasks_recreated += len(lost)
-        log.warning("worker %s lost (%s): re-creating %d tasks on the survivors", address,
-                    type(error).__name__, len(lost))
+        log.warning("worker %s lost (%s: %s): re-creating %d tasks on the survivors", address,
+                    type(error).__name__, error, len(lost))
+
+    def _failed(self, task_id: int, address: str, failure: tuple, new_failures: list) -> None:
+        phase, error, remote = failure
+        task_error = TaskError(task_id, address, phase, error, remote)
+        self.failed[task_id] = task_error
+        self._specs.pop(task_id, None)
+        new_failures.append(task_error)
+        log.warning("task %d failed in %s() on %s: %s", task_id, phase, address, error)
 
     # ---------------------------------------------------------- supersteps
-    def step(self) -> StepReport:
-        """Place waiting tasks, run one superstep on every worker, collect results."""
+    def step(self) -> SuperstepStats:
+        """Place waiting tasks, run one superstep on every worker, collect results.
+
+        Raises :class:`TaskError` (after recording the rest of the superstep)
+        when a task's code failed and ``on_error="raise"``.
+        """
         started = time.perf_counter()
         self._sync_workers()
         if not self._hosts:
             raise RuntimeError("no Dask workers are available")
         lost_before = self.workers_lost
-        balance_s, placed = self._place()
+        new_failures: list[TaskError] = []
+        balance_s, placed = self._place(new_failures)
         want = self._checkpoint is not None and self._step % self.checkpoint_every == 0
         calls = self._call("run_step", {address: (self._step, want) for address in self._hosts})
         busy, finished = {}, 0
-        for address, report in self._collect(calls).items():
+        for address, report in sorted(calls.items()):
+            g = self._index[address]
             busy[address] = report["busy_s"]
-            if report["costs"]:
-                self.predictor.observe(list(report["costs"]), list(report["costs"].values()))
+            ended = []
             for task_id, result in report["finished"].items():
+                ended.append(task_id)
                 if task_id in self.results:
                     self.duplicates += 1
                     continue
                 self.results[task_id] = result
-                self._where.pop(task_id, None)
                 self._specs.pop(task_id, None)          # finished: never rebuilt again
-                self._ahead.pop(task_id, None)
-                self.predictor.forget(task_id)
                 finished += 1
+            for task_id, failure in sorted(report["errors"].items()):
+                ended.append(task_id)
+                self._failed(task_id, address, failure, new_failures)
             for task_id, spec in report["checkpoints"].items():
-                if task_id in self._where:
-                    self._specs[task_id] = spec
-            if report["ahead"] is not None:
-                self._ahead.update(report["ahead"])
+                self._specs[task_id] = spec
+            self.planner.report(g, finished=ended, costs=report["costs"], lookahead=report["ahead"])
         slowest = max(busy.values(), default=0.0)
-        report = StepReport(step=self._step, wall_s=time.perf_counter() - started, busy_s=busy,
-                            barrier_wait_s=sum(slowest - b for b in busy.values()), balance_s=balance_s,
-                            placed=placed, finished=finished, workers_lost=self.workers_lost - lost_before)
-        self.reports.append(report)
+        stats = SuperstepStats(step=self._step, wall_s=time.perf_counter() - started, busy_s=busy,
+                               barrier_wait_s=sum(slowest - b for b in busy.values()), balance_s=balance_s,
+                               placed=placed, finished=finished, workers_lost=self.workers_lost - lost_before,
+                               failed=len(new_failures))
+        self.stats.append(stats)
         self._step += 1
-        return report
+        if new_failures and self.on_error == "raise":
+            raise min(new_failures, key=lambda failure: failure.task_id)
+        return stats
 
-    def _place(self) -> tuple[float, int]:
-        if not self._pending:
+    def _place(self, new_failures: list) -> tuple[float, int]:
+        if not self.planner.n_waiting:
             return 0.0, 0
         started = time.perf_counter()
-        addresses = sorted(self._hosts)
-        rows = self.horizon + 1
-        index = {a: g for g, a in enumerate(addresses)}
-        loads = np.zeros((rows, len(addresses)))
-        counts = np.zeros(len(addresses), dtype=np.int64)
-        if self.cost is not None:
-            known = [t for t, w in self._where.items() if w in index and t in self._ahead]
-            ahead = np.array([self._ahead[t] for t in known]).reshape(-1, rows)
-        else:
-            known = [t for t, w in self._where.items() if w in index and self.predictor.known(t)]
-            ahead = self.predictor.lookahead(known, self.horizon) if known else np.zeros((0, rows))
-        if known:
-            np.add.at(loads.T, [index[self._where[t]] for t in known], ahead)
-        mean_cost = float(ahead[:, 0].mean()) if known else 1.0
-        for address in self._where.values():
-            if address in index:
-                counts[index[address]] += 1
-        free = (np.full(len(addresses), len(self._pending)) if self.capacity is None
-                else np.maximum(self.capacity - counts, 0))
-        if self.cost is not None:
-            pool = np.array([cost_lookahead(self.cost, self._specs[t], self.horizon) for t in self._pending])
-        else:
-            pool = np.full((len(self._pending), rows), mean_cost)
-        decision = self.policy.decide_arrays(loads, pool, free, np.array(self._pending, dtype=np.int64))
+        decision = self.planner.plan()
         batches: dict[str, list] = {}
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
-            batches.setdefault(addresses[g], []).append((task_id, self._specs[task_id]))
-        calls = self._call("add", {address: (items,) for address, items in batches.items()})
-        placed = set()
-        for address in self._collect(calls):
-            for task_id, _ in batches[address]:
-                self._where[task_id] = address
-                placed.add(task_id)
-        self._pending = [t for t in self._pending if t not in placed]
-        return time.perf_counter() - started, len(placed)
+            batches.setdefault(self._addresses[g], []).append((task_id, self._specs[task_id]))
+        answers = self._call("add", {address: (items,) for address, items in batches.items()})
+        placed = 0
+        for address, answer in sorted(answers.items()):
+            errors = answer["errors"]
+            placed += len(batches[address]) - len(errors)
+            for task_id, failure in sorted(errors.items()):
+                self._failed(task_id, address, failure, new_failures)
+            if errors:
+                self.planner.report(self._index[address], finished=sorted(errors))
+        return time.perf_counter() - started, placed
 
     def run(self, max_steps: int = 10_000) -> dict[int, Any]:
-        """Superstep until every submitted task has finished; returns ``{task_id: result}``."""
+        """Superstep until every submitted task has finished (or failed); returns ``{task_id: result}``."""
+        max_steps = check_int("max_steps", max_steps, minimum=1)
         for _ in range(max_steps):
-            if not self._pending and not self._where:
+            if not self.waiting and not self.active:
                 return dict(self.results)
             self.step()
-        raise RuntimeError(f"tasks still running after {max_steps} supersteps")
+        if not self.waiting and not self.active:
+            return dict(self.results)
+        raise RuntimeError(f"tasks still running after {max_steps} supersteps: {self.active} placed, "
+                           f"{self.waiting} waiting")
 
     def results_bag(self, npartitions: int | None = None):
         """The results as a ``dask.bag`` of ``(task_id, result)``, in task-id order."""

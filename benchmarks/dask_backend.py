@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     specs = pipeline.requests(args.requests, 0)
     modes = ["dask", "bfio", "greedy", "round-robin"]
     rows = []
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, Client(cluster) as client:
         for repeat in range(args.repeats):
             for mode in modes:

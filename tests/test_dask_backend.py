@@ -40,7 +40,7 @@ class Ticker:
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, distributed.Client(cluster) as client:
         yield client
 
@@ -92,7 +92,7 @@ def test_bad_input_is_rejected(client):
 
 
 def test_a_killed_worker_loses_nothing():
-    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0") \
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, distributed.Client(cluster) as client:
         balancer = DaskBalancer(client, decode.create, decode.step, policy="bfio:horizon=4", capacity=4,
                                 checkpoint=decode.checkpoint, cost=decode.cost, timeout_s=30)
@@ -131,3 +131,106 @@ def test_pipeline_example_survives_a_killed_worker(tmp_path):
     assert summary["lost"] == 0 and summary["duplicated"] == 0 and summary["wrong_results"] == 0
     for key in ("policy", "workers", "steps", "barrier_wait_s", "wall_s"):
         assert key in summary
+    assert summary["dashboard"].startswith("http://127.0.0.1:")       # not on every interface
+
+
+# ------------------------------------------------------------------ a task's own errors (issue 12)
+class Fragile:
+    """A Ticker whose spec says where it breaks: in ``create``, at a given step, or in its result."""
+
+    def __init__(self, spec):
+        if spec.get("fail") == "create":
+            raise ValueError(f"cannot build task {spec['id']}")
+        self.id, self.left, self.spec, self.steps_run = spec["id"], spec["steps"], spec, 0
+
+    @staticmethod
+    def create(spec):
+        return Fragile(spec)
+
+    @staticmethod
+    def step(task, step_index):
+        task.steps_run += 1
+        if task.spec.get("fail") == "step" and task.steps_run == 2:
+            raise ZeroDivisionError(f"task {task.id} divided by zero")
+        task.left -= 1
+        if task.left > 0:
+            return None
+        if task.spec.get("fail") == "result":
+            import threading
+
+            return Done(threading.Lock())           # cannot be sent back to the client
+        return Done({"id": task.id, "steps_run": task.steps_run})
+
+
+def fragile_specs(failing, phase, n=8):
+    return [{"id": i, "steps": 3 + i % 3, **({"fail": phase} if i == failing else {})} for i in range(n)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("phase", ["step", "create", "result"])
+def test_a_task_error_is_raised_with_task_worker_and_traceback_not_taken_for_a_worker_loss(client, phase):
+    balancer = DaskBalancer(client, Fragile.create, Fragile.step, policy="round-robin", timeout_s=600)
+    balancer.submit_many((s["id"], s) for s in fragile_specs(5, phase))
+    with pytest.raises(Exception) as caught:
+        balancer.run(max_steps=50)
+    from barrierlb.backends.dask import TaskError
+
+    error = caught.value
+    assert isinstance(error, TaskError), f"{type(error).__name__}: {error}"
+    assert error.task_id == 5 and error.phase == phase
+    assert error.worker in client.scheduler_info()["workers"]
+    assert f"task 5 failed in {phase}() on worker {error.worker}" in str(error)
+    where = {"step": "in step", "create": "in __init__", "result": "in run_step"}[phase]
+    assert where in error.remote_traceback                   # the worker's own traceback
+    assert balancer.workers_lost == 0 and balancer.tasks_recreated == 0
+    assert 5 in balancer.failed and 5 not in balancer.placement()
+    # The run can go on after the error: every other task finishes exactly once.
+    results = balancer.run(max_steps=50)
+    assert sorted(results) == [i for i in range(8) if i != 5]
+    assert all(r["steps_run"] == 3 + i % 3 for i, r in results.items())
+    assert balancer.duplicates == 0 and balancer.workers_lost == 0
+
+
+@pytest.mark.timeout(120)
+def test_on_error_report_marks_the_task_failed_and_finishes_every_other_exactly_once(client):
+    balancer = DaskBalancer(client, Fragile.create, Fragile.step, policy="bfio:horizon=2", capacity=3,
+                            on_error="report", timeout_s=600)
+    specs = fragile_specs(2, "step", n=12) + [{"id": 12, "steps": 2, "fail": "create"}]
+    balancer.submit_many((s["id"], s) for s in specs)
+    results = balancer.run(max_steps=50)
+    assert sorted(balancer.failed) == [2, 12]
+    assert balancer.failed[2].phase == "step" and "ZeroDivisionError: task 2 divided by zero" in str(balancer.failed[2])
+    assert balancer.failed[12].phase == "create"
+    assert sorted(results) == [i for i in range(12) if i != 2]
+    assert all(r["steps_run"] == 3 + i % 3 for i, r in results.items())     # no step ran twice
+    assert balancer.workers_lost == 0 and balancer.duplicates == 0
+    assert sum(s.failed for s in balancer.stats) == 2
+
+
+def test_an_unserializable_spec_is_refused_at_submit(client):
+    import threading
+
+    balancer = DaskBalancer(client, Fragile.create, Fragile.step, timeout_s=600)
+    with pytest.raises(TypeError, match="task 3: its spec cannot be serialized"):
+        balancer.submit(3, {"id": 3, "steps": 1, "lock": threading.Lock()})
+    assert balancer.waiting == 0 and balancer.submitted == 0
+    balancer.submit(3, {"id": 3, "steps": 1})            # the id is still free
+    assert sorted(balancer.run(max_steps=5)) == [3]
+
+
+@pytest.mark.timeout(150)
+def test_a_worker_killed_before_the_first_superstep_costs_no_timeout():
+    """The dead worker must be skipped when hosts are set up, not waited for (``timeout_s`` is
+    longer than this test's own timeout, so waiting for it fails the test)."""
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0") as cluster, distributed.Client(cluster) as client:
+        balancer = DaskBalancer(client, decode.create, decode.step, policy="bfio:horizon=4", capacity=8,
+                                cost=decode.cost, timeout_s=600)
+        specs = [{"id": i, "prompt": 50 + 10 * i, "output": 3 + i % 4} for i in range(12)]
+        balancer.submit_many((s["id"], s) for s in specs)
+        pids = client.run(os.getpid)
+        os.kill(pids[sorted(pids)[-1]], signal.SIGKILL)
+        results = balancer.run(max_steps=200)
+    assert sorted(results) == list(range(12)) and balancer.duplicates == 0
+    for spec in specs:
+        assert results[spec["id"]]["checksum"] == decode.expected_checksum(spec["prompt"], spec["output"])

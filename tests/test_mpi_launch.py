@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +17,18 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install
 
 
 def mpirun(n, *args, timeout=240):
+    """Run ``mpiexec -n N python -m mpi4py ARGS``; past ``timeout`` the whole process group is
+    killed (ranks included, not only mpiexec) and the test fails as a hang."""
     cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"mpiexec {' '.join(args)} hung for {timeout} s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
@@ -50,3 +61,23 @@ def test_scientific_example_same_science_whatever_the_policy(tmp_path):
         assert summary["mass_error"] < 1e-12 and summary["ranks"] == 2
     assert summaries["bfio"]["state_digest"] == summaries["round-robin"]["state_digest"]
     assert summaries["bfio"]["conserved"] == pytest.approx(summaries["round-robin"]["conserved"], rel=1e-12)
+
+
+@pytest.mark.parametrize("scenario, where", [("leave-early", "the barrier"), ("stuck", "the barrier"),
+                                             ("spec-exchange", "the load exchange")])
+def test_a_rank_that_leaves_early_or_stops_answering_ends_the_job_with_a_clear_error(scenario, where):
+    """Every collective has a deadline (timeout_s=3 here): the job ends, it does not hang."""
+    result = mpirun(2, "tests/mpi/faults.py", scenario, "--timeout-s", "3", timeout=90)
+    assert result.returncode != 0
+    assert f"barrierlb: rank 0 waited 3 s in {where}" in result.stderr, result.stderr[-3000:]
+    assert "left the loop early, or is stuck" in result.stderr
+
+
+def test_placements_with_a_cost_model_are_the_same_in_every_run(tmp_path):
+    digests = set()
+    for run in range(3):
+        out = tmp_path / f"run{run}.json"
+        result = mpirun(2, "examples/scientific_bsp/run.py", "--steps", "12", "--cost", "model", "--json", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.add(json.loads(out.read_text())["placement_digest"])
+    assert len(digests) == 1

@@ -74,7 +74,7 @@ def run_balanced(client, args, specs) -> dict:
         if step > args.steps + 10_000:
             raise RuntimeError("run did not drain")
     wall = time.perf_counter() - started
-    return {"reports": balancer.reports, "results": balancer.results, "submitted": balancer.submitted,
+    return {"reports": balancer.stats, "results": balancer.results, "submitted": balancer.submitted,
             "duplicated": balancer.duplicates, "workers_lost": balancer.workers_lost,
             "tasks_recreated": balancer.tasks_recreated, "wall_s": wall, "killed": killed, "steps_run": step}
 
@@ -154,16 +154,17 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     specs = requests(args.requests, args.seed)
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") \
             as cluster, Client(cluster) as client:
         outcome = (run_dask_native if args.policy == "dask" else run_balanced)(client, args, specs)
+        dashboard = client.dashboard_link          # bound to 127.0.0.1: not reachable from other machines
     results = outcome["results"]
     by_id = {s["id"]: s for s in specs}
     wrong = [tid for tid, r in results.items()
              if r["checksum"] != decode.expected_checksum(by_id[tid]["prompt"], by_id[tid]["output"])]
     reports = outcome["reports"]
     wait = [r.barrier_wait_s if hasattr(r, "barrier_wait_s") else r["barrier_wait_s"] for r in reports]
-    summary = {"policy": args.policy, "workers": args.workers, "steps": args.steps,
+    summary = {"policy": args.policy, "workers": args.workers, "steps": args.steps, "dashboard": dashboard,
                "steps_run": outcome["steps_run"], "barrier_wait_s": float(np.sum(wait)),
                "wall_s": outcome["wall_s"], "submitted": outcome["submitted"], "completed": len(results),
                "lost": outcome["submitted"] - len(results), "duplicated": outcome["duplicated"],

@@ -8,7 +8,9 @@ wait, the barrier wait the cost model gives for the placement that ran
 (``modelled_wait_s``: free of timing noise, which on a shared machine can
 exceed the imbalance itself), checks that total mass is conserved and hashes
 the final global state (identical whatever the policy: the science does not
-depend on placement).
+depend on placement). ``placement_digest`` hashes where every block was placed:
+the same in every run with ``--cost model``; with ``--cost measured`` it follows
+the measured times, which differ from run to run.
 """
 
 from __future__ import annotations
@@ -68,10 +70,12 @@ def main(argv=None) -> int:
         for b in range(args.blocks):
             advance.submit(b, make_spec(b, 0, seed=args.seed * 1000 + b, steps=args.steps))
     advance.balancer.exchange()          # place the initial blocks
+    placements = hashlib.sha256(repr(sorted(advance.balancer.last_placement.items())).encode())
     advance.balancer.barrier()
     started = time.perf_counter()
     for step in range(args.steps):
         advance(step)
+        placements.update(repr((step, sorted(advance.balancer.last_placement.items()))).encode())
     wall = time.perf_counter() - started
 
     stats = advance.stats
@@ -107,6 +111,7 @@ def main(argv=None) -> int:
         "wall_s": wall, "conserved": mass, "initial_mass": initial,
         "mass_error": abs(mass - initial) / initial, "state_digest": digest.hexdigest(),
         "blocks": len(all_blocks), "modelled_wait_s": modelled_wait,
+        "placement_digest": placements.hexdigest(),
         "per_rank": [{"rank": r["rank"], "blocks": r["blocks"], "compute_s": sum(r["compute_s"]),
                       "barrier_wait_s": sum(r["barrier_wait_s"])} for r in per_rank],
         "per_step": [{"step": k, "compute_s": [r["compute_s"][k] for r in per_rank],

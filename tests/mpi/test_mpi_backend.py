@@ -86,6 +86,9 @@ def test_decorated_toy_code_keeps_every_task_exactly_once(comm):
     received = comm.allreduce(sum(s.received for s in advance.stats))
     assert created == received
     assert comm.allreduce(len(advance.stats)) == 12 * comm.Get_size()
+    # The same names as the Dask backend's for the same things.
+    assert (advance.policy, advance.capacity, advance.cost, advance.timeout_s) == \
+        (advance.balancer.policy, None, None, 600.0)
 
 
 def test_different_configuration_on_one_rank_is_detected(comm):
@@ -195,22 +198,139 @@ def rank_dependent_policy():
     return RankDependent()
 
 
-def test_ranks_that_decide_differently_stop_at_the_next_exchange(comm):
-    """The checksum of each rank's placement rides in the next exchange's gather: the
-    disagreement is caught there, on every rank, before anything more is placed."""
+def test_ranks_that_decide_differently_stop_before_building_anything(comm):
+    """The ranks compare checksums of their placements before building: a disagreement
+    stops every rank at that very exchange, with no task built twice (or at all)."""
     from barrierlb.backends.mpi import MPIBalancer
 
     if comm.Get_size() < 2:
         pytest.skip("needs two ranks")
     balancer = MPIBalancer(dict, comm=comm, policy=rank_dependent_policy())
     balancer.submit(1000 + comm.Get_rank(), {"id": comm.Get_rank()})
-    balancer.exchange()
-    balancer.submit(2000 + comm.Get_rank(), {"id": comm.Get_rank()})
-    with pytest.raises(RuntimeError, match=r"ranks \[1.*different placement.*built twice or not at all.*mode='root'"):
+    with pytest.raises(RuntimeError, match=r"ranks \[1.*different placement.*no new task was built.*mode='root'"):
         balancer.exchange()
-    assert not any(task_id >= 2000 for task_id in balancer.tasks)      # nothing more was placed
+    assert balancer.tasks == {}
 
 
 def test_ranks_that_agree_pass_the_check_step_after_step(comm):
     advance, _, placements = run_toy(comm, make_policy("bfio:horizon=4"), steps=6)
     assert sum(len(p) for p in placements) > 8
+
+
+# ------------------------------------------------------------------ reliability (issue 12)
+def cost_a(obj, horizon):
+    return 1.0
+
+
+def cost_b(obj, horizon):
+    return 2.0
+
+
+@pytest.mark.parametrize("field", ["cost", "window", "capacity", "timeout_s", "create"])
+def test_the_start_up_check_covers_everything_that_must_agree(comm, field):
+    """Two different cost functions (or windows, capacities, ...) are caught at construction,
+    on every rank, naming the field; whether a cost function is present is not enough."""
+    from barrierlb.backends.mpi import MPIBalancer
+
+    if comm.Get_size() < 2:
+        pytest.skip("needs two ranks")
+    odd = comm.Get_rank() == comm.Get_size() - 1
+    options = {"cost": cost_a, "window": 4, "capacity": 8, "timeout_s": 60.0}
+    create = dict
+    if field == "create":
+        create = list if odd else dict
+    elif field == "cost":
+        options["cost"] = cost_b if odd else cost_a
+    else:
+        options[field] = options[field] * 2 if odd else options[field]
+    with pytest.raises(ValueError, match=rf"rank {comm.Get_size() - 1} was configured differently.*{field}"):
+        MPIBalancer(create, comm=comm, policy="round-robin", **options)
+    same = MPIBalancer(dict, comm=comm, policy="round-robin", cost=cost_a, window=4, capacity=8, timeout_s=60.0)
+    assert same.config()["cost"].startswith(f"{__name__}.cost_a (code ")
+
+
+UNPICKLED = []
+
+
+class Recorded:
+    """A spec that notes, in this process, every time it is unpickled."""
+
+    def __init__(self, task_id):
+        self.task_id = task_id
+
+    def __reduce__(self):
+        return (_unpickle_recorded, (self.task_id,))
+
+
+def _unpickle_recorded(task_id):
+    UNPICKLED.append(task_id)
+    return Recorded(task_id)
+
+
+def test_a_rank_unpickles_only_the_specs_placed_on_it(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    UNPICKLED.clear()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    balancer = MPIBalancer(lambda spec: spec.task_id, comm=comm, policy="round-robin")
+    for k in range(3):
+        balancer.submit(rank * 10 + k, Recorded(rank * 10 + k))
+    received, _ = balancer.exchange()
+    assert sorted(UNPICKLED) == sorted(balancer.tasks) and received == len(UNPICKLED)
+    assert comm.allreduce(len(UNPICKLED)) == 3 * size
+    assert sorted(t for t, r in balancer.last_placement.items() if r == rank) == sorted(UNPICKLED)
+
+
+def test_the_ledger_on_every_rank_knows_where_every_task_lives(comm):
+    advance, _, _ = run_toy(comm, make_policy("bfio:horizon=4"), steps=8)
+    planner = advance.balancer.planner
+    everywhere = comm.allgather(sorted(advance.tasks))
+    for rank, ids in enumerate(everywhere):
+        assert sorted(planner.tasks_on(rank).tolist()) == ids
+    assert planner.n_waiting == 0
+
+
+def test_user_code_errors_name_rank_and_task(comm):
+    """create() failing, a spec that cannot be pickled, and a step returning a non-iterable."""
+    from barrierlb.backends.mpi import MPIBalancer, balance
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+
+    def broken_create(spec):
+        raise KeyError("no such block")
+
+    balancer = MPIBalancer(broken_create, comm=comm, policy="round-robin")
+    balancer.submit(100 + rank, {"id": 100 + rank})             # round-robin: one task per rank
+    with pytest.raises(RuntimeError, match=rf"rank {rank} failed in create\(\) on task 10\d: KeyError"):
+        balancer.exchange()
+
+    import threading
+
+    with pytest.raises(TypeError, match=rf"rank {rank}: the spec of task 7 cannot be pickled"):
+        balancer.submit(7, {"lock": threading.Lock()})
+
+    @balance(create=Counter, comm=comm, policy="round-robin")
+    def advance(task, step):
+        return 42                                              # not None, DONE or an iterable of pairs
+
+    for k in range(size):
+        if rank == 0:
+            advance.submit(k + 1, {"id": k + 1})
+    advance.balancer.exchange()
+    mine = sorted(advance.tasks)[0]
+    with pytest.raises(TypeError, match=rf"rank {rank}, step 0, task {mine}: the step function must return"):
+        advance(0)
+
+
+def test_submit_keeps_many_pending_tasks_and_places_each_once(comm):
+    from barrierlb.backends.mpi import MPIBalancer
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    balancer = MPIBalancer(dict, comm=comm, policy="round-robin")
+    for k in range(2000):
+        balancer.submit(rank * 10**6 + k, {"id": k})
+    with pytest.raises(ValueError, match=r"duplicate task id \d*1999"):
+        balancer.submit(rank * 10**6 + 1999, {})
+    received, _ = balancer.exchange()
+    assert comm.allreduce(received) == 2000 * size
+    assert len(balancer.last_placement) == 2000 * size

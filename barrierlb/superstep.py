@@ -1,0 +1,344 @@
+"""The superstep planner: reports in, placements out.
+
+One pure object that every backend (MPI ranks, Dask workers, CUDA streams, the
+MoE example) drives the same way, as dask/distributed's worker state machine is
+driven by its I/O shell. It does no communication and runs no user code; the
+backend feeds it what its workers reported and delivers what it decides.
+
+Each superstep, a backend
+
+1. :meth:`~SuperstepPlanner.submit` s new tasks (with their predicted work, if
+   a cost model gives it),
+2. :meth:`~SuperstepPlanner.report` s what each worker said: the tasks that
+   finished, measured seconds per task, cost-model lookaheads, or the whole
+   projected load of a worker that predicts its own tasks (an MPI rank),
+3. :meth:`~SuperstepPlanner.lose_worker` s the workers that died (their tasks
+   come back to be re-created),
+4. calls :meth:`~SuperstepPlanner.plan`, which asks the policy where the
+   waiting tasks go, records the placement in the ledger and returns it; the
+   backend then builds each placed task on its worker.
+
+The ledger is a :class:`barrierlb.ClusterState`: where each task lives, free
+slots, which workers are alive. The planner adds only what a backend's
+workers report: predicted work per task (or per worker) and the mean measured
+cost that predicts a new task without a cost model. The same inputs give the
+same placements, on any machine with the same floating point: replicated MPI
+decisions rely on it.
+
+Examples
+--------
+>>> from barrierlb import make_policy
+>>> planner = SuperstepPlanner(2, policy=make_policy("round-robin"), capacity=2)
+>>> for task_id in (10, 11, 12):
+...     planner.submit(task_id)
+>>> decision = planner.plan()
+>>> decision.task_ids.tolist(), decision.workers.tolist()
+([10, 11, 12], [0, 1, 0])
+>>> planner.report(0, finished=[10])
+>>> planner.tasks_on(0).tolist(), planner.free_slots.tolist()
+([12], [1, 1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from barrierlb._validate import check_int
+from barrierlb.policies import Decision, Policy
+from barrierlb.predictors import PersistencePredictor
+from barrierlb.state import ClusterState, Placement
+
+__all__ = ["SuperstepPlanner"]
+
+
+class SuperstepPlanner:
+    """Ledger and decision of a balanced superstep loop, free of communication.
+
+    Parameters
+    ----------
+    n_workers : int
+        Workers at the start (more can join: :meth:`add_worker`).
+    policy : Policy
+        Decides where waiting tasks go (its ``horizon`` sets the lookahead).
+    capacity : int, optional
+        Most tasks a worker may hold; default unlimited.
+    window : int
+        Measurements kept per task to predict it from its measured cost.
+    """
+
+    def __init__(self, n_workers: int, *, policy: Policy, capacity: int | None = None, window: int = 4):
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a Policy, got {type(policy).__name__}")
+        self.policy = policy
+        self.horizon = int(getattr(policy, "horizon", 0))
+        self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
+        self.predictor = PersistencePredictor(window)
+        n_workers = check_int("n_workers", n_workers, minimum=1)
+        self._slots = self.capacity or 16          # slots per worker in the ledger (grown when unlimited)
+        self._ledger = ClusterState(n_workers, self._slots)
+        self._finishing: dict[int, None] = {}      # reported finished, leaving the ledger at the next read
+        self._row: dict[int, np.ndarray] = {}      # task id -> its latest lookahead, shape (horizon + 1,)
+        self._given: set[int] = set()              # waiting tasks whose lookahead was given at submit
+        self._modelled: set[int] = set()           # placed tasks whose row comes from a cost model
+        self._front: list[int] = []                # waiting tasks to place first (re-created after a loss)
+        self._load: dict[int, np.ndarray] = {}     # worker -> projected load it reported this superstep
+        self._measured = [0.0, 0]                  # seconds and task-steps measured this superstep
+
+    # ------------------------------------------------------------------ views
+    @property
+    def ledger(self) -> ClusterState:
+        """The :class:`~barrierlb.ClusterState` that records where tasks live (read it, do not change it)."""
+        if self._finishing:
+            finished, self._finishing = list(self._finishing), {}
+            self._ledger.complete(finished)      # one call for every worker's report
+            for task_id in finished:
+                self._drop(task_id)
+        return self._ledger
+
+    @property
+    def n_workers(self) -> int:
+        return self._ledger.n_workers
+
+    @property
+    def alive(self) -> np.ndarray:
+        """Which workers are up, shape (G,)."""
+        return self._ledger.alive.copy()
+
+    @property
+    def free_slots(self) -> np.ndarray:
+        """Free slots per worker (zero when dead; the ledger's size when unlimited), shape (G,)."""
+        return self.ledger.free_slots
+
+    @property
+    def active_count(self) -> np.ndarray:
+        """Tasks placed per worker, shape (G,)."""
+        return self.ledger.active_count
+
+    @property
+    def n_active(self) -> int:
+        return self.ledger.n_active
+
+    @property
+    def n_waiting(self) -> int:
+        return self.ledger.n_waiting
+
+    def waiting_ids(self) -> np.ndarray:
+        """Ids of the waiting tasks, in the order the policy sees them."""
+        return self._pool_order()[0]
+
+    def worker_of(self, task_id: int) -> int:
+        """Worker a placed task lives on (``KeyError`` if it is not placed)."""
+        return self.ledger.worker_of(task_id)
+
+    def tasks_on(self, worker: int) -> np.ndarray:
+        """Ids of the tasks placed on ``worker``."""
+        return self.ledger.tasks_on(worker)
+
+    def lookahead(self, task_id: int) -> np.ndarray:
+        """The planner's current prediction of a task's work, shape ``(horizon + 1,)``."""
+        if self.predictor.known(task_id) and task_id not in self._modelled:
+            return self.predictor.lookahead([task_id], self.horizon)[0]
+        return self._row[task_id].copy()
+
+    # ----------------------------------------------------------------- events
+    def submit(self, task_id: int, lookahead=None) -> None:
+        """Queue a new task; ``lookahead`` (a number or ``horizon + 1`` of them) is its predicted
+        work, default the mean measured task cost at the next :meth:`plan`."""
+        self.submit_many([task_id], None if lookahead is None else [lookahead])
+
+    def submit_many(self, task_ids, lookaheads=None) -> None:
+        """Queue many tasks at once; ``lookaheads`` has shape ``(n, horizon + 1)`` (or ``(n,)``)."""
+        raw = np.asarray(task_ids).reshape(-1)
+        if raw.size == 0:
+            return
+        if raw.dtype.kind not in "iu":
+            raise TypeError(f"task_ids must be integers, got {raw.dtype} values such as {raw[0]!r}")
+        ids = raw.astype(np.int64)
+        if (ids < 0).any():
+            raise ValueError(f"task_ids must be non-negative, got {int(ids[ids < 0][0])}")
+        rows = self.horizon + 1
+        if lookaheads is not None:
+            work = np.asarray(lookaheads, dtype=np.float64)
+            work = np.repeat(work.reshape(-1, 1), rows, axis=1) if work.ndim == 1 else work
+            if work.shape != (ids.size, rows) or not np.isfinite(work).all() or (work < 0).any():
+                raise ValueError(f"lookaheads must be {ids.size} non-negative finite rows of {rows}, "
+                                 f"got shape {np.shape(lookaheads)}")
+        self.ledger.submit_arrays(ids, 0.0)        # the ledger rejects ids that are waiting or placed
+        if lookaheads is not None:
+            id_list = ids.tolist()
+            self._row.update(zip(id_list, work))
+            self._given.update(id_list)
+
+    def report(self, worker: int, *, finished: Iterable[int] = (), costs: Mapping[int, float] | None = None,
+               lookahead: Mapping[int, np.ndarray] | None = None, load=None,
+               measured: tuple[float, int] | None = None) -> None:
+        """What ``worker`` reported after a superstep.
+
+        Parameters
+        ----------
+        finished : iterable of int
+            Its tasks that ended (they leave the ledger).
+        costs : mapping task id -> seconds, optional
+            Measured cost of each of its tasks this superstep (predicts the
+            tasks, and the mean predicts new ones).
+        lookahead : mapping task id -> array (horizon + 1,), optional
+            A cost model's prediction for its tasks (wins over measurements).
+        load : array (horizon + 1,), optional
+            Its whole projected load, for a worker that predicts its own tasks
+            (an MPI rank); used for this superstep's decision only.
+        measured : (seconds, count), optional
+            Measured seconds summed over ``count`` task-steps, when the
+            per-task costs stay on the worker.
+        """
+        worker = self._check_worker(worker)
+        finished = [int(t) for t in finished]
+        if costs:
+            ids = [t for t in costs if t not in self._modelled]
+            if ids:
+                self.predictor.observe(ids, [costs[t] for t in ids])
+            self._measured[0] += float(sum(costs.values()))
+            self._measured[1] += len(costs)
+        if measured is not None:
+            self._measured[0] += float(measured[0])
+            self._measured[1] += int(measured[1])
+        if lookahead:
+            for task_id, row in lookahead.items():
+                self._row[task_id] = np.asarray(row, dtype=np.float64)
+                self._modelled.add(task_id)
+        if load is not None:
+            self._load[worker] = np.asarray(load, dtype=np.float64)
+        if finished:
+            ledger, finishing = self._ledger, self._finishing
+            for task_id in finished:
+                if task_id in finishing:
+                    raise ValueError(f"task {task_id} was already reported finished")
+                if ledger.worker_of(task_id) != worker:
+                    raise ValueError(f"task {task_id} finished on worker {worker} but lives on worker "
+                                     f"{ledger.worker_of(task_id)}")
+            finishing.update(dict.fromkeys(finished))
+
+    def lose_worker(self, worker: int) -> list[int]:
+        """A worker died: its tasks come back, to be placed first; returns their ids (to re-create)."""
+        worker = self._check_worker(worker)
+        lost = sorted(self.ledger.fail_worker(worker).tolist())
+        self._load.pop(worker, None)
+        if lost:
+            rows = [self.lookahead(t) for t in lost]
+            for task_id in lost:
+                self._drop(task_id)
+            self.submit_many(lost, rows)
+            self._front = lost + self._front
+        return lost
+
+    def add_worker(self) -> int:
+        """A new worker joined; returns its index."""
+        self._rebuild(self.n_workers + 1, self._slots)
+        return self.n_workers - 1
+
+    def plan(self) -> Decision:
+        """Place the waiting tasks: the policy's decision, already recorded in the ledger.
+
+        The returned decision's ``task_ids`` and ``workers`` are the placements to
+        deliver (workers are ledger indices); tasks it leaves out stay waiting
+        (no free slot). Resets this superstep's measurements and reported loads.
+        """
+        measured, self._measured = self._measured, [0.0, 0]
+        loads, self._load = self._load, {}
+        ledger = self.ledger
+        n_waiting = ledger.n_waiting
+        if n_waiting == 0:
+            return _idle()
+        alive = np.flatnonzero(ledger.alive)
+        if self.capacity is None:
+            needed = int(ledger.active_count.max()) + n_waiting
+            if needed > self._slots:
+                self._rebuild(self.n_workers, max(2 * self._slots, needed))
+            free = np.full(alive.size, n_waiting, dtype=np.int64)
+        else:
+            free = ledger.free_slots[alive]
+        if not free.any():
+            return _idle()
+        ids, order = self._pool_order()
+        rows = self.horizon + 1
+        fallback = measured[0] / measured[1] if measured[1] else 1.0
+        id_list = ids.tolist()
+        work = np.full((ids.size, rows), fallback)
+        given = [i for i, task_id in enumerate(id_list) if task_id in self._given]
+        if given:
+            work[given] = [self._row[id_list[i]] for i in given]
+        projected = np.zeros((rows, alive.size))
+        for column, g in enumerate(alive.tolist()):
+            projected[:, column] = loads[g] if g in loads else self._worker_load(g)
+        decision = self.policy.decide_arrays(projected, work, free, ids, check=False)
+        index = np.asarray(decision.pool_index, dtype=np.int64)
+        workers = alive[np.asarray(decision.workers, dtype=np.int64)]
+        task_ids = ids[index]
+        self.ledger.place(Placement(task_ids, workers, order[index]))
+        placed = task_ids.tolist()
+        self._row.update(zip(placed, work[index]))      # a placed task's prediction until it is measured
+        self._given.difference_update(placed)
+        if self._front:
+            self._front = [t for t in self._front if t not in set(placed)]
+        return Decision(task_ids, workers, index, branch=decision.branch, objective=decision.objective,
+                        solve_time_s=decision.solve_time_s, info=decision.info)
+
+    # --------------------------------------------------------------- helpers
+    def _pool_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Waiting ids as the policy sees them (re-created tasks first) and their ledger positions."""
+        ids = self.ledger.pool_ids
+        order = np.arange(ids.size, dtype=np.int64)
+        if self._front:
+            first = set(self._front)
+            position = {t: i for i, t in enumerate(ids.tolist())}
+            head = [position[t] for t in self._front if t in position]
+            order = np.array(head + [i for i in range(ids.size) if ids[i] not in first], dtype=np.int64)
+        return ids[order], order
+
+    def _worker_load(self, worker: int) -> np.ndarray:
+        """Predicted load of a worker from its tasks: cost model, else measurements, else the
+        prediction it was placed with."""
+        total = np.zeros(self.horizon + 1)
+        measured = []
+        for task_id in self.ledger.tasks_on(worker).tolist():
+            if task_id not in self._modelled and self.predictor.known(task_id):
+                measured.append(task_id)
+            elif task_id in self._row:
+                total += self._row[task_id]
+        if measured:
+            total += self.predictor.lookahead(measured, self.horizon).sum(axis=0)
+        return total
+
+    def _drop(self, task_id: int) -> None:
+        self._row.pop(task_id, None)
+        self._given.discard(task_id)
+        self._modelled.discard(task_id)
+        self.predictor.forget(task_id)
+
+    def _rebuild(self, n_workers: int, slots: int) -> None:
+        """A larger ledger with the same tasks where they are (ClusterState's size is fixed)."""
+        old = self.ledger           # (reading it records the finished tasks first)
+        alive = np.ones(n_workers, dtype=bool)
+        alive[:old.n_workers] = old.alive
+        new = ClusterState(n_workers, slots, alive=alive)
+        for g in range(old.n_workers):
+            ids = old.tasks_on(g)
+            if ids.size:
+                new.submit_arrays(ids, 0.0)
+                new.place(Placement(ids, np.full(ids.size, g, dtype=np.int64)))
+        waiting = old.pool_ids
+        if waiting.size:
+            new.submit_arrays(waiting, 0.0)
+        self._ledger, self._slots = new, slots
+
+    def _check_worker(self, worker) -> int:
+        worker = check_int("worker", worker, minimum=0)
+        if worker >= self.n_workers:
+            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
+        return worker
+
+
+def _idle() -> Decision:
+    empty = np.zeros(0, dtype=np.int64)
+    return Decision(empty, empty, empty, branch="idle")
