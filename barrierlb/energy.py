@@ -54,8 +54,6 @@ class StepTimeModel:
     overhead_s: float
     per_unit_s: float
 
-    name = "linear"
-
     def __post_init__(self):
         check_real("overhead_s", self.overhead_s, minimum=0.0)
         check_real("per_unit_s", self.per_unit_s, minimum=0.0)
@@ -110,7 +108,6 @@ class RooflineStepTime:
     model: ModelSpec
     overhead_s: float = PAPER_FIXED_OVERHEAD_S
 
-    name = "roofline"
     overhead_is_busy = False
 
     def __post_init__(self):
@@ -143,6 +140,13 @@ class RooflineStepTime:
         return (weights_s + attention_s) / model.tensor_parallel
 
 
+def _check_curve(model) -> None:
+    """The checks both power models share: powers and the curve's exponent."""
+    check_real("idle_w", model.idle_w, minimum=0.0)
+    check_real("max_w", model.max_w, minimum=model.idle_w)
+    check_real("exponent", model.exponent, minimum=0.0)
+
+
 @dataclass(frozen=True)
 class PowerModel:
     """The *relative* power model, the reference code's: ``idle_w + (max_w - idle_w) * u**exponent`` (W).
@@ -158,12 +162,8 @@ class PowerModel:
     exponent: float = 0.7
     source: str = ""
 
-    kind = "relative"
-
     def __post_init__(self):
-        check_real("idle_w", self.idle_w, minimum=0.0)
-        check_real("max_w", self.max_w, minimum=self.idle_w)
-        check_real("exponent", self.exponent, minimum=0.0)
+        _check_curve(self)
 
     def power_w(self, utilization) -> np.ndarray:
         """Power per worker for utilizations in [0, 1]."""
@@ -208,12 +208,8 @@ class AbsolutePowerModel:
     wait_w: float | None = None
     source: str = ""
 
-    kind = "absolute"
-
     def __post_init__(self):
-        check_real("idle_w", self.idle_w, minimum=0.0)
-        check_real("max_w", self.max_w, minimum=self.idle_w)
-        check_real("exponent", self.exponent, minimum=0.0)
+        _check_curve(self)
         check_real("saturation", self.saturation, minimum=1e-9, maximum=1.0)
         if self.wait_w is not None:
             check_real("wait_w", self.wait_w, minimum=self.idle_w, maximum=self.max_w)

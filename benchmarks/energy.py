@@ -53,8 +53,7 @@ MODELS: dict[str, list[str]] = {
     "absolute, roofline H200 Llama-70B TP4": ["--power", "absolute", "--step-time", "roofline",
                                               "--accelerator", "h200", "--model", "llama-3-70b"],
 }
-TRACE_MODELS = ["relative, linear (paper)", "absolute, linear", "absolute, linear, spin 400 W",
-                "absolute, roofline H200 DSV3",
+TRACE_MODELS = ["relative, linear (paper)", "absolute, linear", "absolute, roofline H200 DSV3",
                 "absolute, roofline H200 Llama-70B TP4"]
 
 
