@@ -1,4 +1,5 @@
-"""Command line: ``barrierlb compare`` (the main job), ``barrierlb simulate``, ``barrierlb policies``."""
+"""Command line: ``barrierlb compare`` (the main job), ``barrierlb simulate``, ``barrierlb policies``,
+``barrierlb presets``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 
-from barrierlb.energy import POWER_PRESETS, power_preset
+from barrierlb.energy import (POWER_PRESETS, AbsolutePowerModel, RooflineStepTime, StepTimeModel, average_power_w,
+                              power_preset, relative_power)
+from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS, accelerator_preset, model_preset
 from barrierlb.policies import available_policies, make_policy
 from barrierlb.policies.bfio import (LLM_DECODE, LLM_DECODE_NO_ORACLE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS,
                                     decode_preset)
@@ -88,12 +91,75 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="pool: overloaded, always R waiting (default); trace: the trace's timestamps")
     parser.add_argument("--rate-scale", type=_positive_float, default=1.0,
                         help="trace arrivals this many times faster than recorded (default 1)")
-    parser.add_argument("--power", default="paper", help=f"power preset: {', '.join(POWER_PRESETS)} (default paper)")
+    _add_energy_flags(parser)
     parser.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the workload and seeded policies")
     parser.add_argument("--max-steps", type=_positive_int, default=DEFAULT_MAX_STEPS,
                         help=f"stop a run after this many barrier steps, an error if requests are left "
                              f"(default {DEFAULT_MAX_STEPS:,})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_energy_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("energy and step time (docs/energy.md; `barrierlb presets` lists the names)")
+    group.add_argument("--power", default="relative",
+                       help="relative: the reference code's model, utilization against the slowest worker "
+                            "(default); absolute: the paper's formula, utilization against the accelerator's "
+                            f"peaks. Earlier versions' preset names ({', '.join(POWER_PRESETS)}) mean relative "
+                            "with that preset's powers")
+    group.add_argument("--accelerator", default=None,
+                       help=f"accelerator preset: {', '.join(ACCELERATOR_PRESETS)} (default paper: 100 W idle, "
+                            "400 W max, A100 peaks)")
+    group.add_argument("--model", default=None,
+                       help=f"model preset for --step-time roofline: {', '.join(MODEL_PRESETS)} "
+                            "(default deepseek-v3)")
+    group.add_argument("--step-time", choices=("linear", "roofline"), default="linear",
+                       help="linear: the paper's c + t_l * max L (default); roofline: each worker's FLOPs and "
+                            "bytes against the accelerator's peaks")
+    group.add_argument("--wait-w", type=_positive_float, default=None,
+                       help="with --power absolute: power per accelerator while waiting at the barrier, for a "
+                            "spin-wait (default: the accelerator's idle power)")
+
+
+def energy_models(args) -> tuple:
+    """``(step_time, power)`` for the energy flags; :class:`CLIError` names a bad or conflicting one."""
+    legacy = args.power in POWER_PRESETS
+    if args.power not in ("relative", "absolute") and not legacy:
+        raise CLIError(f"--power: unknown power preset or model {args.power!r}; expected relative or absolute "
+                       f"(or one of the earlier preset names {', '.join(POWER_PRESETS)})")
+    if legacy and args.accelerator is not None:
+        raise CLIError(f"--power {args.power} is a preset of its own; give --power relative --accelerator NAME "
+                       "instead of both")
+    if args.model is not None and args.step_time != "roofline":
+        raise CLIError("--model needs --step-time roofline (the linear model's constants are the paper's "
+                       "DeepSeek-V3-like ones)")
+    if args.wait_w is not None and args.power != "absolute":
+        raise CLIError("--wait-w applies to --power absolute only (the relative model has no barrier wait)")
+    try:
+        chip = accelerator_preset(args.accelerator or "paper")
+        model = model_preset(args.model or "deepseek-v3") if args.step_time == "roofline" else None
+        if model is None:
+            step_time, parallel = StepTimeModel.paper(args.slots), 1
+        else:
+            step_time, parallel = RooflineStepTime(chip, model), model.tensor_parallel
+        if legacy:
+            return step_time, power_preset(args.power)
+        if args.power == "relative":
+            return step_time, relative_power(chip, tensor_parallel=parallel)
+        if args.wait_w is not None and not chip.idle_w <= args.wait_w <= chip.max_w:
+            raise ValueError(f"--wait-w must lie between {chip.name}'s idle {chip.idle_w:g} W and max "
+                             f"{chip.max_w:g} W, got {args.wait_w:g}")
+        return step_time, AbsolutePowerModel.for_worker(chip, tensor_parallel=parallel, wait_w=args.wait_w)
+    except (TypeError, ValueError) as error:
+        raise CLIError(str(error)) from None
+
+
+def _energy_config(args) -> dict:
+    """The energy flags as resolved, for ``--json``'s config."""
+    legacy = args.power in POWER_PRESETS
+    return {"power_model": "relative" if legacy else args.power,
+            "accelerator": None if legacy else args.accelerator or "paper",
+            "model": (args.model or "deepseek-v3") if args.step_time == "roofline" else None,
+            "step_time": args.step_time, "wait_w": args.wait_w}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--csv", metavar="PATH", help="write per-step, per-worker loads as CSV")
     simulate.add_argument("--json", metavar="PATH", help="write config and result as JSON")
     sub.add_parser("policies", help="list the registered policies")
+    sub.add_parser("presets", help="list the accelerator, model and power presets with their sources")
     return parser
 
 
@@ -157,9 +224,10 @@ def _policy(spec: str, args):
 
 
 def _config(args, record_loads: bool) -> SimulationConfig:
+    step_time, power = energy_models(args)
     try:
         return SimulationConfig(n_workers=args.workers, slots=args.slots, pool=args.pool, arrivals=args.arrivals,
-                                rate_scale=args.rate_scale, power=power_preset(args.power),
+                                rate_scale=args.rate_scale, step_time=step_time, power=power,
                                 record_loads=record_loads, max_steps=args.max_steps)
     except (TypeError, ValueError) as error:
         raise CLIError(str(error)) from None
@@ -281,15 +349,15 @@ def _load(args):
 
 _COLUMNS = [("idle_fraction", "idle", "{:.2%}"), ("avg_imbalance", "imbalance", "{:,.0f}"),
             ("throughput_tok_s", "tok/s", "{:,.0f}"), ("tpot_mean_s", "TPOT ms", "{:.2f}"),
-            ("energy_per_token_j", "J/tok", "{:.4f}")]
+            ("energy_per_token_j", "J/tok", "{:.4f}"), ("average_power_w", "avg W", "{:,.0f}")]
 _RATIOS = [("throughput_tok_s", "tput"), ("energy_per_token_j", "J/tok")]
 
 
 def _table_rows(results):
-    base = results[0][1].metrics.as_dict()
+    base = metrics_dict(results[0][1])
     rows = []
     for spec, result in results:
-        m = result.metrics.as_dict()
+        m = metrics_dict(result)
         cells = [spec] + [fmt.format(m[key] * (1e3 if key == "tpot_mean_s" else 1)) for key, _, fmt in _COLUMNS]
         cells += [f"{m[key] / base[key]:.3f}x" if base[key] else "-" for key, _ in _RATIOS]
         cells.append(f"{m['decision_ms_p50']:.2f} / {m['decision_ms_p99']:.2f}")
@@ -297,6 +365,13 @@ def _table_rows(results):
     header = (["policy"] + [title for _, title, _ in _COLUMNS] + [f"{title} vs 1st" for _, title in _RATIOS]
               + ["decide ms p50/p99"])
     return header, rows
+
+
+def metrics_dict(result: SimulationResult) -> dict:
+    """The run's metrics plus ``average_power_w`` (cluster power over the measurement window)."""
+    m = result.metrics.as_dict()
+    m["average_power_w"] = average_power_w(m["energy_per_token_j"], m["throughput_tok_s"])
+    return m
 
 
 def plain_table(header: list[str], rows: list[list[str]]) -> str:
@@ -333,12 +408,12 @@ def _config_dict(args, workload) -> dict:
     return {"workload": args.workload, "workload_name": workload.name, "requests": len(workload),
             "zero_output_rows": workload.zero_output_rows, "workers": args.workers, "slots": args.slots,
             "pool": args.pool, "horizon": args.horizon, "predictor": args.predictor, "arrivals": args.arrivals,
-            "rate_scale": args.rate_scale, "power": args.power, "seed": args.seed}
+            "rate_scale": args.rate_scale, "power": args.power, "seed": args.seed, **_energy_config(args)}
 
 
 def _result_dict(spec: str, result: SimulationResult) -> dict:
     out = {"policy": spec}
-    out.update(result.metrics.as_dict())
+    out.update(metrics_dict(result))
     out["decisions"] = result.decisions
     out["truncated"] = result.truncated
     return out
@@ -397,6 +472,28 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    """Print the accelerator, model and power presets, each with its source."""
+    chips = [[c.name, f"{c.peak_bf16_flops / 1e12:,.1f}",
+              "-" if c.peak_fp8_flops is None else f"{c.peak_fp8_flops / 1e12:,.1f}", f"{c.hbm_bytes_s / 1e12:.3g}",
+              f"{c.hbm_bytes / 1e9:.0f}", f"{c.idle_w:g}", f"{c.max_w:g}"] for c in ACCELERATOR_PRESETS.values()]
+    print("accelerators (--accelerator; dense peaks)")
+    print(plain_table(["name", "BF16 TFLOP/s", "FP8 TFLOP/s", "HBM TB/s", "HBM GB", "idle W", "max W"], chips))
+    models = [[m.name, f"{m.total_params / 1e9:.1f}", f"{m.active_params / 1e9:.1f}", str(m.n_layers),
+               f"{m.kv_bytes_per_token:,.0f}", f"{m.attention_flops_per_token / 1e6:.2f}",
+               f"{m.weight_bytes_per_param:g}", str(m.tensor_parallel)] for m in MODEL_PRESETS.values()]
+    print("\nmodels (--model, with --step-time roofline)")
+    print(plain_table(["name", "params B", "active B", "layers", "KV B/token", "attn MFLOP/token", "weight B",
+                       "accelerators/worker"], models))
+    print("\npower presets of earlier versions (--power NAME: the relative model with these powers)")
+    print(plain_table(["name", "idle W", "max W", "exponent"],
+                      [[name, f"{p.idle_w:g}", f"{p.max_w:g}", f"{p.exponent:g}"] for name, p in POWER_PRESETS.items()]))
+    print("\nsources")
+    for preset in [*ACCELERATOR_PRESETS.values(), *MODEL_PRESETS.values()]:
+        print(f"  {preset.name}: {preset.source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -404,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "policies":
             print("\n".join(available_policies()))
             return 0
-        return {"compare": cmd_compare, "simulate": cmd_simulate}[args.command](args)
+        return {"compare": cmd_compare, "simulate": cmd_simulate, "presets": cmd_presets}[args.command](args)
     except CLIError as error:
         print(f"barrierlb: error: {error}", file=sys.stderr)
         return 2

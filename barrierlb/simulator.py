@@ -1,8 +1,9 @@
 """Barrier-synchronized data-parallel decode, simulated step by step.
 
 Each step every active request produces one token; the step lasts as long as the
-slowest worker (a pluggable :class:`~barrierlb.energy.StepTimeModel`, default the
-paper's linear model); requests end after their output length; then the policy
+slowest worker (a pluggable step-time model, default the paper's linear
+:class:`~barrierlb.energy.StepTimeModel`, or :class:`~barrierlb.energy.RooflineStepTime`;
+the power model prices each step, :func:`~barrierlb.energy.step_cost`); requests end after their output length; then the policy
 refills the freed slots from the waiting pool. Stickiness comes from
 :class:`~barrierlb.state.ClusterState`: a request's KV cache never moves.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.energy import PowerModel, StepTimeModel, power_preset
+from barrierlb.energy import AbsolutePowerModel, PowerModel, RooflineStepTime, StepTimeModel, power_preset, step_cost
 from barrierlb.metrics import RunMetrics, summarize
 from barrierlb.policies import Policy
 from barrierlb.predictors import OraclePredictor
@@ -55,10 +56,11 @@ class SimulationConfig:
         ``"pool"`` (overloaded, always ``R`` waiting) or ``"trace"`` (timestamps).
     rate_scale : float
         Trace mode: arrivals come ``rate_scale`` times faster than recorded.
-    step_time : StepTimeModel, optional
-        Default: :meth:`StepTimeModel.paper` for ``slots``.
-    power : PowerModel
-        Default: the paper's 100 W idle / 400 W max / exponent 0.7.
+    step_time : StepTimeModel or RooflineStepTime, optional
+        Default: :meth:`StepTimeModel.paper` for ``slots`` (linear).
+    power : PowerModel or AbsolutePowerModel
+        Default: the reference code's relative model with the paper's 100 W idle /
+        400 W max / exponent 0.7 (docs/energy.md).
     speeds : tuple of float, optional
         Relative worker speeds (heterogeneous workers); step time uses
         ``max_g L_g / speed_g``. Default all 1.
@@ -75,8 +77,8 @@ class SimulationConfig:
     pool: int = 128
     arrivals: str = "pool"
     rate_scale: float = 1.0
-    step_time: StepTimeModel | None = None
-    power: PowerModel = field(default_factory=lambda: power_preset("paper"))
+    step_time: StepTimeModel | RooflineStepTime | None = None
+    power: PowerModel | AbsolutePowerModel = field(default_factory=lambda: power_preset("paper"))
     speeds: tuple | None = None
     record_loads: bool = False
     max_steps: int | None = DEFAULT_MAX_STEPS
@@ -94,9 +96,13 @@ class SimulationConfig:
                 raise ValueError(f"speeds must be {self.n_workers} positive numbers, got {self.speeds!r}")
         if self.max_steps is not None:
             check_int("max_steps", self.max_steps, minimum=1)
+        if self.step_time is not None and not isinstance(self.step_time, (StepTimeModel, RooflineStepTime)):
+            raise TypeError(f"step_time must be a StepTimeModel or RooflineStepTime, got {self.step_time!r}")
+        if not isinstance(self.power, (PowerModel, AbsolutePowerModel)):
+            raise TypeError(f"power must be a PowerModel or AbsolutePowerModel, got {self.power!r}")
 
     @property
-    def step_time_model(self) -> StepTimeModel:
+    def step_time_model(self) -> StepTimeModel | RooflineStepTime:
         return self.step_time or StepTimeModel.paper(self.slots)
 
 
@@ -211,12 +217,9 @@ class Simulator:
         loads = state.current_load()
         alive = state.alive
         alive_loads = loads[alive]
-        effective = loads / self._speeds if self._speeds is not None else loads
-        peak = float(effective[alive].max())
-        duration = self._model.step_time_s(peak)
+        duration, energy = step_cost(self._model, self.config.power, loads, occupied.sum(axis=1), alive,
+                                     self._speeds)
         max_load = float(alive_loads.max())
-        utilization = alive_loads / max_load if max_load > 0 else np.zeros_like(alive_loads)
-        energy = float(self.config.power.power_w(utilization).sum()) * duration
         running = ids[occupied]
         fresh = running[np.isnan(self._first_token_s[running])]
         self.clock_s += duration

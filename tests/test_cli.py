@@ -251,3 +251,66 @@ def test_a_cluster_too_large_for_memory_is_one_line(capsys):
     assert main(["simulate", "--workers", "100000000", "--slots", "100000000", "--requests", "10",
                  "--policy", "fcfs", "--no-progress"]) == 2
     assert "out of memory" in one_line_error(capsys, no_run=True)
+
+
+def test_energy_flags_reach_the_json_and_keep_the_old_keys(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["compare", *SMALL, "--policies", "fcfs;jsq-tokens", "--power", "absolute", "--step-time",
+                 "roofline", "--accelerator", "h200", "--model", "llama-3-70b", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    config = payload["config"]
+    assert (config["power"], config["power_model"], config["accelerator"], config["model"], config["step_time"]) \
+        == ("absolute", "absolute", "h200", "llama-3-70b", "roofline")
+    for row in payload["results"]:
+        assert {"energy_j", "energy_per_token_j", "average_power_w"} <= set(row)
+        assert row["average_power_w"] == pytest.approx(row["energy_per_token_j"] * row["throughput_tok_s"])
+        # A worker of 4 H200s draws between 4 x 175 W and 4 x 700 W.
+        assert 4 * 4 * 175 <= row["average_power_w"] <= 4 * 4 * 700
+
+
+def test_default_energy_flags_are_the_papers_setup(tmp_path):
+    from barrierlb.cli import build_parser, energy_models
+    from barrierlb.energy import PowerModel, StepTimeModel
+
+    step_time, power = energy_models(build_parser().parse_args(["compare"]))
+    assert step_time == StepTimeModel.paper(72)
+    assert isinstance(power, PowerModel) and (power.idle_w, power.max_w, power.exponent) == (100.0, 400.0, 0.7)
+    legacy = tmp_path / "legacy.json"
+    new = tmp_path / "new.json"
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--power", "paper", "--json", str(legacy)]) == 0
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--json", str(new)]) == 0
+    assert json.loads(legacy.read_text())["results"][0]["energy_j"] == \
+        json.loads(new.read_text())["results"][0]["energy_j"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--power", "warm"], "unknown power preset or model 'warm'"),
+    (["compare", "--accelerator", "tpu-v9"], "unknown accelerator 'tpu-v9'; known: paper, a100"),
+    (["compare", "--step-time", "roofline", "--model", "gpt-9"], "unknown model 'gpt-9'"),
+    (["compare", "--model", "llama-3-70b"], "--model needs --step-time roofline"),
+    (["compare", "--wait-w", "200"], "--wait-w applies to --power absolute only"),
+    (["compare", "--power", "absolute", "--wait-w", "900"], "--wait-w must lie between"),
+    (["compare", "--power", "h100-sxm", "--accelerator", "h100"], "give --power relative --accelerator NAME"),
+])
+def test_energy_flag_mistakes_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv + SMALL) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_presets_lists_every_name_with_a_source(capsys):
+    from barrierlb.energy import POWER_PRESETS
+    from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in [*ACCELERATOR_PRESETS, *MODEL_PRESETS, *POWER_PRESETS]:
+        assert name in out
+    assert "datasheet" in out and "arXiv 2412.19437" in out
+
+
+def test_step_time_choice_is_checked_by_the_parser():
+    result = subprocess.run([sys.executable, "-m", "barrierlb", "compare", "--step-time", "quadratic"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid choice: 'quadratic'" in result.stderr and "Traceback" not in result.stderr
