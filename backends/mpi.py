@@ -253,7 +253,7 @@ class MPIBalancer:
             work = (np.array([cost_lookahead(self.cost, spec, self.horizon) for _, spec in pairs])
                     if self.cost is not None else np.full((len(pairs), rows), fallback))
             decision = self.policy.decide_arrays(np.ascontiguousarray(table[:, :rows].T), work, free,
-                                                 np.array(ids, dtype=np.int64), check=False)
+                                                 np.array(ids, dtype=np.int64))
             placement = np.full(len(pairs), -1, dtype=np.int64)
             placement[decision.pool_index] = decision.workers
             branch = decision.branch

@@ -34,11 +34,26 @@ def array_namespace(*arrays) -> ModuleType:
     return np
 
 
-def to_numpy(array) -> np.ndarray:
-    """Copy a numpy or CuPy array to a numpy array on the host."""
-    if isinstance(array, np.ndarray):
+def to_host(array):
+    """A numpy array (or the Python value itself) on the host for ``array``.
+
+    numpy arrays and Python values pass through; CuPy arrays are copied with
+    ``.get()``; other array-API arrays (any device) through DLPack after an
+    explicit move to the CPU. This is the solvers' one conversion boundary.
+    """
+    if array is None or isinstance(array, (np.ndarray, list, tuple, int, float, bool, np.generic)):
         return array
     get = getattr(array, "get", None)
-    if get is not None:
+    if get is not None and "cupy" in sys.modules and isinstance(array, sys.modules["cupy"].ndarray):
         return get()
-    return np.asarray(array)
+    if hasattr(array, "__dlpack__") and hasattr(array, "to_device"):
+        return _from_device(array)
+    return array
+
+
+def _from_device(array) -> np.ndarray:
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(array)
+    cpu = getattr(xp, "CPU_DEVICE", "cpu")
+    return np.from_dlpack(xp.asarray(array, device=cpu) if array.device != cpu else array)

@@ -202,6 +202,11 @@ class ClusterState:
         task_ids = check_array("task_ids", placement.task_ids, ndim=1, dtype=np.int64)
         workers = check_array("workers", placement.workers, shape=(task_ids.size,), dtype=np.int64)
         if task_ids.size == 0:
+            # A decision that places nothing while slots are free passes every waiting task
+            # over, so that bounded waiting holds for policies that may leave slots empty.
+            if self._pool["ids"].size and self.free_slots.any():
+                self._pool["wait"] += 1
+                self.version += 1
             return
         if np.unique(task_ids).size != task_ids.size:
             raise ValueError(f"a task is placed twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
@@ -442,7 +447,7 @@ class ClusterState:
         forced = (pool["wait"] >= max_wait) if max_wait is not None else np.zeros(pool["ids"].size, dtype=bool)
         prompt = np.where(occupied, self._slot_prompt, 0.0).sum(axis=1)
         weights = _kept_weights(horizon, gamma, stride)
-        return StepProblem(projected_load=projected.reshape(n_scen * kept.size, g),
+        return StepProblem._built(projected_load=projected.reshape(n_scen * kept.size, g),
                            pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * kept.size),
                            pool_ids=pool["ids"].copy(), free_slots=self.free_slots, alive=self.alive.copy(),
                            weights=np.tile(weights, n_scen) / n_scen if n_scen > 1 else weights, forced=forced,

@@ -1,18 +1,15 @@
 """Compiled kernels of the fast solver: the greedy constructions and the local search.
 
-The array code in :mod:`barrierlb.solvers.fast` runs these steps as a few array
-operations per placement or per move, which on the host costs more in call
-overhead than in arithmetic (tens of microseconds a placement, on problems of a
-few hundred tasks). These are the same steps as loops compiled by numba: the
-same candidates in the same order, the same scores, the same ties (the lowest
-index in row-major order), so both engines make the same decisions. Scores are
-sums over the horizon; the array code sums them with BLAS, these in step order,
-so on real-valued weights the two can differ in the last bit (never on problems
-whose sums are exact, which the tests compare placement by placement).
+Each of these places one task or applies one move at a time, the sequential
+part of the solver; as array operations they cost more in call overhead than in
+arithmetic (tens of microseconds a placement), so they are loops compiled by
+numba, the solver's one source for them. Ties go to the lowest index (in
+row-major order for the score matrix), so every MPI rank makes the same
+decision. Scores are sums over the horizon in step order.
 
-Imported only by :func:`barrierlb.solvers.fast.compiled_kernels`, which needs
-numba (``pip install "barrierlb[fast]"``). Arrays: ``loads`` (H+1, G), ``work``
-(N, H+1), ``d`` (H+1,), ``total`` (N,) float64, C-ordered; masks are bool.
+Imported by :func:`barrierlb.solvers.fast.solve_problem` on first use. Arrays:
+``loads`` (H+1, G), ``work`` (N, H+1), ``d`` (H+1,), ``total`` (N,) float64,
+C-ordered; masks are bool.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ _OPTIONS = dict(cache=True, nogil=True)
 
 @njit(**_OPTIONS)
 def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
-    """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break, as the array code."""
+    """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break."""
     overflow = 0.0
     room = 0.0
     for h in range(loads.shape[0]):
@@ -90,7 +87,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     slot at the start (the local search ranks waiting tasks by it); ``loads``,
     ``peak``, ``free_left``, ``unplaced`` and the placement arrays are updated.
     Each column's best row is kept, so a placement rescans only the columns it
-    changed; the pair taken is the array code's ``argmin`` of the whole matrix
+    changed; the pair taken is the ``argmin`` of the whole matrix
     (the first in row-major order among equal scores).
     """
     n_pool = work.shape[0]
@@ -139,7 +136,21 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
                     j = jj
         i = best_row[j]
         if not work_conserving and score[i, j] >= 0.0:
-            break
+            # Nothing left lowers the objective: stop, unless forced tasks are still
+            # waiting; they are placed all the same, from now on alone.
+            if forced_left == 0:
+                break
+            if not only_forced:
+                only_forced = True
+                for r in range(n_pool):
+                    if not must[r]:
+                        live[r] = False
+                    if not live[r]:
+                        score[r, :] = np.inf
+                stale[:] = True
+                continue
+            if score[i, j] == np.inf:
+                break
         g = cols[j]
         raised = _place(loads, peak, work, i, g)
         placed_task[n_placed] = i
@@ -210,7 +221,7 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
 
 @njit(**_OPTIONS)
 def _top3(loads, alive, values, index):
-    """Largest three alive loads per step and their workers (ties: lower worker), as the array code."""
+    """Largest three alive loads per step and their workers (ties: lower worker)."""
     n_rows, n_workers = loads.shape
     for h in range(n_rows):
         filled = 0
@@ -317,7 +328,7 @@ def _top(priority, limit):
 
 @njit(**_OPTIONS)
 def _others(values, index, h, a, b):
-    """The peak at step ``h`` over the workers other than ``a`` and ``b`` (the array code's ``_peak_without``)."""
+    """The peak at step ``h`` over the workers other than ``a`` and ``b`` ."""
     if index[h, 0] == a or index[h, 0] == b:
         return values[h, 2] if index[h, 1] == a or index[h, 1] == b else values[h, 1]
     return values[h, 0]
@@ -327,7 +338,7 @@ def _others(values, index, h, a, b):
 def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
     """Objective change when task ``ta`` leaves worker ``ga`` for ``gb`` and task ``tb`` comes back
     (an exchange) or nothing does (``tb < 0``, a relocation): column ``ga`` gains ``w[tb] - w[ta]``
-    and column ``gb`` loses it, as in the array code's exchange and relocation scores."""
+    and column ``gb`` loses it."""
     gain = 0.0
     for h in range(loads.shape[0]):
         shift = work[tb, h] - work[ta, h] if tb >= 0 else -work[ta, h]
@@ -438,7 +449,7 @@ def _best_replacement(values, index, peak, d, loads, work, total, task, worker, 
 @njit(**_OPTIONS)
 def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, unplaced, free_left, forced, alive,
                  peak_cost, score, has_score, max_moves, max_candidates, max_pairs):
-    """Best-improvement local search, the array code's ``_local_search`` step for step; returns the moves.
+    """Best-improvement local search (:meth:`barrierlb.solvers.fast._Search.local_search`); returns the moves.
 
     Each round scores exchanges, relocations and replacements (at most
     ``max_pairs`` of each, the most promising first) and applies the best
