@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_int
+from barrierlb._validate import broadcast, check_array, check_bool, check_int
 from barrierlb.problem import StepProblem, horizon_weights
 from barrierlb.tasks import Task
 
@@ -85,7 +85,6 @@ class ClusterState:
         self._active_count = np.zeros(n_workers, dtype=np.int64)
         self._location: dict[int, tuple[int, int]] = {}
         self._profiles: dict[int, np.ndarray] = {}
-        self._known_ids: set[int] = set()
         self._pool = {name: np.zeros(0, dtype=np.int64 if name in ("ids", "wait") else np.float64)
                       for name in _POOL_FIELDS}
         self.version = 0
@@ -175,17 +174,19 @@ class ClusterState:
         """
         task_ids = check_array("task_ids", task_ids, ndim=1, nonnegative=True, dtype=np.int64)
         n = task_ids.size
-        work = check_array("work", np.broadcast_to(work, (n,)), nonnegative=True)
-        growth = check_array("growth", np.broadcast_to(growth, (n,)))
-        steps = check_array("steps", np.broadcast_to(steps, (n,)), nonnegative=True, allow_inf=True)
-        prompt = work if prompt is None else check_array("prompt", np.broadcast_to(prompt, (n,)), nonnegative=True)
+        work = check_array("work", broadcast("work", work, n), nonnegative=True)
+        growth = check_array("growth", broadcast("growth", growth, n))
+        steps = check_array("steps", broadcast("steps", steps, n), nonnegative=True, allow_inf=True)
+        prompt = work if prompt is None else check_array("prompt", broadcast("prompt", prompt, n), nonnegative=True)
         fresh = task_ids.tolist()
         if len(set(fresh)) != n:
             raise ValueError(f"task_ids contains duplicates: {sorted(_duplicates(fresh))[:5]}")
-        clash = self._known_ids.intersection(fresh)
+        # Only live tasks (waiting or placed) hold their ids: a completed task's id may be
+        # used again, and the state's memory is bounded by the live tasks.
+        clash = [tid for tid in fresh if tid in self._location]
+        clash += task_ids[np.isin(task_ids, self._pool["ids"])].tolist() if self._pool["ids"].size else []
         if clash:
-            raise ValueError(f"duplicate task ids, already submitted: {sorted(clash)[:5]}")
-        self._known_ids.update(fresh)
+            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: {sorted(set(clash))[:5]}")
         new = {"ids": task_ids, "work": work, "growth": growth, "steps": steps, "prompt": prompt,
                "wait": np.zeros(n, dtype=np.int64)}
         for name in _POOL_FIELDS:
@@ -273,22 +274,25 @@ class ClusterState:
         self.version += 1
 
     def complete(self, task_ids) -> None:
-        """Remove finished tasks from their workers."""
+        """Remove finished tasks from their workers; their ids may be submitted again.
+
+        Raises ``ValueError`` (and changes nothing) when a task is not running or
+        is named twice.
+        """
         task_ids = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64)
-        rows, cols = [], []
-        for tid in task_ids.tolist():
-            if tid not in self._location:
-                raise ValueError(f"task {tid} is not running on any worker")
-            g, s = self._location[tid]
-            rows.append(g)
-            cols.append(s)
-        mask = np.zeros(self._slot_id.shape, dtype=bool)
-        mask[rows, cols] = True
+        mask = np.isin(self._slot_id, task_ids)
+        found = int(np.count_nonzero(mask))
+        if found != task_ids.size:
+            running = set(self._slot_id[mask].tolist())
+            missing = [tid for tid in task_ids.tolist() if tid not in running]
+            if missing:
+                raise ValueError(f"task {missing[0]} is not running on any worker")
+            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
         self.complete_slots(mask)
 
     def complete_slots(self, mask) -> np.ndarray:
         """Remove the tasks in the slots where ``mask`` (shape (G, S)) is true; returns their ids."""
-        mask = np.asarray(mask, dtype=bool) & (self._slot_id >= 0)
+        mask = check_array("mask", mask, shape=self._slot_id.shape, dtype=bool) & (self._slot_id >= 0)
         ids = self._slot_id[mask]
         for tid in ids.tolist():
             del self._location[tid]
@@ -305,8 +309,6 @@ class ClusterState:
         mask = np.zeros(self._slot_id.shape, dtype=bool)
         mask[worker] = True
         ids = self.complete_slots(mask)
-        for tid in ids.tolist():
-            self._known_ids.discard(tid)
         self.alive[worker] = False
         self.version += 1
         return ids
@@ -314,42 +316,48 @@ class ClusterState:
     def set_alive(self, worker: int, alive: bool = True) -> None:
         """Bring a worker (back) up, or mark an empty worker down."""
         worker = self._check_worker(worker)
+        alive = check_bool("alive", alive)
         if not alive and self._active_count[worker]:
             raise ValueError(f"worker {worker} still holds tasks; use fail_worker to drop them")
-        self.alive[worker] = bool(alive)
+        self.alive[worker] = alive
         self.version += 1
 
     def refresh_predictions(self, predictor) -> None:
         """Set each affine task's predicted remaining steps from ``predictor``.
 
         ``predictor.remaining(task_ids, prompt, generated)`` gets arrays and
-        returns the predicted steps left, counting the current one.
+        returns the predicted steps left, counting the current one; a predictor
+        with ``draws`` also gives ``sample(...)``, shape ``(draws, n)``. Every
+        answer is checked (shape, no NaN, non-negative; ``inf``: no end) before
+        anything changes, so a bad predictor leaves the state as it was.
         """
         occupied = (self._slot_id >= 0)
         if self._profiles:
             occupied &= ~np.isin(self._slot_id, np.fromiter(self._profiles, dtype=np.int64))
-        if occupied.any():
-            self._slot_remaining[occupied] = predictor.remaining(
-                self._slot_id[occupied], self._slot_prompt[occupied], self._slot_age[occupied])
         pool = self._pool
         affine = np.array([tid not in self._profiles for tid in pool["ids"].tolist()], dtype=bool) \
             if self._profiles else np.ones(pool["ids"].size, dtype=bool)
-        if affine.any():
-            pool["steps"][affine] = predictor.remaining(pool["ids"][affine], pool["prompt"][affine],
-                                                        np.zeros(int(affine.sum()), dtype=np.int64))
+        queries = ((self._slot_id[occupied], self._slot_prompt[occupied], self._slot_age[occupied]),
+                   (pool["ids"][affine], pool["prompt"][affine], np.zeros(int(affine.sum()), dtype=np.int64)))
+        point = [_predicted("predictor.remaining()", predictor.remaining(*query), (query[0].size,))
+                 if query[0].size else None for query in queries]
+        draws = check_int("predictor.draws", getattr(predictor, "draws", 0) or 0, minimum=0)
+        sampled = [_predicted("predictor.sample()", predictor.sample(*query), (draws, query[0].size))
+                   if draws and query[0].size else None for query in queries]
+        if point[0] is not None:
+            self._slot_remaining[occupied] = point[0]
+        if point[1] is not None:
+            pool["steps"][affine] = point[1]
         self.version += 1
-        draws = int(getattr(predictor, "draws", 0) or 0)
         self._draws = None
         if draws:
             # Sampled futures: each draw replaces the point prediction of every affine task.
             slots = np.repeat(self._slot_remaining[None], draws, axis=0)
             steps = np.repeat(pool["steps"][None], draws, axis=0)
-            if occupied.any():
-                slots[:, occupied] = predictor.sample(self._slot_id[occupied], self._slot_prompt[occupied],
-                                                      self._slot_age[occupied])
-            if affine.any():
-                steps[:, affine] = predictor.sample(pool["ids"][affine], pool["prompt"][affine],
-                                                    np.zeros(int(affine.sum()), dtype=np.int64))
+            if sampled[0] is not None:
+                slots[:, occupied] = sampled[0]
+            if sampled[1] is not None:
+                steps[:, affine] = sampled[1]
             self._draws = (self.version, slots, steps)
 
     def mean_placed(self) -> tuple[float, float] | None:
@@ -469,6 +477,11 @@ def _kept_weights(horizon: int, gamma: float, stride: int) -> np.ndarray:
     weights = np.add.reduceat(horizon_weights(horizon, gamma=gamma), np.arange(0, horizon + 1, stride))
     weights.setflags(write=False)
     return weights
+
+
+def _predicted(name: str, values, shape: tuple) -> np.ndarray:
+    """A predictor's answer, checked: ``shape``, no NaN, non-negative (``inf``: no predicted end)."""
+    return check_array(name, values, shape=shape, nonnegative=True, allow_inf=True)
 
 
 def _duplicates(values: list) -> set:

@@ -16,6 +16,7 @@ the package documentation (docs/solvers.md) for why HiGHS and how long it takes.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -146,9 +147,21 @@ def solve_exact_problem(problem: StepProblem, *, work_conserving: bool | None = 
     left = time_limit_s - (time.perf_counter() - started)
     if left <= 0.0:
         return ExactResult(empty, empty, False, "time_limit", time.perf_counter() - started, False)
-    result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
-                  options={"time_limit": left, "presolve": True, "disp": False})
+    # HiGHS checks its clock only between phases and overran its limit by seconds here (2.3 s
+    # for 1 s on a busy machine). It runs in a thread (it releases the GIL) that is waited for
+    # until the limit: past it the call returns without an incumbent, and the thread ends at
+    # HiGHS's own limit, its result unused. Not a daemon: the interpreter waits for it at exit
+    # (a daemon thread inside HiGHS at shutdown aborts the process).
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(milp(
+        cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
+        options={"time_limit": left, "presolve": True, "disp": False})), name="barrierlb-highs")
+    worker.start()
+    worker.join(left)
     elapsed = time.perf_counter() - started
+    if not outcome:
+        return ExactResult(empty, empty, False, "time_limit", elapsed, False)
+    result = outcome[0]
     if result.x is None:
         status = "infeasible" if result.status == 2 else "time_limit"
         return ExactResult(empty, empty, False, status, elapsed, False)
