@@ -45,15 +45,15 @@ import pickle
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy, make_policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
-
 
 #: Bytes of pickled specs each rank can send inside the load exchange itself.
 INLINE_BYTES = 2048

@@ -8,11 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-
 from barrierlb.energy import POWER_PRESETS, power_preset
 from barrierlb.policies import available_policies, make_policy
-from barrierlb.policies.bfio import (LLM_DECODE, LLM_DECODE_NO_ORACLE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS,
-                                    decode_preset)
+from barrierlb.policies.bfio import (
+    LLM_DECODE,
+    LLM_DECODE_NO_ORACLE,
+    LLM_DECODE_SHORT,
+    SHORT_OUTPUT_TOKENS,
+    decode_preset,
+)
 from barrierlb.predictors import make_predictor
 from barrierlb.simulator import SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import WorkloadError, load_workload
@@ -169,7 +173,7 @@ def _progress_factory(enabled: bool, width: int = 28):
 
     @contextlib.contextmanager
     def fancy():
-        with Progress(TextColumn("{task.description:<%d}" % width), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("requests"), TimeElapsedColumn(), transient=False) as progress:
             tasks = {}
 

@@ -34,7 +34,7 @@ class StepTimeModel:
         check_real("per_unit_s", self.per_unit_s, minimum=0.0)
 
     @classmethod
-    def paper(cls, slots: int = 72) -> "StepTimeModel":
+    def paper(cls, slots: int = 72) -> StepTimeModel:
         """DeepSeek-V3-like decode: ``c = (B * 0.6e-3 + 35e-3) / 16`` s, ``t_l = 1.5 * 2 * 576 * 61e-6 / 2**20`` s."""
         slots = check_int("slots", slots, minimum=1)
         return cls(overhead_s=(slots * 0.6e-3 + 35e-3) / 16, per_unit_s=1.5 * 2 * 576 * 61e-6 / 2**20)

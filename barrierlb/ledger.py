@@ -93,7 +93,8 @@ class Ledger:
         self._pool = {name: np.zeros(0, dtype=np.int64 if name in ("ids", "wait") else np.float64)
                       for name in _POOL_FIELDS}
         self.version = 0
-        self._draws = None             # (version, slot draws (S, G, B), pool draws (S, N)) of a sampling predictor
+        # (version, slot draws (S, G, B), pool draws (S, N)) of a sampling predictor
+        self._draws: tuple | None = None
         self._placed = np.zeros(3)     # tasks ever placed, their initial work and growth, summed
 
     # ------------------------------------------------------------------ views
@@ -191,7 +192,8 @@ class Ledger:
         clash = [tid for tid in fresh if tid in self._location]
         clash += task_ids[np.isin(task_ids, self._pool["ids"])].tolist() if self._pool["ids"].size else []
         if clash:
-            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: {sorted(set(clash))[:5]}")
+            raise ValueError("duplicate task ids, already submitted and still waiting or running: "
+                             f"{sorted(set(clash))[:5]}")
         new = {"ids": task_ids, "work": work, "growth": growth, "steps": steps, "prompt": prompt,
                "wait": np.zeros(n, dtype=np.int64)}
         for name in _POOL_FIELDS:
@@ -343,7 +345,8 @@ class Ledger:
 
 
 def _duplicates(values: list) -> set:
-    seen, dup = set(), set()
+    seen: set = set()
+    dup: set = set()
     for v in values:
         (dup if v in seen else seen).add(v)
     return dup

@@ -196,7 +196,11 @@ class StepProblem:
                    weights=np.ones(rows) if weights is None else to_host(weights),
                    forced=np.zeros(n_pool, dtype=bool) if forced is None else to_host(forced),
                    active_count=np.zeros(n_workers, dtype=np.int64), active_prompt=np.zeros(n_workers),
-                   active_load=None, pool_prompt=None, work_conserving=work_conserving)
+                   active_load=_FROM_LOADS, pool_prompt=_FROM_LOADS, work_conserving=work_conserving)
+
+
+#: ``active_load`` and ``pool_prompt`` not given: taken from the first step of the loads and work.
+_FROM_LOADS: Any = None
 
 
 def _normalised(values: dict) -> dict:

@@ -139,12 +139,12 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
     grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, R)
     # (ends past the horizon capped: finite, and never used there)
     after = fill[0] + fill[1] * (h - np.ceil(np.minimum(steps, rows))[:, :, None]) if fill is not None else 0.0
-    pool_work = np.where(h < steps[:, :, None], grown, after)                              # (S, N, R)
+    pool_work: np.ndarray = np.where(h < steps[:, :, None], grown, after)                  # (S, N, R)
     for i, tid in enumerate(pool["ids"].tolist() if state._profiles else ()):
-        profile = state._profiles.get(tid)
-        if profile is not None:
+        waiting_profile = state._profiles.get(tid)
+        if waiting_profile is not None:
             full = np.zeros(rows)
-            full[: min(rows, profile.size)] = profile[:rows]
+            full[: min(rows, waiting_profile.size)] = waiting_profile[:rows]
             pool_work[:, i] = full[kept]
     forced = (pool["wait"] >= max_wait) if max_wait is not None else np.zeros(pool["ids"].size, dtype=bool)
     prompt = np.where(occupied, state._slot_prompt, 0.0).sum(axis=1)

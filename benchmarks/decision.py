@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, percentiles_ms, print_table, write_json  # noqa: E402
 
-from barrierlb.problem import predicted_imbalance  # noqa: E402
 from barrierlb.policies import make_policy  # noqa: E402
+from barrierlb.problem import predicted_imbalance  # noqa: E402
 from barrierlb.snapshots import decode_snapshot  # noqa: E402
 from barrierlb.solvers import solve_exact, solve_fast  # noqa: E402
 from barrierlb.workloads import load_workload, synthetic  # noqa: E402
@@ -129,7 +129,8 @@ def alike_rows(n_workers, n_tasks, horizon, count):
     weights = 0.9 ** np.arange(rows)
     alike_s, greedy_s, ratios = [], [], []
     for _ in range(count):
-        loads = rng.uniform(5e-3, 1e-2, n_workers)[None, :] + rng.uniform(-2e-5, 2e-5, n_workers)[None, :] * ahead[:, None]
+        loads = (rng.uniform(5e-3, 1e-2, n_workers)[None, :]
+                 + rng.uniform(-2e-5, 2e-5, n_workers)[None, :] * ahead[:, None])
         work = np.full((n_tasks, rows), 3e-4)
         jitter = work * (1.0 + 1e-12 * rng.random((n_tasks, 1)))
         free = np.full(n_workers, n_tasks)

@@ -156,8 +156,8 @@ def run_with_a_huge_task(policy_spec, decisions):
     state = ClusterState(2, 2)
     state.submit([Task.constant(0, 1000.0)])
     policy = make_policy(policy_spec)
-    next_id = 1
-    for taken in range(1, decisions + 1):
+    next_id = taken = 1
+    for taken in range(1, decisions + 1):  # noqa: B007  (the count is returned)
         state.submit([Task.constant(next_id + k, 1.0 + k) for k in range(4)])
         next_id += 4
         state.place(policy.decide(state))

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_OPTIONS = dict(cache=True, nogil=True)
+_kernel = njit(cache=True, nogil=True)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
     """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break."""
     overflow = 0.0
@@ -34,7 +34,7 @@ def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
     return peak_cost * overflow - total[i] - tie_break * room
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break):
     """Column ``j`` (worker ``g``) of the score matrix; ``inf`` for tasks no longer eligible.
 
@@ -57,7 +57,7 @@ def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, pea
             score[i, j] = _score(loads, peak, work, d, total, i, g, peak_cost, tie_break)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _column_best(score, j):
     """Row of the smallest score in column ``j`` (the first of equal ones)."""
     best = 0
@@ -67,7 +67,7 @@ def _column_best(score, j):
     return best
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _place(loads, peak, work, i, g):
     raised = False
     for h in range(loads.shape[0]):
@@ -78,7 +78,7 @@ def _place(loads, peak, work, i, g):
     return raised
 
 
-@njit(**_OPTIONS)
+@_kernel
 def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, work_conserving, slots_rule,
            peak_cost, tie_break, placed_task, placed_worker, n_placed, score):
     """The ``pairs`` (``slots_rule`` false) or ``slots`` construction; returns the placed count.
@@ -183,7 +183,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     return n_placed
 
 
-@njit(**_OPTIONS)
+@_kernel
 def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, peak_cost, tie_break,
                   placed_task, placed_worker, n_placed):
     """The ``largest`` construction (LPT): the largest task first, where it raises the objective least."""
@@ -219,7 +219,7 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
     return n_placed
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _top3(loads, alive, values, index):
     """Largest three alive loads per step and their workers (ties: lower worker)."""
     n_rows, n_workers = loads.shape
@@ -242,7 +242,7 @@ def _top3(loads, alive, values, index):
             index[h, k] = -1
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _kth_smallest(values, k):
     """The ``k``-th smallest of ``values`` (0-based), by quickselect on a copy.
 
@@ -271,7 +271,7 @@ def _kth_smallest(values, k):
     return a[k]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _argsort_stable(keys):
     """Positions that sort ``keys`` ascending, equal keys in their original order (bottom-up merge sort)."""
     n = keys.size
@@ -303,7 +303,7 @@ def _argsort_stable(keys):
     return order
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _top(priority, limit):
     """Positions, ascending, of the ``limit`` largest priorities; ties at the cut to the lower position."""
     n = priority.size
@@ -326,7 +326,7 @@ def _top(priority, limit):
     return keep
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _others(values, index, h, a, b):
     """The peak at step ``h`` over the workers other than ``a`` and ``b`` ."""
     if index[h, 0] == a or index[h, 0] == b:
@@ -334,7 +334,7 @@ def _others(values, index, h, a, b):
     return values[h, 0]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
     """Objective change when task ``ta`` leaves worker ``ga`` for ``gb`` and task ``tb`` comes back
     (an exchange) or nothing does (``tb < 0``, a relocation): column ``ga`` gains ``w[tb] - w[ta]``
@@ -347,7 +347,7 @@ def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
     return peak_cost * gain
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room, peak_cost, max_pairs):
     """Exchanges: a task on a peak worker swaps with a lighter one elsewhere. Returns (gain, a, b), a < 0 if none."""
     first = np.empty(movers.size * task.size, dtype=np.int64)
@@ -372,7 +372,7 @@ def _best_exchange(values, index, peak, d, loads, work, total, task, worker, mov
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, room, free_left, peak_cost,
                      max_pairs):
     """Relocations: a task on a peak worker moves to a worker with a free slot. Returns (gain, a, target)."""
@@ -399,7 +399,7 @@ def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, 
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_replacement(values, index, peak, d, loads, work, total, task, worker, on_peak, unplaced, forced, rank_key,
                       peak_cost, max_candidates, max_pairs):
     """Replacements: a waiting task takes a placed task's slot. Returns (gain, a, incoming)."""
@@ -446,7 +446,7 @@ def _best_replacement(values, index, peak, d, loads, work, total, task, worker, 
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, unplaced, free_left, forced, alive,
                  peak_cost, score, has_score, max_moves, max_candidates, max_pairs):
     """Best-improvement local search (:meth:`barrierlb.solvers.fast._Search.local_search`); returns the moves.

@@ -379,19 +379,19 @@ def _placements(n_pool: int, k: int, n_workers: int, cols: tuple, free: tuple, m
     placement's added load per worker. Cached: a backend meets the same shapes
     step after step.
     """
-    cols = np.array(cols, dtype=np.int64)
+    columns = np.array(cols, dtype=np.int64)
     subsets = np.array(list(itertools.combinations(range(n_pool), k)), dtype=np.int64).reshape(-1, k)
     if must:
         subsets = subsets[np.isin(subsets, must).sum(axis=1) == len(must)]
-    choices = cols[np.stack(np.unravel_index(np.arange(cols.size ** k), (cols.size,) * k), axis=1)]
-    per_worker = np.stack([(choices == g).sum(axis=1) for g in cols], axis=1)
+    choices = columns[np.stack(np.unravel_index(np.arange(columns.size ** k), (columns.size,) * k), axis=1)]
+    per_worker = np.stack([(choices == g).sum(axis=1) for g in columns], axis=1)
     choices = choices[(per_worker <= np.array(free)).all(axis=1)]
     tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
     workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
     # spread[m, g, i] = 1 when placement m puts pool task i on worker g.
-    spread = np.zeros((len(tasks), n_workers, n_pool))
-    np.add.at(spread, (np.arange(len(tasks))[:, None], workers, tasks), 1.0)
-    spread = spread.reshape(len(tasks) * n_workers, n_pool)
+    by_worker = np.zeros((len(tasks), n_workers, n_pool))
+    np.add.at(by_worker, (np.arange(len(tasks))[:, None], workers, tasks), 1.0)
+    spread = by_worker.reshape(len(tasks) * n_workers, n_pool)
     for array in (tasks, workers, spread):
         array.setflags(write=False)
     return tasks, workers, spread
