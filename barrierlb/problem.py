@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from barrierlb._validate import check_array, check_bool, check_int, check_real
-from barrierlb._xp import array_namespace, to_host
+from barrierlb._xp import add_rows_to_columns, array_namespace, device_of, to_host
 
 
 def horizon_weights(horizon: int, *, gamma: float = 1.0) -> np.ndarray:
@@ -237,35 +237,41 @@ def _normalised(values: dict) -> dict:
     return out
 
 
-def loads_after(projected_load, pool_work, task_index, worker):
+def loads_after(projected_load: Any, pool_work: Any, task_index: Any, worker: Any) -> Any:
     """Projected load after placing ``pool_work[task_index[k]]`` on ``worker[k]``.
 
-    Returns an array of shape ``(H + 1, G)``; works on numpy and CuPy arrays.
+    Array code (any array-API namespace, any device; the inputs are not
+    modified). Returns a new array of shape ``(H + 1, G)`` in the inputs'
+    namespace, on their device.
     """
     xp = array_namespace(projected_load, pool_work)
-    loads = xp.array(projected_load, dtype=xp.float64, copy=True)
-    task_index = xp.asarray(task_index, dtype=xp.int64)
-    worker = xp.asarray(worker, dtype=xp.int64)
-    if task_index.size and xp is np:
-        np.add.at(loads.T, worker, np.asarray(pool_work, dtype=np.float64)[task_index])
-    elif task_index.size:
-        onehot = (worker[:, None] == xp.arange(loads.shape[1])[None, :]).astype(xp.float64)   # (K, G)
-        loads += (onehot.T @ xp.asarray(pool_work, dtype=xp.float64)[task_index]).T
-    return loads
+    device = device_of(projected_load)
+    task_index = xp.asarray(task_index, dtype=xp.int64, device=device)
+    worker = xp.asarray(worker, dtype=xp.int64, device=device)
+    loads = xp.asarray(projected_load, dtype=xp.float64, device=device)
+    if not task_index.shape[0]:
+        return xp.asarray(loads, copy=True)
+    return add_rows_to_columns(loads, xp.take(xp.asarray(pool_work, dtype=xp.float64), task_index, axis=0), worker)
 
 
-def imbalance_of_loads(loads, alive, weights, *, peak_weight: float = 1.0) -> float:
-    """``sum_h d_h (peak_weight * G max_g L[h, g] - sum_g L[h, g])`` over alive workers."""
-    xp = array_namespace(loads)
-    alive_loads = loads[:, xp.asarray(alive)]
-    n_alive = alive_loads.shape[1]
-    if n_alive == 0:
-        return 0.0
-    per_step = peak_weight * n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)
-    return float(xp.asarray(weights) @ per_step)
+def imbalance_of_loads(loads: Any, alive: Any, weights: Any, *, peak_weight: float = 1.0) -> Any:
+    """``sum_h d_h (peak_weight * G max_g L[h, g] - sum_g L[h, g])`` over alive workers.
+
+    Array code: ``loads`` (H + 1, G) and ``weights`` (H + 1,) of any array-API
+    namespace; ``alive`` (G,) bool, host or of that namespace. Returns a 0-d
+    array of the namespace (``float()`` of it is the number).
+    """
+    xp = array_namespace(loads, weights)
+    alive_index = np.flatnonzero(to_host(alive))
+    if alive_index.size == 0:
+        return xp.asarray(0.0, dtype=xp.float64, device=device_of(loads))
+    if alive_index.size != loads.shape[1]:
+        loads = xp.take(loads, xp.asarray(alive_index, device=device_of(loads)), axis=1)
+    per_step = peak_weight * int(alive_index.size) * xp.max(loads, axis=1) - xp.sum(loads, axis=1)
+    return weights @ per_step
 
 
-def predicted_imbalance(problem: StepProblem, task_index, worker, *, peak_weight: float = 1.0) -> float:
+def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, peak_weight: float = 1.0) -> float:
     """The BF-IO objective of a placement (lower is better).
 
     Parameters
@@ -280,5 +286,5 @@ def predicted_imbalance(problem: StepProblem, task_index, worker, *, peak_weight
         imbalance, other values the objective the solvers minimize for
         ``bfio:peak_weight=...``.
     """
-    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
-    return imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight)
+    loads = loads_after(problem.projected_load, problem.pool_work, to_host(task_index), to_host(worker))
+    return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))

@@ -241,7 +241,7 @@ def test_alike_tasks_are_placed_optimally_by_counting(seed, n_workers, n_pool, r
 def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
     """Too many count vectors to enumerate: water-filling plus single-task moves. On instances
     small enough to check, it must be optimal almost always and close otherwise."""
-    from barrierlb.solvers import fast as fast_module
+    from barrierlb.solvers import enumeration
 
     rng = np.random.default_rng(11)
     gaps = []
@@ -258,12 +258,12 @@ def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
         forced = rng.random(work.shape[0]) < 0.2
         weights = rng.uniform(0.1, 1.0, rows)
         optimum = solve_fast(loads, work, free, weights, alive=alive, forced=forced)       # enumerated
-        counts = fast_module._counts
+        counts = enumeration._counts
         try:
-            fast_module._counts = lambda *args: None                                       # too many: level path
+            enumeration._counts = lambda *args: None                                       # too many: level path
             level = solve_fast(loads, work, free, weights, alive=alive, forced=forced)
         finally:
-            fast_module._counts = counts
+            enumeration._counts = counts
         problem = StepProblem.from_arrays(loads, work, free, alive=alive, weights=weights, forced=forced)
         placed = np.bincount(level.worker, minlength=n_workers)
         assert len(level.task_index) == problem.n_to_place
@@ -278,3 +278,118 @@ def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
     assert (gaps < 1e-9).mean() >= 0.95 and gaps.mean() < 1e-3 and gaps.max() < 0.05
 
 
+
+
+# ------------------------------------------------- the array code against the standard
+def _array_libraries():
+    """(namespace, device) pairs: array-api-strict on its second device (it refuses silent host
+    conversion and mixing with numpy), and CuPy where a GPU is present."""
+    import array_api_strict
+
+    out = [pytest.param((array_api_strict, array_api_strict.Device("device1")), id="array-api-strict-device1")]
+    try:
+        import cupy
+
+        cupy.zeros(1)
+        out.append(pytest.param((cupy, None), id="cupy", marks=pytest.mark.gpu))
+    except (ImportError, RuntimeError):
+        out.append(pytest.param(None, id="cupy", marks=[pytest.mark.gpu, pytest.mark.skip(
+            reason="CuPy or a CUDA device is not available")]))
+    return out
+
+
+def _on(library, array):
+    xp, device = library
+    return xp.asarray(array, device=device) if device is not None else xp.asarray(array)
+
+
+def _same_place(library, result):
+    from barrierlb._xp import array_namespace, device_of
+
+    xp, device = library
+    assert array_namespace(result) is array_namespace(_on(library, np.zeros(1)))
+    if device is not None:
+        assert device_of(result) == device
+
+
+def _host(array):
+    from barrierlb._xp import to_host
+
+    return np.asarray(to_host(array))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(1, 5), n_pool=st.integers(2, 9), rows=st.integers(1, 4),
+       alike=st.booleans(), gamma=st.sampled_from([1.0, 0.9]))
+@pytest.mark.parametrize("library", _array_libraries())
+def test_array_code_runs_on_other_namespaces_and_places_as_numpy(library, seed, n_workers, n_pool, rows, alike,
+                                                                   gamma):
+    """The objective, the enumerations, the water-filling and the top-three table on another
+    namespace's arrays (on its device): the same placements as numpy, results in that
+    namespace and on that device, inputs unchanged."""
+    from barrierlb.problem import imbalance_of_loads, loads_after
+    from barrierlb.solvers import enumeration
+
+    rng = np.random.default_rng(seed)
+    loads = rng.uniform(0, 20, (rows, n_workers))
+    work = np.tile(rng.uniform(1, 5, rows), (n_pool, 1)) if alike else rng.uniform(0, 6, (n_pool, rows))
+    weights = horizon_weights(rows - 1, gamma=gamma)
+    free = rng.integers(0, 3, n_workers)
+    free[0] += 1
+    alive = rng.random(n_workers) < 0.8
+    alive[0] = True
+    free[~alive] = 0
+    must = np.flatnonzero(rng.random(n_pool) < 0.2)[: int(min(n_pool, free.sum()))]
+    on = {name: _on(library, a) for name, a in (("loads", loads), ("work", work), ("weights", weights))}
+    before = {name: _host(a).copy() for name, a in on.items()}
+
+    want = enumeration.best_placement(loads, work, weights, free, alive, must, peak_cost=float(alive.sum()))
+    got = enumeration.best_placement(on["loads"], on["work"], on["weights"], free, alive, must,
+                                     peak_cost=float(alive.sum()))
+    assert (want is None) == (got is None)
+    if got is not None:
+        for array in got[:2]:
+            _same_place(library, array)
+        assert [_host(a).tolist() for a in got[:2]] == [a.tolist() for a in want[:2]]
+        assert got[2] == pytest.approx(want[2], rel=1e-12, abs=1e-9)
+    k = int(min(n_pool, free.sum()))
+    for kernel in (enumeration.best_counts, enumeration.water_fill):
+        want = kernel(loads, work[0], weights, free, alive, k)
+        got = kernel(on["loads"], on["work"][0, :], on["weights"], free, alive, k)
+        assert (want is None) == (got is None)
+        if got is not None:
+            assert got[0].tolist() == want[0].tolist() and got[1:] == pytest.approx(want[1:], rel=1e-12)
+    values, index = enumeration.top3(on["loads"])
+    _same_place(library, values)
+    assert _host(index).tolist() == enumeration.top3(loads)[1].tolist()
+    task_index, worker = np.arange(min(2, n_pool)), np.zeros(min(2, n_pool), dtype=np.int64)
+    after = loads_after(on["loads"], on["work"], task_index, worker)
+    _same_place(library, after)
+    assert np.allclose(_host(after), loads_after(loads, work, task_index, worker), rtol=1e-12)
+    objective = imbalance_of_loads(after, alive, on["weights"], peak_weight=2.0)
+    _same_place(library, objective)
+    assert float(objective) == pytest.approx(float(imbalance_of_loads(_host(after), alive, weights,
+                                                                      peak_weight=2.0)), rel=1e-12)
+    assert all(np.array_equal(_host(a), before[name]) for name, a in on.items())      # inputs unchanged
+
+
+@pytest.mark.parametrize("library", _array_libraries())
+def test_step_problem_copies_other_arrays_to_the_host_once(library):
+    problem = StepProblem.from_arrays(_on(library, np.zeros((2, 3))), _on(library, np.ones((4, 2))),
+                                      _on(library, np.array([1, 2, 0])), alive=_on(library, np.array([True] * 3)))
+    assert all(isinstance(a, np.ndarray) for a in (problem.projected_load, problem.pool_work, problem.free_slots,
+                                                    problem.alive))
+    assert problem.free_slots.tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("n_workers", [2, 5, 70])          # padded, sorted, and three argmax passes
+def test_top3_breaks_ties_by_the_lower_worker(n_workers):
+    from barrierlb.solvers.enumeration import top3
+
+    loads = np.random.default_rng(n_workers).integers(0, 4, (6, n_workers)).astype(float)
+    values, index = top3(loads)
+    order = np.argsort(-loads, axis=1, kind="stable")[:, :3]
+    width = min(3, n_workers)
+    assert index[:, :width].tolist() == order[:, :width].tolist()
+    assert values[:, :width].tolist() == np.take_along_axis(loads, order, axis=1)[:, :width].tolist()
+    assert (index[:, width:] == -1).all()

@@ -24,8 +24,6 @@ of any array library are converted to host numpy arrays once, by
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +31,8 @@ import numpy as np
 
 from barrierlb._validate import check_int, check_real
 from barrierlb.problem import StepProblem, imbalance_of_loads
+from barrierlb.solvers import enumeration
+from barrierlb.solvers.enumeration import LEVEL_MOVES
 
 #: How a :class:`FastResult` was reached: ``"exact"`` (an enumeration of every
 #: work-conserving placement or count vector proved it optimal), ``"water-filling"``
@@ -203,60 +203,27 @@ def _kernels() -> Any:
     return _compiled
 
 
-#: Tiny problems (a pool of at most 16 tasks, at most 4,096 placements, and placements x
-#: workers x steps within 65,536 numbers) are solved by enumerating every placement:
-#: exact, and faster than the heuristic's fixed costs. Alike tasks enumerate count vectors
-#: instead, within the same limits, whatever the pool size (16 alike tasks on 4 workers:
-#: 969 vectors, 0.09 ms against the heuristic's 0.25 ms). Larger pools keep the heuristic,
-#: whose worst-fit tie-break matters for long-run balance in the LLM simulations.
-ENUMERATION_LIMIT = 65_536
-ENUMERATION_POOL = 16
-ENUMERATION_PLACEMENTS = 4_096
-
-
 def _enumerate(p: _Problem) -> FastResult | None:
-    """Score every work-conserving placement at once and return the best (ties: first).
-
-    Returns ``None`` when the problem is too large to enumerate.
-    """
+    """The array code's answer for small problems and alike tasks (:mod:`.enumeration`), or
+    ``None`` when neither applies."""
     k = p.to_place
-    cols = np.flatnonzero(p.free > 0)
-    if k < 2 or not cols.size:                                    # one placement: the greedy is exact
+    if k < 2 or not (p.free > 0).any():                      # one placement: the greedy is exact
         return None
     must = np.flatnonzero(p.forced)[:k]
-    if p.identical:
-        return _enumerate_counts(p, k, cols, must) or _level_counts(p, k, cols, must)
-    count = math.comb(p.n_pool, k) * cols.size ** k
-    if p.n_pool > ENUMERATION_POOL or count > ENUMERATION_PLACEMENTS \
-            or count * cols.size * p.n_rows > ENUMERATION_LIMIT:
+    if not p.identical:
+        found = enumeration.best_placement(p.loads, p.work, p.d, p.free, p.alive, must, peak_cost=p.peak_cost)
+        if found is None:
+            return None
+        tasks, workers, objective = found
+        return FastResult(task_index=np.asarray(tasks, dtype=np.int64), worker=np.asarray(workers, dtype=np.int64),
+                          greedy_objective=objective, objective=objective, moves=0, path="exact")
+    counted = enumeration.best_counts(p.loads, p.work[0], p.d, p.free, p.alive, k)
+    if counted is not None:
+        return _alike_result(p, k, must, counted[0], counted[1], counted[1], 0, "exact")
+    filled = enumeration.water_fill(p.loads, p.work[0], p.d, p.free, p.alive, k)
+    if filled is None:
         return None
-    tasks, workers, spread = _placements(p.n_pool, k, p.n_workers, tuple(cols.tolist()),
-                                         tuple(p.free[cols].tolist()), tuple(must.tolist()))
-    loads = p.loads.T[None] + (spread @ p.work).reshape(len(tasks), p.n_workers, p.n_rows)   # (M, G, H+1)
-    alive = loads if p.n_alive == p.n_workers else loads[:, p.alive, :]
-    score = (p.peak_cost * alive.max(axis=1) - alive.sum(axis=1)) @ p.d
-    best = int(np.argmin(score))
-    return FastResult(task_index=tasks[best].copy(), worker=workers[best].copy(),
-                      greedy_objective=float(score[best]), objective=float(score[best]), moves=0, path="exact")
-
-
-def _enumerate_counts(p: _Problem, k: int, cols: np.ndarray, must: np.ndarray) -> FastResult | None:
-    """Alike tasks: only how many each worker gets matters, so score every vector of counts
-    (far fewer than placements: 35 instead of 256 for 4 tasks on 4 workers). The tasks
-    placed are the forced ones, then the earliest."""
-    counts = _counts(k, p.n_workers, tuple(cols.tolist()), tuple(p.free[cols].tolist()))
-    if counts is None or counts.size * p.n_rows > ENUMERATION_LIMIT:
-        return None
-    # Every count vector places the same total, so the sum term is the same for all: the
-    # peak term alone ranks them.
-    w = p.work[0]
-    peak = None                                                  # (M, H+1): max over alive workers
-    for g in np.flatnonzero(p.alive).tolist():                   # a loop over few workers beats a
-        column = counts[:, g:g + 1] * w + p.loads[:, g]         # reduction over a middle axis 6x
-        peak = column if peak is None else np.maximum(peak, column, out=peak)
-    peak = peak @ p.d
-    best = int(np.argmin(peak))
-    return _alike_result(p, k, must, counts[best], float(peak[best]), float(peak[best]), 0, "exact")
+    return _alike_result(p, k, must, *filled, "water-filling")
 
 
 def _alike_result(p: _Problem, k: int, must: np.ndarray, counts: np.ndarray, first_peak: float, peak: float,
@@ -268,134 +235,9 @@ def _alike_result(p: _Problem, k: int, must: np.ndarray, counts: np.ndarray, fir
     """
     alive_loads = p.loads if p.n_alive == p.n_workers else p.loads[:, p.alive]
     constant = float(p.d @ (alive_loads.sum(axis=1) + k * p.work[0]))
-    if must.size:
-        rest = np.flatnonzero(~np.isin(np.arange(p.n_pool), must))
-        tasks = np.sort(np.concatenate([must, rest[: k - must.size]]))
-    else:
-        tasks = np.arange(k)
-    workers = np.repeat(np.arange(p.n_workers), np.asarray(counts).astype(np.int64))
+    tasks, workers = enumeration.alike_tasks(p.n_pool, k, must, counts)
     return FastResult(task_index=tasks, worker=workers, greedy_objective=p.peak_cost * first_peak - constant,
                       objective=p.peak_cost * peak - constant, moves=moves, path=path)
-
-
-#: Most (worker, position) candidates the alike-task water-filling sorts.
-LEVEL_CANDIDATES = 1 << 17
-#: Single-task moves after the water-filling. Loads that change smoothly over the horizon
-#: (a persistence predictor's lines) need none; when the budget runs out, the greedy
-#: constructions run too and the better placement is kept.
-LEVEL_MOVES = 16
-#: Water-filling is for loads whose peak sits on few workers over the horizon; with more
-#: workers taking the peak at some step the greedy constructions run instead.
-LEVEL_PEAK_WORKERS = 4
-#: Largest (sources x targets x steps) block of single-task moves the water-filling scores.
-DENSE_LIMIT = 1 << 20
-
-
-def _level_counts(p: _Problem, k: int, cols: np.ndarray, must: np.ndarray) -> FastResult | None:
-    """Alike tasks, too many count vectors to enumerate: water-fill, then move single tasks.
-
-    The j-th task on worker g starts at the weighted level ``s_g + j * u`` (``s``:
-    the worker's horizon-weighted load, ``u``: the task's); the ``k`` lowest
-    starts give the counts, as placing tasks one by one on the lowest worker
-    would. Then, while it lowers the objective, one task moves off a worker that
-    holds the peak at some step to the worker where it raises the peak least
-    (every row scored exactly). ``None`` when there are too many candidates.
-    """
-    w = p.work[0]
-    d_sum = float(p.d.sum()) or 1.0
-    level = (p.d @ p.loads) / d_sum
-    u = float(p.d @ w) / d_sum
-    cap = np.minimum(p.free[cols], k)
-    if int(cap.sum()) > LEVEL_CANDIDATES:
-        return None
-    owner = np.repeat(cols, cap)
-    position = np.arange(owner.size) - np.repeat(np.cumsum(cap) - cap, cap)
-    start = level[owner] + position * u
-    chosen = np.argsort(start, kind="stable")[:k]          # ties: lower worker, then lower position
-    counts = np.bincount(owner[chosen], minlength=p.n_workers).astype(np.float64)
-    alive = np.flatnonzero(p.alive)
-    loads = p.loads[:, alive]
-    free = p.free[alive].astype(np.float64)
-
-    def peak_sum(c):
-        return float(p.d @ (loads + np.outer(w, c)).max(axis=1))
-
-    c = counts[alive]
-    if np.unique((loads + np.outer(w, c)).argmax(axis=1)).size > LEVEL_PEAK_WORKERS:
-        return None          # the peak jumps between workers from step to step: the greedy does better
-    current = first = peak_sum(c)
-    moves = 0
-    every = np.ones(alive.size, dtype=bool)
-    while moves < LEVEL_MOVES:
-        columns = loads + np.outer(w, c)                                     # (H+1, A)
-        values, index = _top3(np, columns, every)
-        sources = np.unique(index[:, 0])
-        sources = sources[c[sources] > 0]
-        targets = np.flatnonzero(c < free)
-        if not sources.size or not targets.size or sources.size * targets.size * p.n_rows > DENSE_LIMIT:
-            break
-        rest = _peak_without(np, values, index, sources[:, None, None], targets[None, :, None])  # (S, B, H+1)
-        moved = np.maximum(np.maximum(rest, (columns[:, sources] - w[:, None]).T[:, None, :]),
-                           (columns[:, targets] + w[:, None]).T[None, :, :])
-        value = moved @ p.d                                                  # (S, B)
-        value[sources[:, None] == targets[None, :]] = np.inf
-        flat = int(np.argmin(value))
-        if not value.flat[flat] < current - 1e-12 * abs(current):
-            break
-        current = float(value.flat[flat])
-        src, dst = divmod(flat, targets.size)
-        c[sources[src]] -= 1
-        c[targets[dst]] += 1
-        moves += 1
-    counts = np.zeros(p.n_workers)
-    counts[alive] = c
-    return _alike_result(p, k, must, counts, first, current, moves, "water-filling")
-
-
-@functools.lru_cache(maxsize=32)
-def _counts(k: int, n_workers: int, cols: tuple, free: tuple):
-    """Every vector of per-worker counts summing to ``k`` within the free slots, shape (M, G)
-    (read-only), or ``None`` when there are more than the enumeration allows."""
-    bound = math.comb(k + len(cols) - 1, k)                       # before the free-slot limits
-    if bound > ENUMERATION_PLACEMENTS or bound * n_workers > ENUMERATION_LIMIT:
-        return None
-    multisets = np.array(list(itertools.combinations_with_replacement(range(len(cols)), k)), dtype=np.int64)
-    per_col = np.stack([(multisets == j).sum(axis=1) for j in range(len(cols))], axis=1)
-    per_col = per_col[(per_col <= np.array(free)).all(axis=1)]
-    if not len(per_col) or len(per_col) > ENUMERATION_PLACEMENTS:
-        return None
-    counts = np.zeros((len(per_col), n_workers))
-    counts[:, list(cols)] = per_col
-    counts.setflags(write=False)
-    return counts
-
-
-@functools.lru_cache(maxsize=64)
-def _placements(n_pool: int, k: int, n_workers: int, cols: tuple, free: tuple, must: tuple):
-    """Every work-conserving placement of ``k`` of ``n_pool`` tasks on ``cols`` (read-only arrays).
-
-    Returns ``tasks`` and ``workers`` of shape (M, k) and ``spread`` of shape
-    (M * G, N), the 0/1 matrix whose product with the pool's lookaheads is every
-    placement's added load per worker. Cached: a backend meets the same shapes
-    step after step.
-    """
-    columns = np.array(cols, dtype=np.int64)
-    subsets = np.array(list(itertools.combinations(range(n_pool), k)), dtype=np.int64).reshape(-1, k)
-    if must:
-        subsets = subsets[np.isin(subsets, must).sum(axis=1) == len(must)]
-    choices = columns[np.stack(np.unravel_index(np.arange(columns.size ** k), (columns.size,) * k), axis=1)]
-    per_worker = np.stack([(choices == g).sum(axis=1) for g in columns], axis=1)
-    choices = choices[(per_worker <= np.array(free)).all(axis=1)]
-    tasks = np.repeat(subsets, len(choices), axis=0)                     # (M, k)
-    workers = np.tile(choices, (len(subsets), 1))                        # (M, k)
-    # spread[m, g, i] = 1 when placement m puts pool task i on worker g.
-    by_worker = np.zeros((len(tasks), n_workers, n_pool))
-    np.add.at(by_worker, (np.arange(len(tasks))[:, None], workers, tasks), 1.0)
-    spread = by_worker.reshape(len(tasks) * n_workers, n_pool)
-    for array in (tasks, workers, spread):
-        array.setflags(write=False)
-    return tasks, workers, spread
-
 
 
 class _Problem:
@@ -498,40 +340,3 @@ class _Search:
         self.placed_task = tasks.tolist()
         self.placed_worker = workers.tolist()
         return int(moves)
-
-
-def _top3(xp, loads, alive_host):
-    """Largest three alive loads per step and their workers, shape (H+1, 3) each."""
-    n_rows, n_workers = loads.shape
-    masked = xp.where(xp.asarray(alive_host)[None, :], loads, -xp.inf)
-    if n_workers < 3:
-        pad = xp.full((n_rows, 3 - n_workers), -xp.inf)
-        masked = xp.concatenate([masked, pad], axis=1)
-    top = xp.argsort(-masked, axis=1, kind="stable")[:, :3] if masked.shape[1] <= 64 else \
-        _argtop3(xp, masked)
-    values = xp.take_along_axis(masked, top, axis=1)
-    top = xp.where(top >= n_workers, -1, top)
-    return values, top
-
-
-def _peak_without(xp, values, index, a, b):
-    """The peak at each step over the workers other than ``a`` and ``b``, from :func:`_top3`'s
-    ``values`` and ``index`` (``a`` and ``b`` broadcast against the step axis, which comes last)."""
-    hit1 = (index[:, 0] == a) | (index[:, 0] == b)
-    hit2 = (index[:, 1] == a) | (index[:, 1] == b)
-    return xp.where(hit1, xp.where(hit2, values[:, 2], values[:, 1]), values[:, 0])
-
-
-def _argtop3(xp, masked):
-    """Workers of the three largest values per row, ties to the lower index (as a stable sort)."""
-    # Dead workers' -inf becomes the lowest finite number, so that only the workers
-    # already taken are -inf and argmax never takes one twice.
-    rest = xp.maximum(masked, -np.finfo(np.float64).max)
-    rows = xp.arange(masked.shape[0])
-    top = xp.empty((masked.shape[0], 3), dtype=xp.int64)
-    for k in range(3):
-        top[:, k] = xp.argmax(rest, axis=1)
-        rest[rows, top[:, k]] = -xp.inf
-    return top
-
-
