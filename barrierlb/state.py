@@ -18,14 +18,8 @@ __all__ = ["ClusterState", "Placement"]
 class ClusterState(Ledger):
     """Workers with slot capacities, their sticky tasks and the waiting pool.
 
-    Parameters
-    ----------
-    n_workers : int
-        Number of workers ``G``.
-    capacity : int or array-like of int, shape (G,)
-        Slots per worker ``B``.
-    alive : array-like of bool, shape (G,), optional
-        Which workers are up. Default all.
+    The parameters are the :class:`~barrierlb.ledger.Ledger`'s: ``n_workers``,
+    ``capacity`` (an int or one per worker) and ``alive`` (default all).
 
     Examples
     --------

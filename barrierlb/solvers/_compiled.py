@@ -79,6 +79,17 @@ def _place(loads, peak, work, i, g):
 
 
 @_kernel
+def _keep_only_forced(live, must, score, stale):
+    """From now on only the forced tasks may take a slot: every other row is barred."""
+    for i in range(live.size):
+        if not must[i]:
+            live[i] = False
+        if not live[i]:
+            score[i, :] = np.inf
+    stale[:] = True
+
+
+@_kernel
 def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, work_conserving, slots_rule,
            peak_cost, tie_break, placed_task, placed_worker, n_placed, score):
     """The ``pairs`` (``slots_rule`` false) or ``slots`` construction; returns the placed count.
@@ -107,12 +118,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     while n_placed < to_place:
         if not only_forced and forced_left >= to_place - n_placed:
             only_forced = True
-            for i in range(n_pool):
-                if not must[i]:
-                    live[i] = False
-                if not live[i]:
-                    score[i, :] = np.inf
-            stale[:] = True
+            _keep_only_forced(live, must, score, stale)
         for jj in range(n_cols):
             if stale[jj]:
                 best_row[jj] = _column_best(score, jj)
@@ -142,12 +148,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
                 break
             if not only_forced:
                 only_forced = True
-                for r in range(n_pool):
-                    if not must[r]:
-                        live[r] = False
-                    if not live[r]:
-                        score[r, :] = np.inf
-                stale[:] = True
+                _keep_only_forced(live, must, score, stale)
                 continue
             if score[i, j] == np.inf:
                 break
