@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat.numpy as _numpy
 import numpy as np
 from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _device
@@ -32,7 +33,10 @@ def array_namespace(*arrays: Any) -> Any:
     >>> array_namespace(np.zeros(3), None).__name__
     'array_api_compat.numpy'
     """
-    return _compat_namespace(*(a for a in arrays if a is not None and not isinstance(a, (int, float, bool))))
+    arrays = tuple(a for a in arrays if a is not None and not isinstance(a, (int, float, bool)))
+    if all(type(a) is np.ndarray for a in arrays):       # the common case, without compat's scan
+        return _numpy
+    return _compat_namespace(*arrays)
 
 
 def device_of(array: Any) -> Any:
