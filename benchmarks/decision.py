@@ -146,6 +146,29 @@ def alike_rows(n_workers, n_tasks, horizon, count):
                 greedy_p50_ms=g50, speedup=g50 / a50, objective_ratio_max=float(max(ratios)))
 
 
+def limit_rows(workload, limits=(0.5, 2.0)):
+    """Whole ``bfio-exact`` decisions against their ``time_limit_s`` (after a warm-up that loads
+    the kernels): the limit bounds the decision, model building and fallback included."""
+    make_policy("bfio:horizon=8").decide(decode_snapshot(workload, 32, 72, 128, 40, seed=9))
+    rows = []
+    for n_workers, capacity, pool, free, horizon in ((32, 72, 128, 40, 72), (64, 16, 256, 200, 32),
+                                                     (8, 16, 24, 12, 8)):
+        state = decode_snapshot(workload, n_workers, capacity, pool, free, seed=1)
+        for limit in limits:
+            policy = make_policy(f"bfio-exact:horizon={horizon},time_limit_s={limit}")
+            started = time.perf_counter()
+            decision = policy.decide(state)
+            seconds = time.perf_counter() - started
+            rows.append(dict(solver="bfio-exact", n_workers=n_workers, pool=pool, free=free, horizon=horizon,
+                             time_limit_s=limit, decision_s=seconds, ratio=seconds / limit, branch=decision.branch))
+    return rows
+
+
+LIMIT_COLUMNS = [("n_workers", "G", "{}"), ("pool", "pool", "{}"), ("free", "free", "{}"), ("horizon", "H", "{}"),
+                 ("time_limit_s", "limit s", "{}"), ("decision_s", "decision s", "{:.3f}"),
+                 ("ratio", "decision / limit", "{:.2f}"), ("branch", "branch", "{}")]
+
+
 ALIKE_COLUMNS = [("n_workers", "ranks", "{}"), ("tasks", "alike tasks", "{}"), ("horizon", "H", "{}"),
                  ("instances", "n", "{}"), ("alike_p50_ms", "counts p50 ms", "{:.3f}"),
                  ("greedy_p50_ms", "greedy p50 ms", "{:.3f}"), ("speedup", "speedup", "{:.1f}x"),
@@ -178,8 +201,10 @@ def main(argv=None) -> int:
     alike = [alike_rows(g, k, 8, 20 if args.quick else 100) for g, k in ((4, 16), (4, 64), (16, 64), (64, 64),
                                                                            (64, 256))]
     print_table(alike, ALIKE_COLUMNS, "Backend batches: new tasks costed alike (persistence-line loads)")
+    limits = limit_rows(data["decode"])
+    print_table(limits, LIMIT_COLUMNS, "bfio-exact: whole decision against time_limit_s")
     print(f"total {time.perf_counter() - started:.1f} s")
-    write_json(args.json, {"solvers": rows, "alike_batches": alike})
+    write_json(args.json, {"solvers": rows, "alike_batches": alike, "time_limits": limits})
     return 0
 
 
