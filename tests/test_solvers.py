@@ -135,7 +135,8 @@ def test_path_says_how_the_placement_was_reached():
     assert alike.path == "water-filling"
     rng = np.random.default_rng(1)
     large = solve_fast(rng.uniform(0, 9, (3, 4)), rng.uniform(0, 3, (40, 3)), [5, 5, 5, 5], np.ones(3))
-    assert large.path == "heuristic"
+    assert large.path == "heuristic" and large.construction in ("pairs", "slots", "largest")
+    assert small.construction is None and alike.construction is None
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -138,7 +138,8 @@ class BFIO(Policy):
         known = result.objective if self.stride == 1 and self.peak_weight == 1.0 else None
         return _to_decision(problem, result.task_index, result.worker,
                             "exact" if result.path == "exact" else "heuristic", started,
-                            {"path": result.path, "solver_objective": result.objective,
+                            {"path": result.path, "construction": result.construction,
+                             "solver_objective": result.objective,
                              "greedy_objective": result.greedy_objective, "moves": result.moves}, objective=known)
 
 

@@ -59,6 +59,10 @@ class FastResult:
         Local-search moves applied.
     path : str
         What produced the placement, one of :data:`PATHS`.
+    construction : str or None
+        For ``path="heuristic"``, the greedy construction whose placement
+        (after its local search) was kept: ``"pairs"``, ``"slots"`` or
+        ``"largest"`` (see :func:`solve_problem`); else ``None``.
     """
 
     task_index: np.ndarray
@@ -67,6 +71,7 @@ class FastResult:
     objective: float
     moves: int
     path: str = "heuristic"
+    construction: str | None = None
 
 
 def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: Any, *, alive: Any = None,
@@ -184,7 +189,8 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
         if best is None or objective < best.objective - 1e-9 * abs(best.objective):
             best = FastResult(task_index=np.asarray(search.placed_task, dtype=np.int64),
                               worker=np.asarray(search.placed_worker, dtype=np.int64),
-                              greedy_objective=greedy_objective, objective=objective, moves=moves)
+                              greedy_objective=greedy_objective, objective=objective, moves=moves,
+                              construction=construction)
     assert best is not None          # every problem runs at least one construction
     return best
 
