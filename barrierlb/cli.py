@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ from barrierlb.policies.bfio import (
     decode_preset,
 )
 from barrierlb.predictors import make_predictor
-from barrierlb.simulator import SimulationConfig, SimulationResult, Simulator
-from barrierlb.workloads import WorkloadError, load_workload
+from barrierlb.simulator import DEFAULT_MAX_STEPS, SimulationConfig, SimulationResult, Simulator
+from barrierlb.workloads import MAX_REQUESTS, WorkloadError, load_workload, trace_path
 
 #: ``--policies`` default; ``{decode}`` becomes the BF-IO preset for the workload's
 #: mean output length (:func:`barrierlb.policies.bfio.decode_preset`).
@@ -30,8 +31,18 @@ class CLIError(Exception):
     """A user mistake: printed as one line, exit status 2."""
 
 
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum``."""
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block), exit status 2.
+
+    Subcommands' parsers are of this class too (``add_subparsers`` uses the parent's).
+    """
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int, what: str, maximum: int | None = None):
+    """An argparse type: an integer >= ``minimum`` (and <= ``maximum``)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -39,12 +50,15 @@ def _int_at_least(minimum: int, what: str):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:,}, got {value:,}")
         return value
     return parse
 
 
 _positive_int = _int_at_least(1, "positive")
 _nonnegative_int = _int_at_least(0, "non-negative")
+_request_count = _int_at_least(1, "positive", MAX_REQUESTS)
 
 
 def _positive_float(text: str) -> float:
@@ -59,9 +73,14 @@ def _positive_float(text: str) -> float:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="synthetic",
-                        help="synthetic | burstgpt:PATH | azure:PATH | mooncake:PATH | csv:PATH (default synthetic)")
-    parser.add_argument("--requests", type=_positive_int, default=None,
-                        help="requests to simulate (default 20000 for synthetic, else the whole trace)")
+                        help="synthetic[:prompt_mean=M,prompt_std=S,output_mean=M,output_std=S,corr=C] | "
+                             "long-context[:prompt_median=M,prompt_sigma=S,prompt_min=N,prompt_max=N,"
+                             "output_mean=M,output_std=S,output_min=N,output_max=N] | burstgpt:PATH | "
+                             "azure:PATH | mooncake:PATH | csv:PATH (default synthetic)")
+    parser.add_argument("--requests", type=_request_count, default=None,
+                        help=f"requests to simulate, at most {MAX_REQUESTS:,} (default 20000 for synthetic and "
+                             f"long-context, else the whole trace); a shorter trace is repeated: a timed one "
+                             f"back to back in its order, an untimed one sampled with replacement using --seed")
     parser.add_argument("--workers", type=_positive_int, default=32, help="data-parallel workers G (default 32)")
     parser.add_argument("--slots", type=_positive_int, default=72, help="batch slots per worker B (default 72)")
     parser.add_argument("--pool", type=_positive_int, default=128, help="visible waiting requests R (default 128)")
@@ -75,12 +94,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="trace arrivals this many times faster than recorded (default 1)")
     parser.add_argument("--power", default="paper", help=f"power preset: {', '.join(POWER_PRESETS)} (default paper)")
     parser.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the workload and seeded policies")
+    parser.add_argument("--max-steps", type=_positive_int, default=DEFAULT_MAX_STEPS,
+                        help=f"stop a run after this many barrier steps, an error if requests are left "
+                             f"(default {DEFAULT_MAX_STEPS:,})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="barrierlb",
-                                     description="Balance barrier-synchronized workers with BF-IO.")
+    parser = _Parser(prog="barrierlb", description="Balance barrier-synchronized workers with BF-IO.")
     sub = parser.add_subparsers(dest="command", required=True)
     compare = sub.add_parser("compare", help="compare policies on a workload (the main job)",
                              description="Simulate barrier-synchronized decode under each policy and print a "
@@ -95,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                               f"{LLM_DECODE_NO_ORACLE!r}); "
                               f"known: {', '.join(available_policies())}")
     compare.add_argument("--json", metavar="PATH", help="write config and results as JSON")
-    compare.add_argument("--plot", metavar="PATH", help="write a PNG of per-worker load and idle per policy")
+    compare.add_argument("--plot", metavar="PATH", help="write a plot of per-worker load and idle per policy "
+                                                        "(.png, .pdf or .svg)")
     simulate = sub.add_parser("simulate", help="simulate one policy; optionally dump per-step loads as CSV")
     _add_common(simulate)
     simulate.add_argument("--policy", default="bfio", help="policy spec (default bfio)")
@@ -142,7 +164,7 @@ def _config(args, record_loads: bool) -> SimulationConfig:
     try:
         return SimulationConfig(n_workers=args.workers, slots=args.slots, pool=args.pool, arrivals=args.arrivals,
                                 rate_scale=args.rate_scale, power=power_preset(args.power),
-                                record_loads=record_loads)
+                                record_loads=record_loads, max_steps=args.max_steps)
     except (TypeError, ValueError) as error:
         raise CLIError(str(error)) from None
 
@@ -187,6 +209,11 @@ def _progress_factory(enabled: bool, width: int = 28):
 
 def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, SimulationResult]]:
     config = _config(args, record_loads)
+    longest = int(workload.output_tokens.argmax())
+    if workload.output_tokens[longest] > args.max_steps:
+        # A request takes one step per output token: this run could only end at the cap.
+        raise CLIError(f"request {longest} of {workload.name} has {int(workload.output_tokens[longest]):,} output "
+                       f"tokens, more than --max-steps {args.max_steps:,} steps; the run could not finish")
     policies = [(spec, _policy(spec, args)) for spec in specs]
     try:
         # Build every predictor before the first run so a bad spec fails fast.
@@ -202,8 +229,49 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
             except ValueError as error:
                 raise CLIError(str(error)) from None
             result = simulator.run(progress=lambda done, total, spec=spec: advance(spec, done, total))
+            if result.truncated:
+                left = len(workload) - result.metrics.requests_completed
+                raise CLIError(f"{spec}: stopped at --max-steps {args.max_steps:,} with {left:,} of "
+                               f"{len(workload):,} requests unfinished (longest output "
+                               f"{int(workload.output_tokens.max()):,} tokens); raise --max-steps to run longer")
             results.append((spec, result))
     return results
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinks followed) or the same inode."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def _check_outputs(args, outputs: dict) -> None:
+    """Refuse, before any simulation, output paths that would fail or destroy something.
+
+    ``outputs`` maps a flag to its path (or None). An output may not be a
+    directory, lie in a missing directory, be the input trace (compared by
+    resolved path and, for existing files, by inode), or be another output.
+    """
+    given = {flag: Path(path) for flag, path in outputs.items() if path}
+    source = trace_path(args.workload)
+    seen: dict = {}
+    for flag, path in given.items():
+        if path.is_dir():
+            raise CLIError(f"{flag} {path}: is a directory; give a file name")
+        parent = path.resolve().parent
+        if not parent.is_dir():
+            raise CLIError(f"{flag} {path}: directory {parent} does not exist")
+        if source is not None and _same_file(path, source):
+            raise CLIError(f"{flag} {path}: is the input trace {source}; refusing to overwrite it")
+        for other, other_path in seen.items():
+            if _same_file(path, other_path):
+                raise CLIError(f"{flag} and {other} name the same file {path}")
+        seen[flag] = path
+    if "--plot" in given:
+        from barrierlb.plots import check_plot_path
+
+        try:
+            check_plot_path(given["--plot"])
+        except ValueError as error:
+            raise CLIError(f"--plot: {error}") from None
 
 
 def _load(args):
@@ -295,6 +363,7 @@ def default_policies(workload, predictor: str = "oracle") -> str:
 
 
 def cmd_compare(args) -> int:
+    _check_outputs(args, {"--json": args.json, "--plot": args.plot})
     workload = _load(args)
     specs = split_policies(args.policies if args.policies is not None else default_policies(workload, args.predictor))
     started = time.perf_counter()
@@ -309,12 +378,13 @@ def cmd_compare(args) -> int:
 
         try:
             plot_loads([r for _, r in results], args.plot)
-        except (RuntimeError, OSError) as error:
+        except (RuntimeError, OSError, ValueError) as error:
             raise CLIError(str(error)) from None
     return 0
 
 
 def cmd_simulate(args) -> int:
+    _check_outputs(args, {"--csv": args.csv, "--json": args.json})
     workload = _load(args)
     [(spec, result)] = _run(workload, [args.policy], args, record_loads=bool(args.csv))
     print_table([(spec, result)], workload.name)
@@ -345,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("barrierlb: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as error:
+        print(f"barrierlb: error: out of memory{': ' + str(error) if str(error) else ''}; "
+              f"try fewer --requests or a smaller cluster", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

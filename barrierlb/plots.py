@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from barrierlb.simulator import SimulationResult
 
+#: File types :func:`plot_loads` writes, chosen by the path's suffix.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
-def plot_loads(results: list[SimulationResult], path: str, *, max_points: int = 2000) -> None:
-    """Write a PNG: per policy, per-worker load over the steps and the per-step idle fraction.
+
+def check_plot_path(path) -> Path:
+    """``path`` as a Path if :func:`plot_loads` can write it, else ValueError naming it.
+
+    The suffix picks the format (one of :data:`PLOT_SUFFIXES`); a directory is
+    refused (matplotlib would write ``DIR.png`` beside it).
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"plot path {str(path)!r} is a directory; give a file name")
+    if file.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"plot path {str(path)!r} must end in {', '.join(PLOT_SUFFIXES)}, "
+                         f"got {file.suffix or 'no suffix'!r}")
+    return file
+
+
+def plot_loads(results: list[SimulationResult], path, *, max_points: int = 2000) -> None:
+    """Write a plot (PNG, PDF or SVG by ``path``'s suffix): per policy, per-worker
+    load over the steps and the per-step idle fraction.
 
     One row of panels per policy, sharing the axes so that the policies compare
     at a glance; loads in thousands of work units (tokens) on the left axis,
     idle share of worker time on the right.
     """
+    file = check_plot_path(path)
     try:
         import matplotlib
 
@@ -47,5 +69,5 @@ def plot_loads(results: list[SimulationResult], path: str, *, max_points: int = 
                      f"{m.throughput_tok_s:,.0f} tok/s", loc="left", fontsize=10)
     axes[-1, 0].set_xlabel("decode step (measurement window)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(file, dpi=110, format=file.suffix.lower()[1:])
     plt.close(fig)

@@ -208,5 +208,117 @@ def main(argv=None) -> int:
     return 0
 
 
+
+# ------------------------------------------------------------------------------------------ fleet
+# Fleet-scale decision points: the round-based solver (barrierlb.solvers.batched) against the
+# fast solver on the CPU, on the same instances. ``--fleet`` runs only this section:
+#
+#     python benchmarks/decision.py --fleet --quick --json fleet.json          # numpy stand-in
+#     python benchmarks/decision.py --fleet --gpu --json fleet.json            # plus CuPy rows
+
+#: (case, G, pool, H, free slots range, instances, quick instances): steady decode frees about
+#: G * B / (mean output) slots a step (the 1-64 and 1-256 ranges); short outputs free many more.
+FLEET_CASES = (("decode", 1024, 4096, 32, (1, 64), 8, 3), ("decode", 4096, 16384, 32, (1, 256), 3, 2),
+               ("decode-burst", 1024, 4096, 32, (256, 1024), 3, 2))
+
+FLEET_COLUMNS = [("case", "case", "{}"), ("solver", "solver", "{}"), ("engine", "engine", "{}"),
+                 ("n_workers", "G", "{}"), ("pool", "pool", "{}"), ("horizon", "H", "{}"), ("free", "free", "{}"),
+                 ("instances", "n", "{}"), ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
+                 ("speedup", "p50 cpu/this", "{:.2f}x"), ("objective_ratio_max", "objective / cpu, max", "{:.6f}"),
+                 ("reduction_ratio_min", "reduction / cpu's, min", "{:.4f}"), ("rounds_mean", "rounds", "{:.1f}")]
+
+
+def _fleet_solve_cpu(problem):
+    return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
+                      alive=problem.alive)
+
+
+def fleet_rows(case, n_workers, pool, horizon, free_range, count, workload, namespaces):
+    """One row for the fast solver on the CPU and one per namespace for the batched solver, on the
+    same instances: p50/p99 time, the objective ratio to the CPU solver's (max over instances) and
+    the share of the CPU solver's reduction of the objective (against placing nothing) achieved."""
+    from barrierlb.solvers.batched import solve_batched
+
+    probs = problems(workload, case, n_workers, 72, pool, horizon, free_range, count, seed=n_workers + horizon)
+    base = dict(case=case, n_workers=n_workers, pool=pool, horizon=horizon, instances=len(probs),
+                free=f"{free_range[0]}-{free_range[1]}")
+    nothing = [predicted_imbalance(p, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)) for p in probs]
+    seconds, cpu_objective, cpu_engines = [], [], set()
+    for problem in probs:
+        started = time.perf_counter()
+        result = _fleet_solve_cpu(problem)
+        seconds.append(time.perf_counter() - started)
+        cpu_objective.append(result.objective)
+        cpu_engines.add(str(getattr(result, "engine", "default")))
+    p50, p99 = percentiles_ms(seconds)
+    # ``cpu_engine``: what solve_fast's result says ran it by default (numba-compiled where installed).
+    rows = [dict(base, solver="bfio", engine="cpu", cpu_engine="/".join(sorted(cpu_engines)), p50_ms=p50,
+                 p99_ms=p99, objective_ratio_max=1.0, reduction_ratio_min=1.0)]
+    for name, xp, synchronize in namespaces:
+        arrays = [[xp.asarray(a) for a in (p.projected_load, p.pool_work, p.free_slots, p.weights, p.alive)]
+                  for p in probs]
+        started = time.perf_counter()
+        solve_batched(*arrays[0][:4], alive=arrays[0][4])        # first call: kernel compilation, caches
+        synchronize()
+        first_call_s = time.perf_counter() - started
+        seconds, ratios, reductions, rounds = [], [], [], []
+        for problem, args, cpu, empty in zip(probs, arrays, cpu_objective, nothing):
+            started = time.perf_counter()
+            result = solve_batched(*args[:4], alive=args[4])
+            synchronize()
+            seconds.append(time.perf_counter() - started)
+            ratios.append(result.objective / cpu)
+            reductions.append((empty - result.objective) / (empty - cpu) if empty != cpu else 1.0)
+            rounds.append(result.rounds)
+        b50, b99 = percentiles_ms(seconds)
+        rows.append(dict(base, solver="bfio-batched", engine=name, p50_ms=b50, p99_ms=b99, speedup=p50 / b50,
+                         objective_ratio_max=float(max(ratios)), reduction_ratio_min=float(min(reductions)),
+                         rounds_mean=float(np.mean(rounds)), first_call_s=first_call_s))
+    return rows
+
+
+def fleet_namespaces(gpu: bool):
+    """``(name, array module, synchronize)`` for the batched rows: numpy, plus CuPy with ``gpu``."""
+    out = [("numpy", np, lambda: None)]
+    if gpu:
+        try:
+            import cupy
+
+            cupy.zeros(1)
+        except (ImportError, RuntimeError) as error:
+            raise SystemExit(f"decision.py: --gpu needs CuPy and a CUDA device: {type(error).__name__}: {error}")
+        out.append(("cupy", cupy, cupy.cuda.Device().synchronize))
+    return out
+
+
+def fleet_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Fleet section of decision.py: the round-based solver "
+                                     "against the CPU fast solver on the same instances.")
+    parser.add_argument("--fleet", action="store_true", help="run this section (required)")
+    parser.add_argument("--quick", action="store_true", help="fewer instances")
+    parser.add_argument("--gpu", action="store_true", help="add the CuPy rows (fails without CuPy and a GPU)")
+    parser.add_argument("--sizes", default="1024,4096", help="fleet sizes G to run, comma-separated")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    args = parser.parse_args(argv)
+    try:
+        sizes = {int(size) for size in args.sizes.split(",")}
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    namespaces = fleet_namespaces(args.gpu)
+    started = time.perf_counter()
+    data = workloads()
+    warm = problems(data["decode"], "decode", 32, 72, 128, 8, (1, 8), 1, seed=1)[0]
+    _fleet_solve_cpu(warm)                      # load the CPU solver's compiled kernels before timing
+    rows = []
+    for case, n_workers, pool, horizon, free, count, quick_count in FLEET_CASES:
+        if n_workers in sizes:
+            rows += fleet_rows(case, n_workers, pool, horizon, free, quick_count if args.quick else count,
+                               data[case], namespaces)
+    print_table(rows, FLEET_COLUMNS, f"Fleet decision points ({'quick' if args.quick else 'full'} run)")
+    print(f"total {time.perf_counter() - started:.1f} s")
+    write_json(args.json, {"fleet": rows})
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fleet_main(sys.argv[1:]) if "--fleet" in sys.argv[1:] else main())

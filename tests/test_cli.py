@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,166 @@ def test_compare_without_an_oracle_runs_the_no_oracle_preset(tmp_path):
     assert payload["config"]["predictor"] == "scenarios:4"
     last = payload["results"][-1]
     assert last["policy"] == LLM_DECODE_NO_ORACLE and 0.0 <= last["idle_fraction"] < 1.0
+
+
+# --- issue 12: every user mistake is one line and exit status 2, before any long run ---
+
+def one_line_error(capsys, *, no_run: bool = False) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+    if no_run:                            # refused before simulating: no table, no timing line
+        assert "simulated" not in captured.out and "policy" not in captured.out, captured.out
+    return captured.err
+
+
+def trace(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("bin.csv", b"input_length,output_length\n\xff\xfe\x00,1\n", "not UTF-8 text"),
+    ("wide.csv", b"input_length,output_length\n1," + b"7" * 200_000 + b"\n", "longer than 131,072 characters"),
+    ("huge.csv", b"input_length,output_length\n1e30,5\n", "input_length is '1e30', over"),
+    ("deep.json", b'{"data": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "expected an object"),
+])
+def test_hostile_trace_files_give_one_line(tmp_path, capsys, name, data, message):
+    kind = "burstgpt" if name.endswith(".json") else "csv"
+    assert main(["compare", *SMALL, "--workload", f"{kind}:{trace(tmp_path, name, data)}"]) == 2
+    assert message in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--requests", "10000000000"], "expected at most 10,000,000"),
+    (["--workload", "synthetic:prompt_mean=lots"], "parameter prompt_mean of workload 'synthetic' must be a number"),
+    (["--workload", "long-context:median=3"], "unknown parameter 'median'"),
+    (["--max-steps", "0"], "argument --max-steps: expected a positive integer"),
+])
+def test_bad_values_give_one_line(argv, message):
+    result = subprocess.run([sys.executable, "-m", "barrierlb", "compare", "--no-progress", *argv],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_directory_workload_is_named_a_directory(tmp_path, capsys):
+    assert main(["compare", *SMALL, "--workload", f"csv:{tmp_path}"]) == 2
+    assert "is a directory, not a file" in one_line_error(capsys)
+
+
+def _trace_file(tmp_path) -> Path:
+    path = tmp_path / "trace.csv"
+    path.write_text("input_length,output_length\n" + "".join(f"{40 + i % 90},{1 + i % 15}\n" for i in range(200)))
+    return path
+
+
+@pytest.mark.parametrize("command, flag", [("compare", "--json"), ("compare", "--plot"), ("simulate", "--csv"),
+                                           ("simulate", "--json")])
+@pytest.mark.parametrize("alias", ["same", "relative", "symlink", "hardlink"])
+def test_outputs_never_overwrite_the_input_trace(tmp_path, capsys, monkeypatch, command, flag, alias):
+    source = _trace_file(tmp_path)
+    before = source.read_bytes()
+    if flag == "--plot":                  # the suffix is checked too: a trace named like a plot
+        source = source.rename(tmp_path / "trace.png")
+        source.write_bytes(before)
+    monkeypatch.chdir(tmp_path)
+    target = {"same": str(source), "relative": f"./{source.name}", "symlink": str(tmp_path / "link"),
+              "hardlink": str(tmp_path / "hard")}[alias]
+    if alias == "symlink":
+        os.symlink(source, target)
+    elif alias == "hardlink":
+        os.link(source, target)
+    extra = ["--policies", "fcfs"] if command == "compare" else ["--policy", "fcfs"]
+    assert main([command, *SMALL, *extra, "--workload", f"csv:{source}", flag, target]) == 2
+    assert "is the input trace" in one_line_error(capsys, no_run=True)
+    assert source.read_bytes() == before
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path, capsys):
+    out = str(tmp_path / "out.txt")
+    assert main(["simulate", *SMALL, "--policy", "fcfs", "--csv", out, "--json", out]) == 2
+    assert "name the same file" in one_line_error(capsys, no_run=True)
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("plot, message", [("loads.txt", "must end in .png, .pdf, .svg"),
+                                           ("loads", "must end in .png"), ("folder", "is a directory"),
+                                           ("missing/loads.png", "does not exist")])
+def test_plot_paths_are_checked_before_the_run(tmp_path, capsys, plot, message):
+    (tmp_path / "folder").mkdir()
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--plot", str(tmp_path / plot)]) == 2
+    assert message in one_line_error(capsys, no_run=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]      # no folder.png, no loads.txt
+
+
+def test_plot_formats_follow_the_suffix(tmp_path):
+    svg = tmp_path / "loads.svg"
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--plot", str(svg)]) == 0
+    assert b"<svg" in svg.read_bytes()[:400]
+
+
+def test_plot_loads_refuses_a_bad_path_itself(tmp_path):
+    from barrierlb.plots import check_plot_path, plot_loads
+
+    with pytest.raises(ValueError, match="is a directory"):
+        plot_loads([], tmp_path)
+    with pytest.raises(ValueError, match="must end in"):
+        check_plot_path(tmp_path / "x.txt")
+    assert check_plot_path(tmp_path / "x.PDF").name == "x.PDF"
+
+
+# --- issue 12: a run is bounded in steps ---
+
+def test_the_simulator_has_a_finite_default_step_cap():
+    from barrierlb.simulator import DEFAULT_MAX_STEPS, SimulationConfig
+
+    assert SimulationConfig().max_steps == DEFAULT_MAX_STEPS and 100_000 <= DEFAULT_MAX_STEPS < 10**8
+    assert SimulationConfig(max_steps=None).max_steps is None
+
+
+@pytest.mark.timeout(120)
+def test_an_output_of_a_trillion_tokens_stops_at_once_under_the_default_cap(tmp_path, capsys):
+    source = trace(tmp_path, "one.csv", b"input_length,output_length\n10,1000000000000\n5,3\n")
+    assert main(["simulate", "--no-progress", "--policy", "fcfs", "--workload", f"csv:{source}"]) == 2
+    err = one_line_error(capsys)
+    assert "1,000,000,000,000 output tokens, more than --max-steps 1,000,000" in err
+
+
+def test_a_run_that_reaches_max_steps_stops_with_a_message(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    source = trace(tmp_path, "t.csv", b"input_length,output_length\n" + b"5,3\n" * 400)
+    argv = ["simulate", "--workload", f"csv:{source}", "--workers", "1", "--slots", "1", "--pool", "4",
+            "--no-progress", "--policy", "fcfs", "--json", str(out)]
+    assert main([*argv, "--max-steps", "100"]) == 2           # 400 requests of 3 steps each, one slot
+    err = one_line_error(capsys)
+    assert "fcfs: stopped at --max-steps 100 with 367 of 400 requests unfinished" in err
+    assert not out.exists()
+    assert main([*argv, "--max-steps", "1200"]) == 0
+    assert json.loads(out.read_text())["results"][0]["truncated"] is False
+
+
+# --- issue 15: workload specs with parameters ---
+
+def test_compare_runs_a_parameterised_workload(tmp_path):
+    out = tmp_path / "r.json"
+    spec = "synthetic:prompt_mean=600,prompt_std=200,output_mean=30,output_std=10,corr=0"
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", spec, "--json", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["workload"] == spec and config["workload_name"] == spec and config["requests"] == 400
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", "long-context", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["workload_name"] == "long-context"
+
+
+def test_help_says_how_a_short_trace_is_repeated(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a timed one back to back in its order" in text and "long-context" in text and "--max-steps" in text
+
+
+def test_a_cluster_too_large_for_memory_is_one_line(capsys):
+    assert main(["simulate", "--workers", "100000000", "--slots", "100000000", "--requests", "10",
+                 "--policy", "fcfs", "--no-progress"]) == 2
+    assert "out of memory" in one_line_error(capsys, no_run=True)
