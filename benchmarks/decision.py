@@ -262,7 +262,7 @@ def fleet_rows(case, n_workers, pool, horizon, free_range, count, workload, name
         synchronize()
         first_call_s = time.perf_counter() - started
         seconds, ratios, reductions, rounds = [], [], [], []
-        for problem, args, cpu, empty in zip(probs, arrays, cpu_objective, nothing):
+        for args, cpu, empty in zip(arrays, cpu_objective, nothing):
             started = time.perf_counter()
             result = solve_batched(*args[:4], alive=args[4])
             synchronize()
@@ -286,7 +286,8 @@ def fleet_namespaces(gpu: bool):
 
             cupy.zeros(1)
         except (ImportError, RuntimeError) as error:
-            raise SystemExit(f"decision.py: --gpu needs CuPy and a CUDA device: {type(error).__name__}: {error}")
+            raise SystemExit(f"decision.py: --gpu needs CuPy and a CUDA device: {type(error).__name__}: {error}") \
+                from None
         out.append(("cupy", cupy, cupy.cuda.Device().synchronize))
     return out
 
