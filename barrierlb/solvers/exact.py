@@ -153,15 +153,23 @@ def solve_exact_problem(problem: StepProblem, *, work_conserving: bool | None = 
     # HiGHS's own limit, its result unused. Not a daemon: the interpreter waits for it at exit
     # (a daemon thread inside HiGHS at shutdown aborts the process).
     outcome: list = []
-    worker = threading.Thread(target=lambda: outcome.append(milp(
-        cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
-        options={"time_limit": left, "presolve": True, "disp": False})), name="barrierlb-highs")
+
+    def run() -> None:
+        try:
+            outcome.append(milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
+                                options={"time_limit": left, "presolve": True, "disp": False}))
+        except BaseException as error:        # handed to the caller below, not lost in the thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="barrierlb-highs")
     worker.start()
     worker.join(left)
     elapsed = time.perf_counter() - started
     if not outcome:
         return ExactResult(empty, empty, False, "time_limit", elapsed, False)
     result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
     if result.x is None:
         status = "infeasible" if result.status == 2 else "time_limit"
         return ExactResult(empty, empty, False, status, elapsed, False)
