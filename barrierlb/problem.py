@@ -43,7 +43,13 @@ def horizon_weights(horizon: int, *, gamma: float = 1.0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StepProblem:
-    """Everything a policy needs at one decision point, as arrays.
+    """Everything a policy needs at one decision point, as arrays: the solvers' one checked input.
+
+    Every field is checked and normalised on construction (host numpy arrays
+    of the dtypes below, matching shapes, finite non-negative work and loads,
+    integral non-negative slots, unique non-negative ids, no free slot on a
+    dead worker), with a ``ValueError``/``TypeError`` naming the field; arrays
+    of other libraries (CuPy, array-API) are copied to the host here, once.
 
     Attributes
     ----------

@@ -394,3 +394,20 @@ def test_top3_breaks_ties_by_the_lower_worker(n_workers):
     assert index[:, :width].tolist() == order[:, :width].tolist()
     assert values[:, :width].tolist() == np.take_along_axis(loads, order, axis=1)[:, :width].tolist()
     assert (index[:, width:] == -1).all()
+
+
+def test_exact_solver_skips_a_model_that_would_use_up_its_time_limit(monkeypatch):
+    """The limit bounds the whole call: a model whose construction alone would exceed it is not
+    built, and bfio-exact falls back to the fast solver."""
+    from barrierlb import make_policy
+    from barrierlb.solvers import exact
+
+    rng = np.random.default_rng(3)
+    loads, work = rng.uniform(0, 9, (4, 6)), rng.uniform(0, 3, (30, 4))
+    monkeypatch.setattr(exact, "_BUILD_S_PER_ENTRY", 10.0)          # every model "too large to build"
+    result = solve_exact(loads, work, [3] * 6, np.ones(4), time_limit_s=5.0)
+    assert (result.status, result.found, result.optimal) == ("time_limit", False, False)
+    problem = StepProblem.from_arrays(loads, work, [3] * 6)
+    decision = make_policy("bfio-exact:horizon=3,time_limit_s=5").decide_problem(problem)
+    assert decision.branch == "fallback" and decision.info["fallback_source"] == "fast"
+    assert decision.task_ids.size == 18
