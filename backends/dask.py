@@ -36,8 +36,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Policy, make_policy

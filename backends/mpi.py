@@ -58,8 +58,9 @@ import sys
 import time
 import types
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -10,7 +10,7 @@ from barrierlb.problem import StepProblem, horizon_weights, predicted_imbalance
 from barrierlb.state import ClusterState, Placement
 from barrierlb.tasks import Task
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["ClusterState", "Decision", "Placement", "Policy", "StepProblem", "Task", "available_policies",
            "horizon_weights", "make_policy", "predicted_imbalance", "register", "__version__"]

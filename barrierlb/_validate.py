@@ -1,24 +1,38 @@
-"""Argument checks that raise errors naming the argument and the bad value."""
+"""Argument checks that raise errors naming the argument and the bad value.
+
+Nothing is converted silently: a float where an integer is wanted (``1.5``,
+``0.7``), an integer outside int64, or a value that is neither true nor false
+where a flag is wanted is an error, never a truncation.
+"""
 
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
+#: Largest value an int64 id, count or slot index may take.
+INT64_MAX = int(np.iinfo(np.int64).max)
 
-def check_int(name: str, value, *, minimum: int | None = None) -> int:
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = INT64_MAX) -> int:
     """Return ``value`` as an int, or raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
-def check_real(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+def check_real(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
                allow_inf: bool = False) -> float:
     """Return ``value`` as a float, or raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -33,15 +47,39 @@ def check_real(name: str, value, *, minimum: float | None = None, maximum: float
     return value
 
 
-def check_array(name: str, value, *, ndim: int | None = None, shape: tuple | None = None,
-                nonnegative: bool = False, allow_inf: bool = False, dtype=np.float64) -> np.ndarray:
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool: a bool, 0 or 1, or one of true/false/1/0/yes/no/on/off."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, Integral) and int(value) in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    raise ValueError(f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
+
+
+def parse_bool(text: str) -> bool | None:
+    """``True``/``False`` for the words :func:`check_bool` accepts, else ``None``."""
+    lowered = text.strip().lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
+
+
+def check_array(name: str, value: Any, *, ndim: int | None = None, shape: tuple | None = None,
+                nonnegative: bool = False, allow_inf: bool = False, dtype: Any = np.float64) -> np.ndarray:
     """Return ``value`` as a numpy array of ``dtype``, checking shape and values.
 
-    ``shape`` entries that are ``None`` match any length.
+    ``shape`` entries that are ``None`` match any length. An integer ``dtype``
+    takes only integral values within its range (``1.5`` is an error, not 1);
+    a bool ``dtype`` takes bools or 0/1.
     """
+    target = np.dtype(dtype)
     try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as error:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as error:
         raise TypeError(f"{name} must be numeric array-like, got {type(value).__name__}: {error}") from None
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
@@ -50,6 +88,7 @@ def check_array(name: str, value, *, ndim: int | None = None, shape: tuple | Non
                                            for want, got in zip(shape, array.shape)):
             wanted = tuple("*" if want is None else want for want in shape)
             raise ValueError(f"{name} must have shape {wanted}, got {array.shape}")
+    array = _convert(name, array, target)
     if array.dtype.kind == "f":
         # One pass in the common (finite) case; the second only to name the problem.
         if allow_inf:
@@ -63,3 +102,50 @@ def check_array(name: str, value, *, ndim: int | None = None, shape: tuple | Non
         bad = array[array < 0].flat[0]
         raise ValueError(f"{name} must be non-negative, got {bad}")
     return array
+
+
+def _convert(name: str, array: np.ndarray, target: np.dtype) -> np.ndarray:
+    """``array`` as ``target``, refusing every conversion that would change a value."""
+    kind = array.dtype.kind
+    if array.dtype == target:
+        return array
+    if kind not in "biuf" and not (kind == "O" and target.kind in "iu"):
+        raise TypeError(f"{name} must be numeric, got an array of {array.dtype}")
+    if target.kind == "b":
+        if kind != "b" and array.size and not np.isin(array, (0, 1)).all():
+            bad = array[~np.isin(array, (0, 1))].flat[0].item()
+            raise ValueError(f"{name} must hold true/false (or 0/1), got {bad!r}")
+        return array.astype(bool)
+    if target.kind in "iu":
+        if kind == "b":
+            raise TypeError(f"{name} must hold integers, got booleans")
+        if kind == "f" and array.size:
+            whole = np.isfinite(array) & (array == np.floor(array))
+            if not whole.all():
+                raise ValueError(f"{name} must hold integers, got {array[~whole].flat[0].item()!r}")
+        info = np.iinfo(target)
+        if array.size and kind in "ufO":
+            if kind == "O":
+                values = array.ravel().tolist()
+                if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
+                    bad = next(v for v in values if not isinstance(v, Integral) or isinstance(v, bool))
+                    raise TypeError(f"{name} must hold integers, got {bad!r}")
+                low, high = min(values), max(values)
+            else:
+                low, high = array.min(), array.max()
+            if low < info.min or high > info.max:
+                bad = high if high > info.max else low
+                raise ValueError(f"{name} must fit in {target} (at most {info.max}), got {bad}")
+        return array.astype(target)
+    # A float target takes integers and floats; booleans are flags, not amounts.
+    if kind == "b":
+        raise TypeError(f"{name} must be numeric, got booleans")
+    return array.astype(target)
+
+
+def broadcast(name: str, value: Any, n: int) -> Any:
+    """``value`` broadcast to length ``n``, or a ``ValueError`` naming ``name`` and both shapes."""
+    try:
+        return np.broadcast_to(value, (n,))
+    except ValueError:
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got shape {np.shape(value)}") from None

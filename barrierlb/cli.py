@@ -10,13 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-
-from barrierlb.energy import (POWER_PRESETS, AbsolutePowerModel, RooflineStepTime, StepTimeModel, average_power_w,
-                              power_preset, relative_power)
+from barrierlb.energy import (
+    POWER_PRESETS,
+    AbsolutePowerModel,
+    RooflineStepTime,
+    StepTimeModel,
+    average_power_w,
+    power_preset,
+    relative_power,
+)
 from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS, accelerator_preset, model_preset
 from barrierlb.policies import available_policies, make_policy
-from barrierlb.policies.bfio import (LLM_DECODE, LLM_DECODE_NO_ORACLE, LLM_DECODE_SHORT, SHORT_OUTPUT_TOKENS,
-                                    decode_preset)
+from barrierlb.policies.bfio import (
+    LLM_DECODE,
+    LLM_DECODE_NO_ORACLE,
+    LLM_DECODE_SHORT,
+    SHORT_OUTPUT_TOKENS,
+    decode_preset,
+)
 from barrierlb.predictors import make_predictor
 from barrierlb.simulator import DEFAULT_MAX_STEPS, SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import MAX_REQUESTS, WorkloadError, load_workload, trace_path
@@ -259,7 +270,7 @@ def _progress_factory(enabled: bool, width: int = 28):
 
     @contextlib.contextmanager
     def fancy():
-        with Progress(TextColumn("{task.description:<%d}" % width), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("requests"), TimeElapsedColumn(), transient=False) as progress:
             tasks = {}
 
@@ -486,8 +497,8 @@ def cmd_presets(args) -> int:
     print(plain_table(["name", "params B", "active B", "layers", "KV B/token", "attn MFLOP/token", "weight B",
                        "accelerators/worker"], models))
     print("\npower presets of earlier versions (--power NAME: the relative model with these powers)")
-    print(plain_table(["name", "idle W", "max W", "exponent"],
-                      [[name, f"{p.idle_w:g}", f"{p.max_w:g}", f"{p.exponent:g}"] for name, p in POWER_PRESETS.items()]))
+    rows = [[name, f"{p.idle_w:g}", f"{p.max_w:g}", f"{p.exponent:g}"] for name, p in POWER_PRESETS.items()]
+    print(plain_table(["name", "idle W", "max W", "exponent"], rows))
     print("\nsources")
     for preset in [*ACCELERATOR_PRESETS.values(), *MODEL_PRESETS.values()]:
         print(f"  {preset.name}: {preset.source}")

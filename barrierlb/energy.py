@@ -59,7 +59,7 @@ class StepTimeModel:
         check_real("per_unit_s", self.per_unit_s, minimum=0.0)
 
     @classmethod
-    def paper(cls, slots: int = 72) -> "StepTimeModel":
+    def paper(cls, slots: int = 72) -> StepTimeModel:
         """DeepSeek-V3-like decode: ``c = (B * 0.6e-3 + 35e-3) / 16`` s, ``t_l = 1.5 * 2 * 576 * 61e-6 / 2**20`` s."""
         slots = check_int("slots", slots, minimum=1)
         return cls(overhead_s=(slots * 0.6e-3 + 35e-3) / 16, per_unit_s=1.5 * 2 * 576 * 61e-6 / 2**20)
@@ -216,7 +216,7 @@ class AbsolutePowerModel:
 
     @classmethod
     def for_worker(cls, accelerator: Accelerator, *, tensor_parallel: int = 1, exponent: float = 0.7,
-                   saturation: float = 1.0, wait_w: float | None = None) -> "AbsolutePowerModel":
+                   saturation: float = 1.0, wait_w: float | None = None) -> AbsolutePowerModel:
         """A worker of ``tensor_parallel`` accelerators (powers add; ``wait_w`` is per accelerator)."""
         tensor_parallel = check_int("tensor_parallel", tensor_parallel, minimum=1)
         return cls(idle_w=accelerator.idle_w * tensor_parallel, max_w=accelerator.max_w * tensor_parallel,

@@ -16,7 +16,7 @@ from barrierlb._validate import check_array, check_int, check_real
 
 
 class OraclePredictor:
-    """The true remaining length (the paper's setting)."""
+    """The true remaining length (the paper's setting); never negative."""
 
     adaptive = False
 
@@ -24,7 +24,7 @@ class OraclePredictor:
         self._output = check_array("output_tokens", output_tokens, ndim=1, nonnegative=True)
 
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
-        return self._output[np.asarray(task_ids)] - np.asarray(generated)
+        return np.maximum(self._output[np.asarray(task_ids)] - np.asarray(generated), 0.0)
 
     def observe(self, output_tokens) -> None:
         pass
@@ -43,7 +43,10 @@ class NoEndPredictor:
 
 
 class NoisyOraclePredictor:
-    """The true output length times a per-request log-normal error ``exp(N(0, sigma))``."""
+    """The true output length times a per-request log-normal error ``exp(N(0, sigma))``.
+
+    A request that outlives its predicted length has 0 steps predicted left (it
+    still runs the current step)."""
 
     adaptive = False
 
@@ -54,7 +57,7 @@ class NoisyOraclePredictor:
         self._predicted = np.maximum(np.rint(output * np.exp(rng.normal(0.0, self.sigma, output.size))), 1.0)
 
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
-        return self._predicted[np.asarray(task_ids)] - np.asarray(generated)
+        return np.maximum(self._predicted[np.asarray(task_ids)] - np.asarray(generated), 0.0)
 
     def observe(self, output_tokens) -> None:
         pass

@@ -7,17 +7,18 @@ and the predicted imbalance
 
     sum_h d_h * (G * max_g Lhat[h, g] - sum_g Lhat[h, g])
 
-over the ``G`` alive workers (DESIGN.md section 2).
+over the ``G`` alive workers (Chen et al., arXiv 2601.17855, section 2).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_int, check_real
-from barrierlb._xp import array_namespace
+from barrierlb._validate import check_array, check_bool, check_int, check_real
+from barrierlb._xp import add_rows_to_columns, array_namespace, device_of, to_host
 
 
 def horizon_weights(horizon: int, *, gamma: float = 1.0) -> np.ndarray:
@@ -42,7 +43,13 @@ def horizon_weights(horizon: int, *, gamma: float = 1.0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StepProblem:
-    """Everything a policy needs at one decision point, as arrays.
+    """Everything a policy needs at one decision point, as arrays: the solvers' one checked input.
+
+    Every field is checked and normalised on construction (host numpy arrays
+    of the dtypes below, matching shapes, finite non-negative work and loads,
+    integral non-negative slots, unique non-negative ids, no free slot on a
+    dead worker), with a ``ValueError``/``TypeError`` naming the field; arrays
+    of other libraries (CuPy, array-API) are copied to the host here, once.
 
     Attributes
     ----------
@@ -93,25 +100,42 @@ class StepProblem:
     scenarios: int = 1
     stride: int = 1
 
+    def __post_init__(self) -> None:
+        """Check and normalise every field (the solvers' one boundary): host float64/int64/bool
+        arrays of matching shapes, finite and non-negative work, unique ids, no free slot on a
+        dead worker. CuPy and other array-API arrays are copied to the host here."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in _normalised(values).items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def _built(cls, **values: Any) -> StepProblem:
+        """A problem from arrays the library built valid (:meth:`ClusterState.step_problem`,
+        :meth:`sampled`): the same fields without the checks' per-decision cost."""
+        problem = object.__new__(cls)
+        for f in fields(cls):
+            object.__setattr__(problem, f.name, values[f.name] if f.name in values else f.default)
+        return problem
+
     @property
     def n_workers(self) -> int:
-        return self.projected_load.shape[1]
+        return int(self.projected_load.shape[1])
 
     @property
     def horizon(self) -> int:
         """``H``: rows per scenario less one (for a sampled problem, kept rows less one)."""
-        return self.projected_load.shape[0] // self.scenarios - 1
+        return int(self.projected_load.shape[0] // self.scenarios - 1)
 
     @property
     def n_pool(self) -> int:
-        return self.pool_work.shape[0]
+        return int(self.pool_work.shape[0])
 
     @property
     def n_to_place(self) -> int:
         """Tasks a work-conserving placement must place: ``min(N, sum(free))``."""
         return int(min(self.n_pool, int(self.free_slots.sum())))
 
-    def sampled(self, stride: int) -> "StepProblem":
+    def sampled(self, stride: int) -> StepProblem:
         """The same problem with the horizon evaluated every ``stride`` steps.
 
         Rows ``0, stride, 2 * stride, ...`` are kept and each stands for the
@@ -126,8 +150,7 @@ class StepProblem:
         >>> problem.sampled(2).weights.tolist()
         [2.0, 2.0, 1.0]
         """
-        if not (type(stride) is int and stride >= 1):                 # the policies' usual call skips this
-            stride = check_int("stride", stride, minimum=1)
+        stride = check_int("stride", stride, minimum=1)
         if stride == self.stride:
             return self
         if self.stride != 1:
@@ -136,79 +159,125 @@ class StepProblem:
             return self
         block = self.horizon + 1
         rows = (np.arange(self.scenarios)[:, None] * block + np.arange(0, block, stride)[None, :]).ravel()
-        return replace(self, projected_load=self.projected_load[rows], pool_work=self.pool_work[:, rows],
-                       weights=np.add.reduceat(self.weights, rows), stride=stride)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(projected_load=self.projected_load[rows], pool_work=self.pool_work[:, rows],
+                      weights=np.add.reduceat(self.weights, rows), stride=stride)
+        return StepProblem._built(**values)
 
     @classmethod
-    def from_arrays(cls, projected_load, pool_work, free_slots, *, alive=None, weights=None,
-                    forced=None, pool_ids=None, work_conserving: bool = True, check: bool = True) -> "StepProblem":
-        """Build and validate a problem from bare arrays (tests, benchmarks, users).
+    def from_arrays(cls, projected_load: Any, pool_work: Any, free_slots: Any, *, alive: Any = None,
+                    weights: Any = None, forced: Any = None, pool_ids: Any = None,
+                    work_conserving: bool = True) -> StepProblem:
+        """Build a checked problem from bare arrays (users, backends, tests, benchmarks).
 
-        ``check=False`` skips the validation, for callers whose arrays are
-        valid by construction (the backends: float64, non-negative, matching
-        shapes, unique ids); it saves tens of microseconds per decision.
+        Parameters
+        ----------
+        projected_load : array, shape (H + 1, G)
+        pool_work : array, shape (N, H + 1); an empty pool may be given as ``[]``
+        free_slots : array of int, shape (G,)
+        alive : array of bool, shape (G,), optional
+            Default all alive.
+        weights : array, shape (H + 1,), optional
+            Default all 1.
+        forced : array of bool, shape (N,), optional
+            Default none.
+        pool_ids : array of int, shape (N,), optional
+            Default ``0..N-1``.
+
+        Every argument is checked (``ValueError``/``TypeError`` naming it): see
+        :class:`StepProblem`.
         """
-        if check:
-            projected_load = check_array("projected_load", projected_load, ndim=2, nonnegative=True)
-            horizon_rows, n_workers = projected_load.shape
-            if horizon_rows < 1 or n_workers < 1:
-                raise ValueError(f"projected_load must have shape (H + 1, G) with G >= 1, got {projected_load.shape}")
-            pool_work = check_array("pool_work", np.reshape(pool_work, (-1, horizon_rows)) if np.size(pool_work) == 0
-                                    else pool_work, shape=(None, horizon_rows), nonnegative=True)
-            n_pool = pool_work.shape[0]
-            free_slots = check_array("free_slots", free_slots, shape=(n_workers,), nonnegative=True, dtype=np.int64)
-            if alive is not None:
-                alive = check_array("alive", alive, shape=(n_workers,), dtype=bool)
-            if weights is not None:
-                weights = check_array("weights", weights, shape=(horizon_rows,), nonnegative=True)
-            if forced is not None:
-                forced = check_array("forced", forced, shape=(n_pool,), dtype=bool)
-            if pool_ids is not None:
-                pool_ids = check_array("pool_ids", pool_ids, shape=(n_pool,), dtype=np.int64)
-                if n_pool > 1 and len(set(pool_ids.tolist())) != n_pool:
-                    raise ValueError("pool_ids contains duplicate task ids")
-        horizon_rows, n_workers = projected_load.shape
-        n_pool = pool_work.shape[0]
-        alive = np.ones(n_workers, dtype=bool) if alive is None else alive
-        zeros = np.zeros(n_workers)
+        projected_load = to_host(projected_load)
+        rows = np.shape(projected_load)[0] if np.ndim(projected_load) == 2 else 1
+        pool_work = to_host(pool_work)
+        if np.size(pool_work) == 0:
+            pool_work = np.zeros((0, rows))
+        n_workers = np.shape(projected_load)[-1] if np.ndim(projected_load) else 1
+        n_pool = np.shape(pool_work)[0] if np.ndim(pool_work) else 1
+        free_slots = to_host(free_slots)
+        alive = np.ones(n_workers, dtype=bool) if alive is None else to_host(alive)
         return cls(projected_load=projected_load, pool_work=pool_work,
-                   pool_ids=np.arange(n_pool, dtype=np.int64) if pool_ids is None else pool_ids,
-                   free_slots=np.where(alive, free_slots, 0), alive=alive,
-                   weights=np.ones(horizon_rows) if weights is None else weights,
-                   forced=np.zeros(n_pool, dtype=bool) if forced is None else forced,
-                   active_count=zeros.astype(np.int64), active_prompt=zeros, active_load=projected_load[0].copy(),
-                   pool_prompt=pool_work[:, 0].copy(), work_conserving=bool(work_conserving))
+                   pool_ids=np.arange(n_pool, dtype=np.int64) if pool_ids is None else to_host(pool_ids),
+                   free_slots=free_slots, alive=alive,
+                   weights=np.ones(rows) if weights is None else to_host(weights),
+                   forced=np.zeros(n_pool, dtype=bool) if forced is None else to_host(forced),
+                   active_count=np.zeros(n_workers, dtype=np.int64), active_prompt=np.zeros(n_workers),
+                   active_load=_FROM_LOADS, pool_prompt=_FROM_LOADS, work_conserving=work_conserving)
 
 
-def loads_after(projected_load, pool_work, task_index, worker):
+#: ``active_load`` and ``pool_prompt`` not given: taken from the first step of the loads and work.
+_FROM_LOADS: Any = None
+
+
+def _normalised(values: dict) -> dict:
+    """The checks of :class:`StepProblem`, field by field; returns the converted fields."""
+    out = dict(values)
+    load = check_array("projected_load", to_host(values["projected_load"]), ndim=2, nonnegative=True)
+    rows, n_workers = load.shape
+    if rows < 1 or n_workers < 1:
+        raise ValueError(f"projected_load must have shape (H + 1, G) with G >= 1, got {load.shape}")
+    work = check_array("pool_work", to_host(values["pool_work"]), shape=(None, rows), nonnegative=True)
+    n_pool = work.shape[0]
+    alive = check_array("alive", to_host(values["alive"]), shape=(n_workers,), dtype=bool)
+    free = check_array("free_slots", to_host(values["free_slots"]), shape=(n_workers,), nonnegative=True,
+                       dtype=np.int64)
+    ids = check_array("pool_ids", to_host(values["pool_ids"]), shape=(n_pool,), nonnegative=True, dtype=np.int64)
+    if n_pool > 1 and np.unique(ids).size != n_pool:
+        raise ValueError("pool_ids contains duplicate task ids")
+    scenarios = check_int("scenarios", values["scenarios"], minimum=1)
+    if rows % scenarios:
+        raise ValueError(f"scenarios={scenarios} must divide the {rows} rows of projected_load")
+    out.update(projected_load=load, pool_work=work, alive=alive, free_slots=np.where(alive, free, 0), pool_ids=ids,
+               weights=check_array("weights", to_host(values["weights"]), shape=(rows,), nonnegative=True),
+               forced=check_array("forced", to_host(values["forced"]), shape=(n_pool,), dtype=bool),
+               active_count=check_array("active_count", to_host(values["active_count"]), shape=(n_workers,),
+                                        nonnegative=True, dtype=np.int64),
+               active_prompt=check_array("active_prompt", to_host(values["active_prompt"]), shape=(n_workers,),
+                                         nonnegative=True),
+               active_load=load[0].copy() if values["active_load"] is None else
+               check_array("active_load", to_host(values["active_load"]), shape=(n_workers,), nonnegative=True),
+               pool_prompt=work[:, 0].copy() if values["pool_prompt"] is None else
+               check_array("pool_prompt", to_host(values["pool_prompt"]), shape=(n_pool,), nonnegative=True),
+               work_conserving=check_bool("work_conserving", values["work_conserving"]), scenarios=scenarios,
+               stride=check_int("stride", values["stride"], minimum=1))
+    return out
+
+
+def loads_after(projected_load: Any, pool_work: Any, task_index: Any, worker: Any) -> Any:
     """Projected load after placing ``pool_work[task_index[k]]`` on ``worker[k]``.
 
-    Returns an array of shape ``(H + 1, G)``; works on numpy and CuPy arrays.
+    Array code (any array-API namespace, any device; the inputs are not
+    modified). Returns a new array of shape ``(H + 1, G)`` in the inputs'
+    namespace, on their device.
     """
     xp = array_namespace(projected_load, pool_work)
-    loads = xp.array(projected_load, dtype=xp.float64, copy=True)
-    task_index = xp.asarray(task_index, dtype=xp.int64)
-    worker = xp.asarray(worker, dtype=xp.int64)
-    if task_index.size and xp is np:
-        np.add.at(loads.T, worker, np.asarray(pool_work, dtype=np.float64)[task_index])
-    elif task_index.size:
-        onehot = (worker[:, None] == xp.arange(loads.shape[1])[None, :]).astype(xp.float64)   # (K, G)
-        loads += (onehot.T @ xp.asarray(pool_work, dtype=xp.float64)[task_index]).T
-    return loads
+    device = device_of(projected_load)
+    task_index = xp.asarray(task_index, dtype=xp.int64, device=device)
+    worker = xp.asarray(worker, dtype=xp.int64, device=device)
+    loads = xp.asarray(projected_load, dtype=xp.float64, device=device)
+    if not task_index.shape[0]:
+        return xp.asarray(loads, copy=True)
+    return add_rows_to_columns(loads, xp.take(xp.asarray(pool_work, dtype=xp.float64), task_index, axis=0), worker)
 
 
-def imbalance_of_loads(loads, alive, weights, *, peak_weight: float = 1.0) -> float:
-    """``sum_h d_h (peak_weight * G max_g L[h, g] - sum_g L[h, g])`` over alive workers."""
-    xp = array_namespace(loads)
-    alive_loads = loads[:, xp.asarray(alive)]
-    n_alive = alive_loads.shape[1]
-    if n_alive == 0:
-        return 0.0
-    per_step = peak_weight * n_alive * alive_loads.max(axis=1) - alive_loads.sum(axis=1)
-    return float(xp.asarray(weights) @ per_step)
+def imbalance_of_loads(loads: Any, alive: Any, weights: Any, *, peak_weight: float = 1.0) -> Any:
+    """``sum_h d_h (peak_weight * G max_g L[h, g] - sum_g L[h, g])`` over alive workers.
+
+    Array code: ``loads`` (H + 1, G) and ``weights`` (H + 1,) of any array-API
+    namespace; ``alive`` (G,) bool, host or of that namespace. Returns a 0-d
+    array of the namespace (``float()`` of it is the number).
+    """
+    xp = array_namespace(loads, weights)
+    alive_index = np.flatnonzero(to_host(alive))
+    if alive_index.size == 0:
+        return xp.asarray(0.0, dtype=xp.float64, device=device_of(loads))
+    if alive_index.size != loads.shape[1]:
+        loads = xp.take(loads, xp.asarray(alive_index, device=device_of(loads)), axis=1)
+    per_step = peak_weight * int(alive_index.size) * xp.max(loads, axis=1) - xp.sum(loads, axis=1)
+    return weights @ per_step
 
 
-def predicted_imbalance(problem: StepProblem, task_index, worker, *, peak_weight: float = 1.0) -> float:
+def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, peak_weight: float = 1.0) -> float:
     """The BF-IO objective of a placement (lower is better).
 
     Parameters
@@ -223,5 +292,5 @@ def predicted_imbalance(problem: StepProblem, task_index, worker, *, peak_weight
         imbalance, other values the objective the solvers minimize for
         ``bfio:peak_weight=...``.
     """
-    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
-    return imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight)
+    loads = loads_after(problem.projected_load, problem.pool_work, to_host(task_index), to_host(worker))
+    return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))

@@ -3,8 +3,8 @@
 Each step every active request produces one token; the step lasts as long as the
 slowest worker (a pluggable step-time model, default the paper's linear
 :class:`~barrierlb.energy.StepTimeModel`, or :class:`~barrierlb.energy.RooflineStepTime`;
-the power model prices each step, :func:`~barrierlb.energy.step_cost`); requests end after their output length; then the policy
-refills the freed slots from the waiting pool. Stickiness comes from
+the power model prices each step, :func:`~barrierlb.energy.step_cost`); requests end after
+their output length; then the policy refills the freed slots from the waiting pool. Stickiness comes from
 :class:`~barrierlb.state.ClusterState`: a request's KV cache never moves.
 
 Two arrival modes:

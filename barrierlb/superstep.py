@@ -271,7 +271,7 @@ class SuperstepPlanner:
         projected = np.zeros((rows, alive.size))
         for column, g in enumerate(alive.tolist()):
             projected[:, column] = loads[g] if g in loads else self._worker_load(g)
-        decision = self.policy.decide_arrays(projected, work, free, ids, check=False)
+        decision = self.policy.decide_arrays(projected, work, free, ids)
         index = np.asarray(decision.pool_index, dtype=np.int64)
         workers = alive[np.asarray(decision.workers, dtype=np.int64)]
         task_ids = ids[index]
@@ -280,7 +280,8 @@ class SuperstepPlanner:
         self._row.update(zip(placed, work[index]))      # a placed task's prediction until it is measured
         self._given.difference_update(placed)
         if self._front:
-            self._front = [t for t in self._front if t not in set(placed)]
+            placed_set = set(placed)
+            self._front = [t for t in self._front if t not in placed_set]
         return Decision(task_ids, workers, index, branch=decision.branch, objective=decision.objective,
                         solve_time_s=decision.solve_time_s, info=decision.info)
 

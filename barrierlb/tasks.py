@@ -68,18 +68,18 @@ class Task:
         object.__setattr__(self, "prompt", float(prompt))
 
     @classmethod
-    def decode(cls, task_id: int, prompt_tokens: float, predicted_output_tokens: float = math.inf) -> "Task":
+    def decode(cls, task_id: int, prompt_tokens: float, predicted_output_tokens: float = math.inf) -> Task:
         """An LLM decode request: work = prompt + generated tokens, +1 per step."""
         return cls(task_id, work=prompt_tokens, growth=1.0, steps=predicted_output_tokens,
                    prompt=prompt_tokens)
 
     @classmethod
-    def constant(cls, task_id: int, work: float, steps: float = math.inf) -> "Task":
+    def constant(cls, task_id: int, work: float, steps: float = math.inf) -> Task:
         """A task doing the same work every step."""
         return cls(task_id, work=work, growth=0.0, steps=steps)
 
     @classmethod
-    def from_profile(cls, task_id: int, profile) -> "Task":
+    def from_profile(cls, task_id: int, profile) -> Task:
         """A task with an explicit per-step work profile."""
         return cls(task_id, profile=profile)
 

@@ -93,7 +93,7 @@ class Workload:
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
 
-    def take(self, n_requests: int, *, seed: int = 0) -> "Workload":
+    def take(self, n_requests: int, *, seed: int = 0) -> Workload:
         """``n_requests`` requests from this workload (at most :data:`MAX_REQUESTS`).
 
         The first ``n_requests`` rows when the trace is long enough. A shorter

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +41,55 @@ def print_table(rows: list[dict], columns: list[tuple], title: str) -> None:
     print(flush=True)
 
 
+#: Libraries whose versions each JSON record names (those installed).
+LIBRARIES = ("barrierlb", "numpy", "scipy", "numba", "mpi4py", "dask", "distributed", "cupy", "cupy-cuda12x",
+             "cupy-cuda13x")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """Where a measurement ran: the commit (``-dirty`` with local changes), the CPU, cores,
+    Python and the versions of the libraries in :data:`LIBRARIES` that are installed."""
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"commit": commit, "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "libraries": versions, "argv": sys.argv[1:]}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_json(path: str | None, payload) -> None:
-    if path:
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {path}")
+    """Write ``payload`` (a list of records, or a dict of such lists) as JSON; every record gets
+    an ``environment`` key (:func:`environment`)."""
+    if not path:
+        return
+    env = environment()
+    lists = payload.values() if isinstance(payload, dict) else [payload]
+    for records in lists:
+        for record in records if isinstance(records, list) else ():
+            if isinstance(record, dict):
+                record.setdefault("environment", env)
+    Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {path}")

@@ -9,9 +9,9 @@ Instances are decode decision points (:func:`barrierlb.snapshots.decode_snapshot
 
 Both solvers minimize the paper's objective here (uniform weights, peak weight
 1), so ``gap`` = (fast objective - proven optimum) / optimum, over instances the
-MILP proved optimal with a positive optimum. The fast solver is timed on each
-engine on the same instances (numba-compiled kernels and numpy array code),
-with the ratio of their p50s and how many instances they placed alike.
+MILP proved optimal with a positive optimum. ``paths`` counts how the fast
+solver reached each placement (``exact`` enumeration, ``water-filling``,
+``heuristic``: the compiled greedy and local search).
 
     python benchmarks/decision.py --quick --json decision.json
 """
@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, percentiles_ms, print_table, write_json  # noqa: E402
 
-from barrierlb.problem import predicted_imbalance  # noqa: E402
 from barrierlb.policies import make_policy  # noqa: E402
+from barrierlb.problem import predicted_imbalance  # noqa: E402
 from barrierlb.snapshots import decode_snapshot  # noqa: E402
 from barrierlb.solvers import solve_exact, solve_fast  # noqa: E402
-from barrierlb.solvers.fast import compiled_kernels  # noqa: E402
 from barrierlb.workloads import load_workload, synthetic  # noqa: E402
 
 
@@ -60,38 +59,29 @@ def problems(workload, case, n_workers, capacity, pool, horizon, free_range, cou
     return out
 
 
-def fast(problem, engine=None):
+def fast(problem):
     return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
-                      alive=problem.alive, engine=engine)
-
-
-#: Engines timed side by side: the compiled kernels where numba is installed, and the array code.
-ENGINES = ("compiled", "array") if compiled_kernels() is not None else ("array",)
+                      alive=problem.alive)
 
 
 def time_rows(case, n_workers, capacity, pool, horizon, free_range, count, workload, baselines):
-    """p50/p99 decision time of the fast solver on each engine (and of baselines) on the same instances;
-    ``same`` counts the instances where the engines placed every task alike."""
+    """p50/p99 decision time of the fast solver (and of baselines) on the same instances, and the
+    paths the fast solver took."""
     probs = problems(workload, case, n_workers, capacity, pool, horizon, free_range, count, seed=n_workers + horizon)
     rows = []
     base = dict(n_workers=n_workers, pool=pool, horizon=horizon, case=case, instances=len(probs),
                 free=f"{free_range[0]}-{free_range[1]}" if case != "cold-start" else "all",
                 gap_mean=None, gap_p99=None)
-    placements = {}
-    for engine in ENGINES:
-        fast(probs[0], engine)   # warm up (and load the compiled kernels)
-        seconds, placed = [], []
-        for problem in probs:
-            started = time.perf_counter()
-            result = fast(problem, engine)
-            seconds.append(time.perf_counter() - started)
-            placed.append((result.task_index.tolist(), result.worker.tolist()))
-        placements[engine] = placed
-        p50, p99 = percentiles_ms(seconds)
-        rows.append(dict(base, solver=f"bfio [{engine}]", p50_ms=p50, p99_ms=p99))
-    if len(ENGINES) == 2:
-        rows[0]["speedup"] = rows[1]["p50_ms"] / rows[0]["p50_ms"]
-        rows[0]["same"] = f"{sum(a == b for a, b in zip(*placements.values()))}/{len(probs)}"
+    fast(probs[0])   # warm up (and load the compiled kernels)
+    seconds, paths = [], {}
+    for problem in probs:
+        started = time.perf_counter()
+        result = fast(problem)
+        seconds.append(time.perf_counter() - started)
+        paths[result.path] = paths.get(result.path, 0) + 1
+    p50, p99 = percentiles_ms(seconds)
+    rows.append(dict(base, solver="bfio", engine="compiled", p50_ms=p50, p99_ms=p99,
+                     paths=", ".join(f"{k} {v}" for k, v in sorted(paths.items()))))
     for name in baselines:
         policy = make_policy(name)
         seconds = []
@@ -139,7 +129,8 @@ def alike_rows(n_workers, n_tasks, horizon, count):
     weights = 0.9 ** np.arange(rows)
     alike_s, greedy_s, ratios = [], [], []
     for _ in range(count):
-        loads = rng.uniform(5e-3, 1e-2, n_workers)[None, :] + rng.uniform(-2e-5, 2e-5, n_workers)[None, :] * ahead[:, None]
+        loads = (rng.uniform(5e-3, 1e-2, n_workers)[None, :]
+                 + rng.uniform(-2e-5, 2e-5, n_workers)[None, :] * ahead[:, None])
         work = np.full((n_tasks, rows), 3e-4)
         jitter = work * (1.0 + 1e-12 * rng.random((n_tasks, 1)))
         free = np.full(n_workers, n_tasks)
@@ -155,6 +146,29 @@ def alike_rows(n_workers, n_tasks, horizon, count):
                 greedy_p50_ms=g50, speedup=g50 / a50, objective_ratio_max=float(max(ratios)))
 
 
+def limit_rows(workload, limits=(0.5, 2.0)):
+    """Whole ``bfio-exact`` decisions against their ``time_limit_s`` (after a warm-up that loads
+    the kernels): the limit bounds the decision, model building and fallback included."""
+    make_policy("bfio:horizon=8").decide(decode_snapshot(workload, 32, 72, 128, 40, seed=9))
+    rows = []
+    for n_workers, capacity, pool, free, horizon in ((32, 72, 128, 40, 72), (64, 16, 256, 200, 32),
+                                                     (8, 16, 24, 12, 8)):
+        state = decode_snapshot(workload, n_workers, capacity, pool, free, seed=1)
+        for limit in limits:
+            policy = make_policy(f"bfio-exact:horizon={horizon},time_limit_s={limit}")
+            started = time.perf_counter()
+            decision = policy.decide(state)
+            seconds = time.perf_counter() - started
+            rows.append(dict(solver="bfio-exact", n_workers=n_workers, pool=pool, free=free, horizon=horizon,
+                             time_limit_s=limit, decision_s=seconds, ratio=seconds / limit, branch=decision.branch))
+    return rows
+
+
+LIMIT_COLUMNS = [("n_workers", "G", "{}"), ("pool", "pool", "{}"), ("free", "free", "{}"), ("horizon", "H", "{}"),
+                 ("time_limit_s", "limit s", "{}"), ("decision_s", "decision s", "{:.3f}"),
+                 ("ratio", "decision / limit", "{:.2f}"), ("branch", "branch", "{}")]
+
+
 ALIKE_COLUMNS = [("n_workers", "ranks", "{}"), ("tasks", "alike tasks", "{}"), ("horizon", "H", "{}"),
                  ("instances", "n", "{}"), ("alike_p50_ms", "counts p50 ms", "{:.3f}"),
                  ("greedy_p50_ms", "greedy p50 ms", "{:.3f}"), ("speedup", "speedup", "{:.1f}x"),
@@ -163,8 +177,8 @@ ALIKE_COLUMNS = [("n_workers", "ranks", "{}"), ("tasks", "alike tasks", "{}"), (
 
 COLUMNS = [("case", "case", "{}"), ("solver", "solver", "{}"), ("n_workers", "G", "{}"), ("pool", "pool", "{}"),
            ("horizon", "H", "{}"), ("free", "free", "{}"), ("instances", "n", "{}"), ("p50_ms", "p50 ms", "{:.3f}"),
-           ("p99_ms", "p99 ms", "{:.3f}"), ("speedup", "p50 array/compiled", "{:.1f}x"),
-           ("same", "same placements", "{}"), ("gap_mean", "gap mean", "{:.3%}"), ("gap_p99", "gap p99", "{:.3%}")]
+           ("p99_ms", "p99 ms", "{:.3f}"), ("paths", "fast solver paths", "{}"),
+           ("gap_mean", "gap mean", "{:.3%}"), ("gap_p99", "gap p99", "{:.3%}")]
 
 
 def main(argv=None) -> int:
@@ -187,8 +201,10 @@ def main(argv=None) -> int:
     alike = [alike_rows(g, k, 8, 20 if args.quick else 100) for g, k in ((4, 16), (4, 64), (16, 64), (64, 64),
                                                                            (64, 256))]
     print_table(alike, ALIKE_COLUMNS, "Backend batches: new tasks costed alike (persistence-line loads)")
+    limits = limit_rows(data["decode"])
+    print_table(limits, LIMIT_COLUMNS, "bfio-exact: whole decision against time_limit_s")
     print(f"total {time.perf_counter() - started:.1f} s")
-    write_json(args.json, {"solvers": rows, "alike_batches": alike})
+    write_json(args.json, {"solvers": rows, "alike_batches": alike, "time_limits": limits})
     return 0
 
 
@@ -246,7 +262,7 @@ def fleet_rows(case, n_workers, pool, horizon, free_range, count, workload, name
         synchronize()
         first_call_s = time.perf_counter() - started
         seconds, ratios, reductions, rounds = [], [], [], []
-        for problem, args, cpu, empty in zip(probs, arrays, cpu_objective, nothing):
+        for args, cpu, empty in zip(arrays, cpu_objective, nothing):
             started = time.perf_counter()
             result = solve_batched(*args[:4], alive=args[4])
             synchronize()
@@ -270,7 +286,8 @@ def fleet_namespaces(gpu: bool):
 
             cupy.zeros(1)
         except (ImportError, RuntimeError) as error:
-            raise SystemExit(f"decision.py: --gpu needs CuPy and a CUDA device: {type(error).__name__}: {error}")
+            raise SystemExit(f"decision.py: --gpu needs CuPy and a CUDA device: {type(error).__name__}: {error}") \
+                from None
         out.append(("cupy", cupy, cupy.cuda.Device().synchronize))
     return out
 

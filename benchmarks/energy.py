@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
-from barrierlb.cli import build_parser, energy_models, main as cli_main  # noqa: E402
+from barrierlb.cli import build_parser, energy_models  # noqa: E402
+from barrierlb.cli import main as cli_main
 from barrierlb.energy import AbsolutePowerModel, StepTimeModel, step_cost  # noqa: E402
 from barrierlb.hardware import accelerator_preset  # noqa: E402
 from barrierlb.policies.bfio import LLM_DECODE, LLM_DECODE_SHORT  # noqa: E402

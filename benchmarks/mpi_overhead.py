@@ -49,7 +49,7 @@ def worker(args) -> None:
                 balancer.exchange()
                 rng = np.random.default_rng(rank)
                 times = []
-                for step in range(args.steps):
+                for _ in range(args.steps):
                     for task_id in list(balancer.tasks):
                         balancer.record(task_id, float(rng.uniform(1e-4, 5e-4)))
                     for task_id in sorted(balancer.tasks)[:new]:

@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
+from barrierlb.policies.bfio import LLM_DECODE, decode_preset  # noqa: E402
 from barrierlb.predictors import make_predictor  # noqa: E402
 from barrierlb.simulator import SimulationConfig, Simulator  # noqa: E402
 from barrierlb.workloads import load_workload  # noqa: E402
-
-from barrierlb.policies.bfio import LLM_DECODE, decode_preset  # noqa: E402
 
 POLICIES = ["fcfs", "jsq-tokens", "bfio:horizon=0"]
 #: The paper's BF-IO with H = 0: its objective, no bound on waiting (the paper has none).

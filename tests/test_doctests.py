@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["barrierlb._xp", "barrierlb.problem", "barrierlb.state", "barrierlb.policies.base", "barrierlb.router"]
+MODULES = ["barrierlb._xp", "barrierlb.problem", "barrierlb.state", "barrierlb.ledger", "barrierlb.policies.base",
+           "barrierlb.router"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,10 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barrierlb import make_policy
-from barrierlb.energy import (AbsolutePowerModel, PowerModel, RooflineStepTime, StepTimeModel, power_preset,
-                              relative_power, step_cost)
-from barrierlb.hardware import (ACCELERATOR_PRESETS, MODEL_PRESETS, ModelSpec, accelerator_preset,
-                                model_preset)
+from barrierlb.energy import (
+    AbsolutePowerModel,
+    PowerModel,
+    RooflineStepTime,
+    StepTimeModel,
+    power_preset,
+    relative_power,
+    step_cost,
+)
+from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS, ModelSpec, accelerator_preset, model_preset
 from barrierlb.simulator import SimulationConfig, simulate
 from barrierlb.workloads import synthetic
 
@@ -26,7 +32,7 @@ def test_relative_model_keeps_the_reference_arithmetic_step_for_step():
     workload = synthetic(500, seed=4, prompt_mean=300, prompt_std=200, output_mean=40, output_std=30)
     config = SimulationConfig(n_workers=4, slots=8, pool=16, record_loads=True)
     result = simulate(workload, make_policy("jsq"), config=config)
-    model, power = StepTimeModel.paper(8), power_preset("paper")
+    model = StepTimeModel.paper(8)           # the reference powers are written out below: 100 W, 300 W span, 0.7
     expected_time, expected_energy = [], []
     for loads in result.loads:
         duration = model.overhead_s + model.per_unit_s * loads.max()

@@ -9,7 +9,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "moe_expert_parallel"))
 
-from experts import Layout, Routing, eplb_pack, replica_counts, sticky_update  # noqa: E402
+from experts import Routing, eplb_pack, replica_counts, sticky_update  # noqa: E402
 from run import main  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402

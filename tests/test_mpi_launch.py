@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,12 @@ def test_mpi_suite_under_mpiexec(ranks):
     assert " passed" in result.stdout and " failed" not in result.stdout
 
 
-def test_a_failing_rank_ends_the_job_quickly_and_names_itself():
-    started = time.perf_counter()
-    result = mpirun(4, "examples/scientific_bsp/run.py", "--steps", "6", "--fail-on-rank", "2", timeout=60)
-    elapsed = time.perf_counter() - started
+def test_a_failing_rank_ends_the_job_and_names_itself():
+    """Rank 2 fails in step 2 of 1,000,000: the whole job ends there (the others would need minutes
+    to finish their steps, past the hang guard) and the error names the rank and the step."""
+    result = mpirun(4, "examples/scientific_bsp/run.py", "--steps", "1000000", "--fail-on-rank", "2", timeout=60)
     assert result.returncode != 0
     assert "rank 2 failed in step 2" in result.stderr
-    assert elapsed < 5   # start-up included (about 0.5 s here)
 
 
 def test_scientific_example_same_science_whatever_the_policy(tmp_path):

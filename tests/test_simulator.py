@@ -266,3 +266,46 @@ def test_persistence_total_lookahead_is_the_sum_of_the_known_tasks():
     for horizon in (0, 4, 30):                     # 30 steps: some falling lines cross zero
         assert np.allclose(predictor.total_lookahead(horizon), predictor.lookahead(known, horizon).sum(axis=0))
     assert PersistencePredictor().total_lookahead(2).tolist() == [0.0, 0.0, 0.0]
+
+
+# Golden simulations: a digest of every decision (task ids and workers, in order) and of the
+# per-step peak load. Recorded with the two-engine solver of barrierlb 0.1.0 (both of its
+# engines gave these on every case), kept unchanged through the single-source solver.
+GOLDEN = {
+    "decode": (dict(n=600, seed=0), "LLM_DECODE", None, "adbbcbc2f2e64e63"),
+    "short": (dict(n=1500, seed=1, output_mean=60.0, output_std=80.0), "LLM_DECODE_SHORT", None, "16e1d142b88392c6"),
+    "h0": (dict(n=1200, seed=2), "bfio:horizon=0", None, "285668a1e123c58e"),
+    "no-oracle": (dict(n=500, seed=3), "LLM_DECODE_NO_ORACLE", "scenarios", "2c57d9e37ee2b188"),
+    "bounded": (dict(n=1000, seed=4), "bfio:horizon=16,max_wait=2,gamma=0.8", None, "45a5df053fce4658"),
+}
+
+
+def golden_digest(case: str) -> str:
+    import hashlib
+
+    from barrierlb.policies import bfio
+
+    options, spec, predictor, _ = GOLDEN[case]
+    options = dict(options)
+    n = options.pop("n")
+    workload = synthetic(n, prompt_mean=600, prompt_std=500, **({"output_mean": 150, "output_std": 100} | options))
+    policy = make_policy(getattr(bfio, spec, spec))
+    log = hashlib.sha256()
+    decide = policy.decide
+
+    def recording(state):
+        decision = decide(state)
+        log.update(np.asarray(decision.task_ids, dtype=np.int64).tobytes())
+        log.update(np.asarray(decision.workers, dtype=np.int64).tobytes())
+        return decision
+
+    policy.decide = recording
+    sim = Simulator(workload, policy, config=SimulationConfig(n_workers=8, slots=16, pool=32),
+                    predictor=SurvivalPredictor(draws=8, seed=0) if predictor else None)
+    log.update(np.asarray(sim.run().max_load, dtype=np.float64).tobytes())
+    return log.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN))
+def test_golden_simulations_make_the_recorded_decisions(case):
+    assert golden_digest(case) == GOLDEN[case][3]

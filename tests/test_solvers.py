@@ -72,24 +72,29 @@ def test_exact_never_worse_than_fast_and_fast_reports_its_objective(problem):
     assert len(fast.task_index) == len(exact.task_index) == problem.n_to_place
 
 
-def test_fast_solver_runs_on_every_backend(xp):
+@pytest.mark.parametrize("n_pool", [12, 40])          # enumerated, and the greedy with local search
+def test_fast_solver_converts_other_arrays_once_and_places_as_numpy(xp, n_pool):
     rng = np.random.default_rng(0)
-    loads, work = rng.uniform(0, 10, (5, 6)), rng.uniform(0, 5, (12, 5))
+    loads, work = rng.uniform(0, 10, (5, 6)), rng.uniform(0, 5, (n_pool, 5))
     free = np.array([1, 0, 2, 1, 0, 3])
     reference = solve_fast(loads, work, free, np.ones(5))
-    result = solve_fast(xp.asarray(loads), xp.asarray(work), free, xp.ones(5))
+    result = solve_fast(xp.asarray(loads), xp.asarray(work), xp.asarray(free), xp.ones(5))
     assert np.array_equal(result.task_index, reference.task_index)
     assert np.array_equal(result.worker, reference.worker)
-    assert result.objective == pytest.approx(reference.objective)
+    assert (result.objective, result.path) == (reference.objective, reference.path)
 
 
-def test_forced_tasks_are_placed_first():
-    loads = np.array([[10.0, 0.0]])
-    work = np.array([[1.0], [50.0], [2.0]])
-    result = solve_fast(loads, work, [1, 1], [1.0], forced=[False, True, False])
-    assert 1 in result.task_index.tolist()
-    exact = solve_exact(loads, work, [1, 1], [1.0], forced=[False, True, False])
-    assert 1 in exact.task_index.tolist()
+@pytest.mark.parametrize("conserving", [True, False])
+@pytest.mark.parametrize("n_small", [2, 30])            # enumerated, and the greedy
+def test_forced_tasks_are_placed_whether_or_not_work_conserving(conserving, n_small):
+    loads = np.array([[10.0, 9.0]])
+    work = np.vstack([np.ones((n_small, 1)), [[50.0]]])
+    forced = np.zeros(n_small + 1, dtype=bool)
+    forced[-1] = True                                  # placing it raises the peak a lot
+    result = solve_fast(loads, work, [n_small, n_small], [1.0], forced=forced, work_conserving=conserving)
+    assert n_small in result.task_index.tolist()
+    exact = solve_exact(loads, work, [n_small, n_small], [1.0], forced=forced, work_conserving=conserving)
+    assert n_small in exact.task_index.tolist()
 
 
 def test_not_work_conserving_places_only_helpful_tasks():
@@ -98,8 +103,46 @@ def test_not_work_conserving_places_only_helpful_tasks():
     assert result.task_index.size == 0      # any placement raises the peak
 
 
+@pytest.mark.parametrize("solver", [solve_fast, solve_exact])
+@pytest.mark.parametrize("name, bad, message", [
+    ("projected_load", [[np.nan, 1.0]], "projected_load contains NaN"),
+    ("projected_load", [[np.inf, 1.0]], "projected_load contains infinite"),
+    ("pool_work", [[1.0]] * 11 + [[np.nan]], "pool_work contains NaN"),
+    ("pool_work", [[1.0]] * 11 + [[-np.inf]], "pool_work contains infinite"),
+    ("weights", [np.inf], "weights contains infinite"),
+    ("free_slots", [1.5, 2.7], "free_slots must hold integers, got 1.5"),
+    ("free_slots", [1, -1], "free_slots must be non-negative"),
+    ("alive", [True, 0.7], "alive must hold true/false"),
+    ("forced", [False] * 3, "forced must have shape"),
+])
+def test_public_solvers_check_their_arrays_once(solver, name, bad, message):
+    """NaN or inf work had the fast solver place one task up to 11 times; now every bad array
+    is an error naming it, whichever solver is called."""
+    args = {"projected_load": [[0.0, 1.0]], "pool_work": [[1.0]] * 12, "free_slots": [6, 6], "weights": [1.0]}
+    kwargs = {}
+    if name in args:
+        args[name] = bad
+    else:
+        kwargs[name] = bad
+    with pytest.raises((ValueError, TypeError), match=message):
+        solver(args["projected_load"], args["pool_work"], args["free_slots"], args["weights"], **kwargs)
+
+
+def test_path_says_how_the_placement_was_reached():
+    small = solve_fast([[3.0, 0.0]], [[1.0], [2.0], [3.0]], [2, 2], [1.0])
+    assert small.path == "exact" and small.moves == 0
+    alike = solve_fast([[3.0, 0.0, 1.0]], np.ones((300, 1)), [100, 100, 100], [1.0])
+    assert alike.path == "water-filling"
+    rng = np.random.default_rng(1)
+    large = solve_fast(rng.uniform(0, 9, (3, 4)), rng.uniform(0, 3, (40, 3)), [5, 5, 5, 5], np.ones(3))
+    assert large.path == "heuristic" and large.construction in ("pairs", "slots", "largest")
+    assert small.construction is None and alike.construction is None
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"projected_load": [[1.0, -1.0]]}, "non-negative"),
+    ({"pool_ids": [2**70]}, "pool_ids must fit in int64"),
+    ({"pool_ids": [1.5]}, "pool_ids must hold integers, got 1.5"),
     ({"pool_work": [[1.0, 2.0]]}, "shape"),
     ({"free_slots": [1]}, "shape"),
     ({"projected_load": [[np.nan, 1.0]]}, "NaN"),
@@ -141,35 +184,6 @@ def test_sampled_rejects_a_bad_stride_and_returns_the_problem_for_stride_one():
     assert problem.sampled(1) is problem
     with pytest.raises(ValueError, match="stride"):
         problem.sampled(0)
-
-
-@settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 10_000), n_rows=st.integers(1, 6), n_workers=st.integers(1, 6),
-       n_pool=st.integers(1, 40), peak_weight=st.sampled_from([1.0, 1000.0]))
-def test_greedy_score_shortcuts_equal_the_general_scores(seed, n_rows, n_workers, n_pool, peak_weight):
-    """The one-column and dense scorings are rewrites of the general sparse one, not approximations."""
-    from barrierlb.solvers import fast
-
-    rng = np.random.default_rng(seed)
-    loads = rng.integers(0, 30, (n_rows, n_workers)).astype(float)
-    work = rng.integers(0, 12, (n_pool, n_rows)).astype(float) * (rng.random((n_pool, 1)) < 0.8)
-    problem = fast._Problem(loads, work, np.ones(n_workers, dtype=np.int64), rng.random(n_rows) + 0.1,
-                            None, None, True, peak_weight)
-    search = fast._Search(problem)
-    rows, cols = np.arange(n_pool), np.arange(n_workers)
-    general = search.deltas(rows, cols)
-    for g in cols:
-        assert np.allclose(search.column_deltas(int(g)), general[:, g], rtol=1e-12, atol=1e-9)
-    limit, chunk = fast.DENSE_LIMIT, fast.DENSE_CHUNK
-    try:
-        fast.DENSE_LIMIT = 0                       # force the sparse path
-        sparse = search.deltas(rows, cols)
-        fast.DENSE_LIMIT, fast.DENSE_CHUNK = limit, 7   # dense passes of a few tasks at a time
-        chunked = search.deltas(rows, cols)
-    finally:
-        fast.DENSE_LIMIT, fast.DENSE_CHUNK = limit, chunk
-    assert np.allclose(sparse, general, rtol=1e-12, atol=1e-9)
-    assert np.allclose(chunked, general, rtol=1e-12, atol=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
@@ -228,7 +242,7 @@ def test_alike_tasks_are_placed_optimally_by_counting(seed, n_workers, n_pool, r
 def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
     """Too many count vectors to enumerate: water-filling plus single-task moves. On instances
     small enough to check, it must be optimal almost always and close otherwise."""
-    from barrierlb.solvers import fast as fast_module
+    from barrierlb.solvers import enumeration
 
     rng = np.random.default_rng(11)
     gaps = []
@@ -245,12 +259,12 @@ def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
         forced = rng.random(work.shape[0]) < 0.2
         weights = rng.uniform(0.1, 1.0, rows)
         optimum = solve_fast(loads, work, free, weights, alive=alive, forced=forced)       # enumerated
-        counts = fast_module._counts
+        counts = enumeration._counts
         try:
-            fast_module._counts = lambda *args: None                                       # too many: level path
+            enumeration._counts = lambda *args: None                                       # too many: level path
             level = solve_fast(loads, work, free, weights, alive=alive, forced=forced)
         finally:
-            fast_module._counts = counts
+            enumeration._counts = counts
         problem = StepProblem.from_arrays(loads, work, free, alive=alive, weights=weights, forced=forced)
         placed = np.bincount(level.worker, minlength=n_workers)
         assert len(level.task_index) == problem.n_to_place
@@ -265,80 +279,135 @@ def test_alike_tasks_beyond_enumeration_are_water_filled_close_to_the_optimum():
     assert (gaps < 1e-9).mean() >= 0.95 and gaps.mean() < 1e-3 and gaps.max() < 0.05
 
 
-# --------------------------------------------------------------- compiled engine
-def _both_engines(problem, **kwargs):
-    pytest.importorskip("numba")
-    args = (problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-    kwargs = dict(alive=problem.alive, forced=problem.forced, **kwargs)
-    return solve_fast(*args, engine="array", **kwargs), solve_fast(*args, engine="compiled", **kwargs)
 
 
-def _assert_same_decision(array, compiled):
-    assert (array.engine, compiled.engine) == ("array", "compiled")
-    assert compiled.task_index.tolist() == array.task_index.tolist()
-    assert compiled.worker.tolist() == array.worker.tolist()
-    assert (compiled.moves, compiled.objective, compiled.greedy_objective) == \
-        (array.moves, array.objective, array.greedy_objective)
+# ------------------------------------------------- the array code against the standard
+def _array_libraries():
+    """(namespace, device) pairs: array-api-strict on its second device (it refuses silent host
+    conversion and mixing with numpy), and CuPy where a GPU is present."""
+    import array_api_strict
 
-
-@settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 100_000), n_workers=st.integers(1, 7), n_pool=st.integers(17, 60),
-       rows=st.integers(1, 6), peak_weight=st.sampled_from([1.0, 1000.0]), conserving=st.booleans(),
-       gamma=st.sampled_from([1.0, 0.5]))
-def test_compiled_engine_makes_the_array_engines_decisions(seed, n_workers, n_pool, rows, peak_weight, conserving,
-                                                            gamma):
-    """The numba kernels run the same constructions and local search. On integer loads with
-    power-of-two weights every sum is exact, so the decisions must match move for move,
-    including ties (broken by the lowest index). Pools above 16 tasks skip enumeration."""
-    rng = np.random.default_rng(seed)
-    loads = rng.integers(0, 40, (rows, n_workers)).astype(float)
-    work = rng.integers(0, 15, (n_pool, rows)).astype(float) * (rng.random((n_pool, 1)) < 0.9)
-    free = rng.integers(0, 6, n_workers)
-    alive = rng.random(n_workers) < 0.85
-    alive[0] = True
-    forced = rng.random(n_pool) < 0.15
-    problem = StepProblem.from_arrays(loads, work, free, alive=alive, forced=forced,
-                                      weights=horizon_weights(rows - 1, gamma=gamma))
-    array, compiled = _both_engines(problem, peak_weight=peak_weight, work_conserving=conserving)
-    _assert_same_decision(array, compiled)
-
-
-@pytest.mark.parametrize("case, free", [("decode", 3), ("burst", 40), ("cold-start", 32 * 8)])
-def test_compiled_engine_matches_on_decode_snapshots(case, free):
-    """Real decision points (token loads, a uniformly weighted horizon): every construction,
-    the local search and the pool ranking on the LLM simulator's shapes."""
-    from barrierlb.snapshots import decode_snapshot
-    from barrierlb.workloads import synthetic
-
-    workload = synthetic(2000, seed=1, **({"output_mean": 60.0, "output_std": 80.0} if case == "burst" else {}))
-    for k in range(4):
-        state = decode_snapshot(workload, 32, 8, 128, free, seed=k)
-        problem = state.step_problem(12, max_wait=0 if k == 3 else None)
-        for peak_weight in (1.0, 1000.0):
-            _assert_same_decision(*_both_engines(problem, peak_weight=peak_weight))
-
-
-def test_engine_is_checked_and_reported():
-    problem = StepProblem.from_arrays([[0.0, 5.0]], np.arange(40.0)[:, None], [20, 20])
-    with pytest.raises(ValueError, match="engine must be one of"):
-        solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights, engine="gpu")
-    array = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
-                       engine="array")
-    assert array.engine == "array"
-    from barrierlb.solvers import fast
-
-    loaded = fast._KERNELS[:]
+    out = [pytest.param((array_api_strict, array_api_strict.Device("device1")), id="array-api-strict-device1")]
     try:
-        fast._KERNELS[:] = []                                  # as in a fresh process
-        small = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-        assert 40 * 2 * (1 + 40) < fast.COMPILED_MIN_SIZE and small.engine == "array"   # not worth loading numba
-    finally:
-        fast._KERNELS[:] = loaded
-    COMPILED_MIN_SIZE, compiled_kernels = fast.COMPILED_MIN_SIZE, fast.compiled_kernels
-    rows = COMPILED_MIN_SIZE // 80 + 1
-    large = StepProblem.from_arrays(np.zeros((rows, 2)), np.tile(np.arange(40.0)[:, None], (1, rows)), [20, 20])
-    default = solve_fast(large.projected_load, large.pool_work, large.free_slots, large.weights)
-    assert default.engine == ("compiled" if compiled_kernels() is not None else "array")
-    # Once loaded, the kernels serve the small problems too (a simulation after its cold start).
-    again = solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights)
-    assert again.engine == default.engine
+        import cupy
+
+        cupy.zeros(1)
+        out.append(pytest.param((cupy, None), id="cupy", marks=pytest.mark.gpu))
+    except (ImportError, RuntimeError):
+        out.append(pytest.param(None, id="cupy", marks=[pytest.mark.gpu, pytest.mark.skip(
+            reason="CuPy or a CUDA device is not available")]))
+    return out
+
+
+def _on(library, array):
+    xp, device = library
+    return xp.asarray(array, device=device) if device is not None else xp.asarray(array)
+
+
+def _same_place(library, result):
+    from barrierlb._xp import array_namespace, device_of
+
+    xp, device = library
+    assert array_namespace(result) is array_namespace(_on(library, np.zeros(1)))
+    if device is not None:
+        assert device_of(result) == device
+
+
+def _host(array):
+    from barrierlb._xp import to_host
+
+    return np.asarray(to_host(array))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(1, 5), n_pool=st.integers(2, 9), rows=st.integers(1, 4),
+       alike=st.booleans(), gamma=st.sampled_from([1.0, 0.9]))
+@pytest.mark.parametrize("library", _array_libraries())
+def test_array_code_runs_on_other_namespaces_and_places_as_numpy(library, seed, n_workers, n_pool, rows, alike,
+                                                                   gamma):
+    """The objective, the enumerations, the water-filling and the top-three table on another
+    namespace's arrays (on its device): the same placements as numpy, results in that
+    namespace and on that device, inputs unchanged."""
+    from barrierlb.problem import imbalance_of_loads, loads_after
+    from barrierlb.solvers import enumeration
+
+    rng = np.random.default_rng(seed)
+    loads = rng.uniform(0, 20, (rows, n_workers))
+    work = np.tile(rng.uniform(1, 5, rows), (n_pool, 1)) if alike else rng.uniform(0, 6, (n_pool, rows))
+    weights = horizon_weights(rows - 1, gamma=gamma)
+    free = rng.integers(0, 3, n_workers)
+    free[0] += 1
+    alive = rng.random(n_workers) < 0.8
+    alive[0] = True
+    free[~alive] = 0
+    must = np.flatnonzero(rng.random(n_pool) < 0.2)[: int(min(n_pool, free.sum()))]
+    on = {name: _on(library, a) for name, a in (("loads", loads), ("work", work), ("weights", weights))}
+    before = {name: _host(a).copy() for name, a in on.items()}
+
+    want = enumeration.best_placement(loads, work, weights, free, alive, must, peak_cost=float(alive.sum()))
+    got = enumeration.best_placement(on["loads"], on["work"], on["weights"], free, alive, must,
+                                     peak_cost=float(alive.sum()))
+    assert (want is None) == (got is None)
+    if got is not None:
+        for array in got[:2]:
+            _same_place(library, array)
+        assert [_host(a).tolist() for a in got[:2]] == [a.tolist() for a in want[:2]]
+        assert got[2] == pytest.approx(want[2], rel=1e-12, abs=1e-9)
+    k = int(min(n_pool, free.sum()))
+    for kernel in (enumeration.best_counts, enumeration.water_fill):
+        want = kernel(loads, work[0], weights, free, alive, k)
+        got = kernel(on["loads"], on["work"][0, :], on["weights"], free, alive, k)
+        assert (want is None) == (got is None)
+        if got is not None:
+            assert got[0].tolist() == want[0].tolist() and got[1:] == pytest.approx(want[1:], rel=1e-12)
+    values, index = enumeration.top3(on["loads"])
+    _same_place(library, values)
+    assert _host(index).tolist() == enumeration.top3(loads)[1].tolist()
+    task_index, worker = np.arange(min(2, n_pool)), np.zeros(min(2, n_pool), dtype=np.int64)
+    after = loads_after(on["loads"], on["work"], task_index, worker)
+    _same_place(library, after)
+    assert np.allclose(_host(after), loads_after(loads, work, task_index, worker), rtol=1e-12)
+    objective = imbalance_of_loads(after, alive, on["weights"], peak_weight=2.0)
+    _same_place(library, objective)
+    assert float(objective) == pytest.approx(float(imbalance_of_loads(_host(after), alive, weights,
+                                                                      peak_weight=2.0)), rel=1e-12)
+    assert all(np.array_equal(_host(a), before[name]) for name, a in on.items())      # inputs unchanged
+
+
+@pytest.mark.parametrize("library", _array_libraries())
+def test_step_problem_copies_other_arrays_to_the_host_once(library):
+    problem = StepProblem.from_arrays(_on(library, np.zeros((2, 3))), _on(library, np.ones((4, 2))),
+                                      _on(library, np.array([1, 2, 0])), alive=_on(library, np.array([True] * 3)))
+    assert all(isinstance(a, np.ndarray) for a in (problem.projected_load, problem.pool_work, problem.free_slots,
+                                                    problem.alive))
+    assert problem.free_slots.tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("n_workers", [2, 5, 70])          # padded, sorted, and three argmax passes
+def test_top3_breaks_ties_by_the_lower_worker(n_workers):
+    from barrierlb.solvers.enumeration import top3
+
+    loads = np.random.default_rng(n_workers).integers(0, 4, (6, n_workers)).astype(float)
+    values, index = top3(loads)
+    order = np.argsort(-loads, axis=1, kind="stable")[:, :3]
+    width = min(3, n_workers)
+    assert index[:, :width].tolist() == order[:, :width].tolist()
+    assert values[:, :width].tolist() == np.take_along_axis(loads, order, axis=1)[:, :width].tolist()
+    assert (index[:, width:] == -1).all()
+
+
+def test_exact_solver_skips_a_model_that_would_use_up_its_time_limit(monkeypatch):
+    """The limit bounds the whole call: a model whose construction alone would exceed it is not
+    built, and bfio-exact falls back to the fast solver."""
+    from barrierlb import make_policy
+    from barrierlb.solvers import exact
+
+    rng = np.random.default_rng(3)
+    loads, work = rng.uniform(0, 9, (4, 6)), rng.uniform(0, 3, (30, 4))
+    monkeypatch.setattr(exact, "_BUILD_S_PER_ENTRY", 10.0)          # every model "too large to build"
+    result = solve_exact(loads, work, [3] * 6, np.ones(4), time_limit_s=5.0)
+    assert (result.status, result.found, result.optimal) == ("time_limit", False, False)
+    problem = StepProblem.from_arrays(loads, work, [3] * 6)
+    decision = make_policy("bfio-exact:horizon=3,time_limit_s=5").decide_problem(problem)
+    assert decision.branch == "fallback" and decision.info["fallback_source"] == "fast"
+    assert decision.task_ids.size == 18

@@ -132,3 +132,106 @@ def test_refresh_predictions_sets_remaining_steps():
     problem = state.step_problem(3)
     assert problem.projected_load[:, 0].tolist() == [10, 11, 0, 0]
     assert problem.pool_work.tolist() == [[20, 21, 0, 0]]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ClusterState(2, [1.5, 2.7]), "capacity must hold integers, got 1.5"),
+    (lambda: ClusterState(2, 1.5), "capacity must be an integer"),
+    (lambda: ClusterState(2, 1, alive=[1, 0.7]), "alive must hold true/false"),
+    (lambda: ClusterState(2, 1).submit_arrays([1.5], [1.0]), "task_ids must hold integers, got 1.5"),
+    (lambda: ClusterState(2, 1).submit_arrays([2**70], [1.0]), "task_ids must fit in int64"),
+    (lambda: ClusterState(2, 1).submit_arrays([1, 2], [1.0, 2.0], growth=[1.0, 2.0, 3.0]),
+     r"growth must be a scalar or have shape \(2,\), got shape \(3,\)"),
+    (lambda: ClusterState(2, 1).submit_arrays([1], [1.0], prompt=[1.0, 2.0]), "prompt must be a scalar"),
+    (lambda: ClusterState(2, 1).tasks_on(0.7), "worker must be an integer"),
+    (lambda: ClusterState(2, 1).complete([2**70]), "task_ids must fit in int64"),
+    (lambda: ClusterState(2, 1).complete_slots(np.ones((3, 1), dtype=bool)), "mask must have shape"),
+    (lambda: ClusterState(2, 1).set_alive(0, "maybe"), "alive must be true or false"),
+    (lambda: Task(2**70, 1.0), "task_id must be <="),
+])
+def test_no_silent_truncation_and_errors_name_the_argument(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_a_placement_to_a_fractional_worker_is_rejected_and_changes_nothing():
+    state = ClusterState(2, 2)
+    state.submit([Task.constant(0, 1.0)])
+    before = (state.pool_ids.tolist(), state.version)
+    with pytest.raises(ValueError, match="workers must hold integers, got 0.7"):
+        state.place(Placement(np.array([0]), np.array([0.7])))
+    assert (state.pool_ids.tolist(), state.version) == before
+
+
+def test_set_alive_parses_flag_words():
+    state = ClusterState(2, 1)
+    state.set_alive(1, "no")
+    assert state.alive.tolist() == [True, False]
+    state.set_alive(1, "on")
+    assert state.alive.tolist() == [True, True]
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda n: np.full(n, np.nan), "remaining\\(\\) contains NaN"),
+    (lambda n: np.full(n, -1.0), "remaining\\(\\) must be non-negative"),
+    (lambda n: np.ones(n + 1), "remaining\\(\\) must have shape"),
+])
+def test_a_bad_predictor_is_rejected_before_anything_changes(answer, message):
+    class Bad:
+        def remaining(self, task_ids, prompt, generated):
+            return answer(len(task_ids)) if len(generated) and prompt[0] == 20 else np.full(len(task_ids), 3.0)
+
+    state = ClusterState(1, 2)
+    state.submit([Task.decode(0, 10, 5), Task.decode(1, 20, 7)])
+    place(state, [0], [0])
+    before = (state.step_problem(8).projected_load.tolist(), state.step_problem(8).pool_work.tolist(), state.version)
+    with pytest.raises(ValueError, match=message):
+        state.refresh_predictions(Bad())     # the running task's answer is fine, the waiting one's is not
+    after = (state.step_problem(8).projected_load.tolist(), state.step_problem(8).pool_work.tolist(), state.version)
+    assert after == before
+
+
+def test_completed_ids_are_forgotten_and_may_be_reused():
+    state = ClusterState(1, 1)
+    state.submit(Task.constant(7, 1.0))
+    with pytest.raises(ValueError, match="still waiting"):
+        state.submit(Task.constant(7, 1.0))
+    place(state, [7], [0])
+    with pytest.raises(ValueError, match="still waiting or running"):
+        state.submit(Task.constant(7, 1.0))
+    state.complete([7])
+    state.submit(Task.constant(7, 2.0))             # a new task under a finished task's id
+    place(state, [7], [0])
+    assert state.worker_of(7) == 0 and state.current_load().tolist() == [2.0]
+
+
+def test_memory_is_bounded_by_the_live_tasks_over_a_million_submissions():
+    """1,000,000 tasks with fresh ids pass through (submit, place, complete, 1,000 at a time): the
+    state's memory after the last batch is what it was after the first few, where a record of
+    every id ever submitted would hold about 60 MB."""
+    import tracemalloc
+
+    state = ClusterState(10, 100)
+    batch = 1_000
+    workers = np.repeat(np.arange(10), 100)
+    index = np.arange(batch)
+
+    def one_batch(k):
+        ids = np.arange(k * batch, (k + 1) * batch)
+        state.submit_arrays(ids, 1.0, growth=1.0, steps=5.0)
+        state.place(Placement(ids, workers, index))
+        state.advance()
+        state.complete(ids)
+
+    tracemalloc.start()
+    try:
+        for k in range(20):
+            one_batch(k)
+        settled = tracemalloc.get_traced_memory()[0]
+        for k in range(20, 1_000):
+            one_batch(k)
+        grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert state.n_active == state.n_waiting == 0
+    assert grown < 256 * 1024, grown

@@ -153,7 +153,7 @@ def test_request_counts_are_bounded_before_anything_is_allocated():
 # --- streaming: rows read only as needed, memory bounded by the rows kept ---
 
 def test_untimed_traces_are_read_only_up_to_the_rows_asked_for(tmp_path):
-    rows = ",".join('{"input_length": %d, "output_length": 2}' % (10 + i) for i in range(10))
+    rows = ",".join(f'{{"input_length": {10 + i}, "output_length": 2}}' for i in range(10))
     path = write(tmp_path, "b.json", '{"data": [' + rows + ', {"input_length": "broken"}]}')
     assert load_workload(f"burstgpt:{path}", n_requests=10).prompt_tokens.tolist() == list(range(10, 20))
     with pytest.raises(WorkloadError, match=r"data\[10\]: needs input_length"):

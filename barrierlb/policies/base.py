@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
+from barrierlb._validate import parse_bool
 from barrierlb.state import ClusterState, Placement
 
 #: Which branch of a policy produced a decision.
@@ -23,7 +25,8 @@ class Decision(Placement):
     Attributes
     ----------
     branch : str
-        ``"exact"`` (proven optimal MILP), ``"heuristic"`` (fast solver),
+        ``"exact"`` (proven optimal: the MILP or the fast solver's enumeration),
+        ``"heuristic"`` (fast solver),
         ``"fallback"`` (exact solver timed out; best of its incumbent and the fast
         solver), ``"rule"`` (a baseline's rule) or ``"idle"`` (nothing to place).
     objective : float
@@ -74,7 +77,7 @@ class Policy(ABC):
     def decide_problem(self, problem, *, started: float | None = None) -> Decision:
         """Return the decision for an explicit step problem."""
 
-    def decide_arrays(self, projected_load, pool_work, free_slots, pool_ids, *, check: bool = True) -> Decision:
+    def decide_arrays(self, projected_load, pool_work, free_slots, pool_ids, *, check: bool | None = None) -> Decision:
         """Decide from bare arrays (what backends gather), with this policy's horizon weights.
 
         Parameters
@@ -83,21 +86,22 @@ class Policy(ABC):
         pool_work : array, shape (N, H + 1)
         free_slots : array of int, shape (G,)
         pool_ids : array of int, shape (N,)
-        check : bool
-            Validate the arrays (default). The backends pass ``False``: their
-            arrays are float64 / int64, non-negative and of matching shapes by
-            construction.
+        check : None
+            Ignored, with a ``DeprecationWarning`` when given: the arrays are
+            always checked, once (:meth:`StepProblem.from_arrays`), so that no
+            caller can hand the solvers NaN, infinite or negative work.
         """
         from barrierlb.problem import StepProblem, horizon_weights
 
+        if check is not None:
+            warnings.warn("decide_arrays(check=...) is ignored: the arrays are always checked",
+                          DeprecationWarning, stacklevel=2)
         started = time.perf_counter()
-        projected_load = np.asarray(projected_load, dtype=np.float64)
-        rows = projected_load.shape[0]
+        rows = np.shape(projected_load)[0] if np.ndim(projected_load) == 2 else 1   # else from_arrays says why
         cached = getattr(self, "_array_weights", None)
         if cached is None or cached.size != rows:
-            cached = self._array_weights = horizon_weights(rows - 1, gamma=self.gamma)
-        problem = StepProblem.from_arrays(projected_load, np.asarray(pool_work, dtype=np.float64).reshape(-1, rows),
-                                          free_slots, pool_ids=pool_ids, weights=cached, check=check)
+            cached = self._array_weights = horizon_weights(max(rows - 1, 0), gamma=self.gamma)
+        problem = StepProblem.from_arrays(projected_load, pool_work, free_slots, pool_ids=pool_ids, weights=cached)
         return self.decide_problem(problem, started=started)
 
     def __repr__(self) -> str:
@@ -136,8 +140,9 @@ def available_policies() -> list[str]:
 def make_policy(spec: str, *, defaults: dict | None = None, **options) -> Policy:
     """Build a policy from ``"name"`` or ``"name:key=value,key=value"``.
 
-    Option values are parsed as int, float, bool (``true``/``false``) or
-    ``none``, else kept as strings; keyword ``options`` override the spec.
+    Option values are parsed as int, float, ``none`` or a flag word
+    (``true``/``false``, ``yes``/``no``, ``on``/``off``), else kept as
+    strings; flag options also take ``1``/``0``; keyword ``options`` override the spec.
     ``defaults`` fill in options that neither sets, for the policies whose
     constructor takes them (a command line's ``--horizon`` or ``--seed``).
 
@@ -172,9 +177,10 @@ def make_policy(spec: str, *, defaults: dict | None = None, **options) -> Policy
 
 
 def _parse_value(text: str):
+    """An option's value: an int, a float, ``none``, a flag word (true/false, yes/no, on/off), else the text."""
     lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
+    if lowered in ("true", "false", "yes", "no", "on", "off"):
+        return parse_bool(lowered)
     if lowered == "none":
         return None
     for kind in (int, float):

@@ -1,4 +1,4 @@
-"""Baseline placement policies, as DESIGN.md section 3 defines them.
+"""Baseline placement policies: FCFS, round-robin, random, power of two, JSQ, vLLM, TensorRT-LLM, greedy.
 
 Every baseline takes the waiting tasks in arrival order (FCFS admission) and
 places the first ``min(N, free slots)`` of them; they differ only in the worker

@@ -1,4 +1,4 @@
-"""BF-IO: balance the future with integer optimization (DESIGN.md section 2)."""
+"""BF-IO: balance the future with integer optimization (Chen et al., arXiv 2601.17855)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.policies.base import Decision, Policy, register
 from barrierlb.problem import predicted_imbalance
-from barrierlb.solvers import solve_exact, solve_fast
+from barrierlb.solvers.exact import solve_exact_problem
+from barrierlb.solvers.fast import FastResult, solve_problem
 
 #: Default bound on how many decisions a waiting task may be passed over.
 DEFAULT_MAX_WAIT = 256
@@ -73,7 +74,9 @@ class BFIO(Policy):
         Horizon weights ``gamma**h`` (1: uniform, as in the paper).
     max_wait : int or None
         Bounded waiting: a task passed over this many decisions must be placed
-        next (default 64); ``None`` turns the bound off.
+        next (default 256, :data:`DEFAULT_MAX_WAIT`); ``None`` turns the bound off.
+        A decision that places nothing while slots are free passes every waiting
+        task over too, so the bound holds with ``work_conserving=False``.
     work_conserving : bool
         Fill every free slot the pool can fill (default on).
     local_search : bool
@@ -97,6 +100,9 @@ class BFIO(Policy):
         as in an overloaded cluster. Default off; on in ``LLM_DECODE_NO_ORACLE``
         (with the exact oracle it measured worse: 2.16% against 0.78% idle).
 
+    A decision's ``branch`` is ``"exact"`` when the solver's enumeration proved
+    the placement optimal, else ``"heuristic"``; ``info["path"]`` names the
+    solver path (:data:`barrierlb.solvers.fast.PATHS`).
     Decisions report ``objective`` as the paper's predicted imbalance
     (``peak_weight = 1``) of the chosen placement, whatever ``peak_weight``,
     over the steps the problem holds (with a ``stride``, the sampled ones).
@@ -106,9 +112,7 @@ class BFIO(Policy):
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
                  max_moves: int | None = None, stride: int = 1, refill: bool = False):
         self.stride = check_int("stride", stride, minimum=1)
-        if not isinstance(refill, bool):
-            raise TypeError(f"refill must be true or false, got {refill!r}")
-        self.refill = refill
+        self.refill = check_bool("refill", refill)
         self.peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
         self.max_moves = None if max_moves is None else check_int("max_moves", max_moves, minimum=0)
         self.horizon = check_int("horizon", horizon, minimum=0)
@@ -116,37 +120,39 @@ class BFIO(Policy):
             raise ValueError(f"horizon must be <= 1024 steps, got {self.horizon}")
         self.gamma = check_real("gamma", gamma, minimum=0.0, maximum=1.0)
         self.max_wait = None if max_wait is None else check_int("max_wait", max_wait, minimum=0)
-        self.work_conserving = bool(work_conserving)
-        self.local_search = bool(local_search)
+        self.work_conserving = check_bool("work_conserving", work_conserving)
+        self.local_search = check_bool("local_search", local_search)
         self._options = {"horizon": self.horizon, "gamma": self.gamma, "max_wait": self.max_wait,
                          "work_conserving": self.work_conserving, "local_search": self.local_search,
                          "peak_weight": self.peak_weight, "max_moves": self.max_moves, "stride": self.stride,
                          "refill": self.refill}
 
-    def _fast(self, problem):
-        problem = problem.sampled(self.stride)
-        return solve_fast(problem.projected_load, problem.pool_work, problem.free_slots, problem.weights,
-                          alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
-                          local_search=self.local_search, peak_weight=self.peak_weight,
-                          max_moves=self.max_moves)
+    def _fast(self, problem) -> FastResult:
+        return solve_problem(problem.sampled(self.stride), work_conserving=self.work_conserving,
+                             local_search=self.local_search, peak_weight=self.peak_weight, max_moves=self.max_moves)
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
         result = self._fast(problem)
         # The solver's objective is the reported one when nothing was sampled or reweighted.
         known = result.objective if self.stride == 1 and self.peak_weight == 1.0 else None
-        return _to_decision(problem, result.task_index, result.worker, "heuristic", started,
-                            {"solver_objective": result.objective, "greedy_objective": result.greedy_objective,
-                             "moves": result.moves}, objective=known)
+        return _to_decision(problem, result.task_index, result.worker,
+                            "exact" if result.path == "exact" else "heuristic", started,
+                            {"path": result.path, "construction": result.construction,
+                             "solver_objective": result.objective,
+                             "greedy_objective": result.greedy_objective, "moves": result.moves}, objective=known)
 
 
 @register("bfio-exact")
 class BFIOExact(BFIO):
     """BF-IO solved exactly as a MILP (HiGHS), falling back to the fast solver on timeout.
 
-    Parameters are those of :class:`BFIO` plus ``time_limit_s`` (default 1 s).
-    The decision's branch is ``"exact"`` when optimality was proven, else
-    ``"fallback"``: the better of the MILP's incumbent and the fast solver.
+    Parameters are those of :class:`BFIO` plus ``time_limit_s`` (default 1 s),
+    which bounds the whole decision: the MILP gets what is left of it after its
+    model is built, and the fast solver's fallback runs after it.
+    The decision's branch is ``"exact"`` when optimality was proven (by HiGHS
+    or by the fast solver's enumeration), else ``"fallback"``: the better of
+    the MILP's incumbent and the fast solver.
     """
 
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
@@ -161,15 +167,24 @@ class BFIOExact(BFIO):
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
         sampled = problem.sampled(self.stride)
-        exact = solve_exact(sampled.projected_load, sampled.pool_work, sampled.free_slots, sampled.weights,
-                            alive=problem.alive, forced=problem.forced, work_conserving=self.work_conserving,
-                            time_limit_s=self.time_limit_s, peak_weight=self.peak_weight)
+        fast = None
+        if self.work_conserving:
+            # Small problems: the fast solver's enumeration proves the optimum in well under a
+            # millisecond, before any model is built.
+            fast = self._fast(problem)
+            if fast.path == "exact":
+                return _to_decision(problem, fast.task_index, fast.worker, "exact", started,
+                                    {"path": "exact", "solver_objective": fast.objective})
+        # The fallback's fast solver runs after the MILP: leave it a share of the limit.
+        exact = solve_exact_problem(sampled, work_conserving=self.work_conserving,
+                                    time_limit_s=self.time_limit_s * 0.9, peak_weight=self.peak_weight,
+                                    started=started)
         info = {"milp_status": exact.status, "milp_time_s": exact.solve_time_s}
         if exact.optimal:
             info["solver_objective"] = predicted_imbalance(sampled, exact.task_index, exact.worker,
                                                            peak_weight=self.peak_weight)
             return _to_decision(problem, exact.task_index, exact.worker, "exact", started, info)
-        fast = self._fast(problem)
+        fast = self._fast(problem) if fast is None else fast
         best = (fast.objective, fast.task_index, fast.worker, "fast")
         if exact.found:
             value = predicted_imbalance(sampled, exact.task_index, exact.worker, peak_weight=self.peak_weight)

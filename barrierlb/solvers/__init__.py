@@ -1,6 +1,6 @@
 """Solver kernels for the BF-IO step problem: pure functions, arrays in, placements out."""
 
-from barrierlb.solvers.exact import ExactResult, solve_exact
-from barrierlb.solvers.fast import FastResult, solve_fast
+from barrierlb.solvers.exact import ExactResult, solve_exact, solve_exact_problem
+from barrierlb.solvers.fast import PATHS, FastResult, solve_fast, solve_problem
 
-__all__ = ["ExactResult", "FastResult", "solve_exact", "solve_fast"]
+__all__ = ["PATHS", "ExactResult", "FastResult", "solve_exact", "solve_exact_problem", "solve_fast", "solve_problem"]

@@ -1,18 +1,15 @@
 """Compiled kernels of the fast solver: the greedy constructions and the local search.
 
-The array code in :mod:`barrierlb.solvers.fast` runs these steps as a few array
-operations per placement or per move, which on the host costs more in call
-overhead than in arithmetic (tens of microseconds a placement, on problems of a
-few hundred tasks). These are the same steps as loops compiled by numba: the
-same candidates in the same order, the same scores, the same ties (the lowest
-index in row-major order), so both engines make the same decisions. Scores are
-sums over the horizon; the array code sums them with BLAS, these in step order,
-so on real-valued weights the two can differ in the last bit (never on problems
-whose sums are exact, which the tests compare placement by placement).
+Each of these places one task or applies one move at a time, the sequential
+part of the solver; as array operations they cost more in call overhead than in
+arithmetic (tens of microseconds a placement), so they are loops compiled by
+numba, the solver's one source for them. Ties go to the lowest index (in
+row-major order for the score matrix), so every MPI rank makes the same
+decision. Scores are sums over the horizon in step order.
 
-Imported only by :func:`barrierlb.solvers.fast.compiled_kernels`, which needs
-numba (``pip install "barrierlb[fast]"``). Arrays: ``loads`` (H+1, G), ``work``
-(N, H+1), ``d`` (H+1,), ``total`` (N,) float64, C-ordered; masks are bool.
+Imported by :func:`barrierlb.solvers.fast.solve_problem` on first use. Arrays:
+``loads`` (H+1, G), ``work`` (N, H+1), ``d`` (H+1,), ``total`` (N,) float64,
+C-ordered; masks are bool.
 """
 
 from __future__ import annotations
@@ -20,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_OPTIONS = dict(cache=True, nogil=True)
+_kernel = njit(cache=True, nogil=True)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
-    """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break, as the array code."""
+    """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break."""
     overflow = 0.0
     room = 0.0
     for h in range(loads.shape[0]):
@@ -37,7 +34,7 @@ def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
     return peak_cost * overflow - total[i] - tie_break * room
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break):
     """Column ``j`` (worker ``g``) of the score matrix; ``inf`` for tasks no longer eligible.
 
@@ -60,7 +57,7 @@ def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, pea
             score[i, j] = _score(loads, peak, work, d, total, i, g, peak_cost, tie_break)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _column_best(score, j):
     """Row of the smallest score in column ``j`` (the first of equal ones)."""
     best = 0
@@ -70,7 +67,7 @@ def _column_best(score, j):
     return best
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _place(loads, peak, work, i, g):
     raised = False
     for h in range(loads.shape[0]):
@@ -81,7 +78,18 @@ def _place(loads, peak, work, i, g):
     return raised
 
 
-@njit(**_OPTIONS)
+@_kernel
+def _keep_only_forced(live, must, score, stale):
+    """From now on only the forced tasks may take a slot: every other row is barred."""
+    for i in range(live.size):
+        if not must[i]:
+            live[i] = False
+        if not live[i]:
+            score[i, :] = np.inf
+    stale[:] = True
+
+
+@_kernel
 def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, work_conserving, slots_rule,
            peak_cost, tie_break, placed_task, placed_worker, n_placed, score):
     """The ``pairs`` (``slots_rule`` false) or ``slots`` construction; returns the placed count.
@@ -90,7 +98,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     slot at the start (the local search ranks waiting tasks by it); ``loads``,
     ``peak``, ``free_left``, ``unplaced`` and the placement arrays are updated.
     Each column's best row is kept, so a placement rescans only the columns it
-    changed; the pair taken is the array code's ``argmin`` of the whole matrix
+    changed; the pair taken is the ``argmin`` of the whole matrix
     (the first in row-major order among equal scores).
     """
     n_pool = work.shape[0]
@@ -110,12 +118,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     while n_placed < to_place:
         if not only_forced and forced_left >= to_place - n_placed:
             only_forced = True
-            for i in range(n_pool):
-                if not must[i]:
-                    live[i] = False
-                if not live[i]:
-                    score[i, :] = np.inf
-            stale[:] = True
+            _keep_only_forced(live, must, score, stale)
         for jj in range(n_cols):
             if stale[jj]:
                 best_row[jj] = _column_best(score, jj)
@@ -139,7 +142,16 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
                     j = jj
         i = best_row[j]
         if not work_conserving and score[i, j] >= 0.0:
-            break
+            # Nothing left lowers the objective: stop, unless forced tasks are still
+            # waiting; they are placed all the same, from now on alone.
+            if forced_left == 0:
+                break
+            if not only_forced:
+                only_forced = True
+                _keep_only_forced(live, must, score, stale)
+                continue
+            if score[i, j] == np.inf:
+                break
         g = cols[j]
         raised = _place(loads, peak, work, i, g)
         placed_task[n_placed] = i
@@ -172,7 +184,7 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     return n_placed
 
 
-@njit(**_OPTIONS)
+@_kernel
 def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, peak_cost, tie_break,
                   placed_task, placed_worker, n_placed):
     """The ``largest`` construction (LPT): the largest task first, where it raises the objective least."""
@@ -208,9 +220,9 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
     return n_placed
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _top3(loads, alive, values, index):
-    """Largest three alive loads per step and their workers (ties: lower worker), as the array code."""
+    """Largest three alive loads per step and their workers (ties: lower worker)."""
     n_rows, n_workers = loads.shape
     for h in range(n_rows):
         filled = 0
@@ -231,7 +243,7 @@ def _top3(loads, alive, values, index):
             index[h, k] = -1
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _kth_smallest(values, k):
     """The ``k``-th smallest of ``values`` (0-based), by quickselect on a copy.
 
@@ -260,7 +272,7 @@ def _kth_smallest(values, k):
     return a[k]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _argsort_stable(keys):
     """Positions that sort ``keys`` ascending, equal keys in their original order (bottom-up merge sort)."""
     n = keys.size
@@ -292,7 +304,7 @@ def _argsort_stable(keys):
     return order
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _top(priority, limit):
     """Positions, ascending, of the ``limit`` largest priorities; ties at the cut to the lower position."""
     n = priority.size
@@ -315,19 +327,19 @@ def _top(priority, limit):
     return keep
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _others(values, index, h, a, b):
-    """The peak at step ``h`` over the workers other than ``a`` and ``b`` (the array code's ``_peak_without``)."""
+    """The peak at step ``h`` over the workers other than ``a`` and ``b`` ."""
     if index[h, 0] == a or index[h, 0] == b:
         return values[h, 2] if index[h, 1] == a or index[h, 1] == b else values[h, 1]
     return values[h, 0]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
     """Objective change when task ``ta`` leaves worker ``ga`` for ``gb`` and task ``tb`` comes back
     (an exchange) or nothing does (``tb < 0``, a relocation): column ``ga`` gains ``w[tb] - w[ta]``
-    and column ``gb`` loses it, as in the array code's exchange and relocation scores."""
+    and column ``gb`` loses it."""
     gain = 0.0
     for h in range(loads.shape[0]):
         shift = work[tb, h] - work[ta, h] if tb >= 0 else -work[ta, h]
@@ -336,7 +348,7 @@ def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
     return peak_cost * gain
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room, peak_cost, max_pairs):
     """Exchanges: a task on a peak worker swaps with a lighter one elsewhere. Returns (gain, a, b), a < 0 if none."""
     first = np.empty(movers.size * task.size, dtype=np.int64)
@@ -361,7 +373,7 @@ def _best_exchange(values, index, peak, d, loads, work, total, task, worker, mov
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, room, free_left, peak_cost,
                      max_pairs):
     """Relocations: a task on a peak worker moves to a worker with a free slot. Returns (gain, a, target)."""
@@ -388,7 +400,7 @@ def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, 
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _best_replacement(values, index, peak, d, loads, work, total, task, worker, on_peak, unplaced, forced, rank_key,
                       peak_cost, max_candidates, max_pairs):
     """Replacements: a waiting task takes a placed task's slot. Returns (gain, a, incoming)."""
@@ -435,10 +447,10 @@ def _best_replacement(values, index, peak, d, loads, work, total, task, worker, 
     return best_gain, first[best], second[best]
 
 
-@njit(**_OPTIONS)
+@_kernel
 def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, unplaced, free_left, forced, alive,
                  peak_cost, score, has_score, max_moves, max_candidates, max_pairs):
-    """Best-improvement local search, the array code's ``_local_search`` step for step; returns the moves.
+    """Best-improvement local search (:meth:`barrierlb.solvers.fast._Search.local_search`); returns the moves.
 
     Each round scores exchanges, relocations and replacements (at most
     ``max_pairs`` of each, the most promising first) and applies the best

@@ -11,17 +11,25 @@ free slot get columns) and ``M[h]`` (the predicted maximum load at step ``h``):
                sum_{i,g} x[i, g] == min(N, sum_g f_g)  (work conserving)
 
 with ``W_i = sum_h d_h w[i, h]``. scipy's ``milp`` drives HiGHS; see
-``docs/solvers.md`` for why HiGHS and how long it takes.
+the package documentation (docs/solvers.md) for why HiGHS and how long it takes.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from barrierlb._xp import to_numpy
+from barrierlb._validate import check_real
+from barrierlb.problem import StepProblem
+
+#: Seconds per (task, open worker, step) entry that building the MILP takes at least (measured
+#: about 2e-7 on this 2-core machine; a lower bound, so that a model is skipped only when its
+#: construction alone would overrun the time limit).
+_BUILD_S_PER_ENTRY = 1e-7
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,9 @@ class ExactResult:
     status : str
         ``"optimal"``, ``"time_limit"`` (with or without an incumbent) or ``"infeasible"``.
     solve_time_s : float
+        Wall time of the whole call, checks and model building included.
+    found : bool
+        Whether a placement was found (optimal or an incumbent).
     """
 
     task_index: np.ndarray
@@ -47,31 +58,46 @@ class ExactResult:
     found: bool
 
 
-def solve_exact(projected_load, pool_work, free_slots, weights, *, alive=None, forced=None,
-                work_conserving: bool = True, time_limit_s: float = 1.0, peak_weight: float = 1.0) -> ExactResult:
+def solve_exact(projected_load: Any, pool_work: Any, free_slots: Any, weights: Any, *, alive: Any = None,
+                forced: Any = None, work_conserving: bool = True, time_limit_s: float = 1.0,
+                peak_weight: float = 1.0) -> ExactResult:
     """Solve the step problem to proven optimality within ``time_limit_s``.
 
-    Parameters are those of :func:`barrierlb.solvers.solve_fast` (numpy or CuPy
-    arrays; the MILP itself runs on the CPU), including ``peak_weight``, the
-    weight of the ``G * M[h]`` term (1: the paper's objective).
+    Parameters are those of :func:`barrierlb.solvers.solve_fast`, checked once
+    by :meth:`StepProblem.from_arrays` (any array library's arrays; the MILP
+    runs on the CPU), plus ``time_limit_s``, which bounds the whole call, and
+    ``peak_weight``, the weight of the ``G * M[h]`` term (1: the paper's
+    objective).
 
     Returns
     -------
     ExactResult
     """
+    started = time.perf_counter()
+    problem = StepProblem.from_arrays(projected_load, pool_work, free_slots, alive=alive, weights=weights,
+                                      forced=forced, work_conserving=work_conserving)
+    return solve_exact_problem(problem, time_limit_s=time_limit_s, peak_weight=peak_weight, started=started)
+
+
+def solve_exact_problem(problem: StepProblem, *, work_conserving: bool | None = None, time_limit_s: float = 1.0,
+                        peak_weight: float = 1.0, started: float | None = None) -> ExactResult:
+    """:func:`solve_exact` on a checked :class:`~barrierlb.problem.StepProblem`.
+
+    ``started`` (a ``time.perf_counter()`` value, default now) is when the
+    caller's decision began: HiGHS gets what is left of ``time_limit_s`` after
+    building the model, and the model is not built at all when nothing is left.
+    """
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
-    started = time.perf_counter()
-    loads = np.asarray(to_numpy(projected_load), dtype=np.float64)
-    work = np.asarray(to_numpy(pool_work), dtype=np.float64)
-    d = np.asarray(to_numpy(weights), dtype=np.float64)
-    free = np.array(to_numpy(free_slots), dtype=np.int64)
+    started = time.perf_counter() if started is None else started
+    time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
+    peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
+    work_conserving = problem.work_conserving if work_conserving is None else bool(work_conserving)
+    loads, work, d = problem.projected_load, problem.pool_work, problem.weights
+    free, alive, forced = problem.free_slots, problem.alive, problem.forced
     n_rows, n_workers = loads.shape
     n_pool = work.shape[0]
-    alive = np.ones(n_workers, dtype=bool) if alive is None else np.asarray(to_numpy(alive), dtype=bool)
-    forced = np.zeros(n_pool, dtype=bool) if forced is None else np.asarray(to_numpy(forced), dtype=bool)
-    free[~alive] = 0
     n_alive = int(alive.sum())
     cols = np.flatnonzero(free > 0)
     n_cols = cols.size
@@ -79,6 +105,10 @@ def solve_exact(projected_load, pool_work, free_slots, weights, *, alive=None, f
     empty = np.zeros(0, dtype=np.int64)
     if to_place == 0 or n_alive == 0:
         return ExactResult(empty, empty, True, "optimal", time.perf_counter() - started, True)
+    if n_pool * n_cols * n_rows * _BUILD_S_PER_ENTRY > time_limit_s - (time.perf_counter() - started):
+        # Building the model alone would use up the limit (HiGHS only checks its clock
+        # once it runs): report the time limit at once, as HiGHS would have.
+        return ExactResult(empty, empty, False, "time_limit", time.perf_counter() - started, False)
 
     n_x = n_pool * n_cols                      # x[i, j] at i * n_cols + j
     total = work @ d
@@ -114,9 +144,32 @@ def solve_exact(projected_load, pool_work, free_slots, weights, *, alive=None, f
     if work_conserving:
         constraints.append(LinearConstraint(count, to_place, to_place))
 
-    result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
-                  options={"time_limit": float(time_limit_s), "presolve": True, "disp": False})
+    left = time_limit_s - (time.perf_counter() - started)
+    if left <= 0.0:
+        return ExactResult(empty, empty, False, "time_limit", time.perf_counter() - started, False)
+    # HiGHS checks its clock only between phases and overran its limit by seconds here (2.3 s
+    # for 1 s on a busy machine). It runs in a thread (it releases the GIL) that is waited for
+    # until the limit: past it the call returns without an incumbent, and the thread ends at
+    # HiGHS's own limit, its result unused. Not a daemon: the interpreter waits for it at exit
+    # (a daemon thread inside HiGHS at shutdown aborts the process).
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(lower, upper),
+                                options={"time_limit": left, "presolve": True, "disp": False}))
+        except BaseException as error:        # handed to the caller below, not lost in the thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="barrierlb-highs")
+    worker.start()
+    worker.join(left)
     elapsed = time.perf_counter() - started
+    if not outcome:
+        return ExactResult(empty, empty, False, "time_limit", elapsed, False)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
     if result.x is None:
         status = "infeasible" if result.status == 2 else "time_limit"
         return ExactResult(empty, empty, False, status, elapsed, False)

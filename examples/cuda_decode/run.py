@@ -138,7 +138,8 @@ def main(argv=None) -> int:
                 row[key] = row[ref] / reference[ref]
     print(plain_table(["policy", "steps", "step ms", "wait ms", "p50 ms", "idle", "wait/rr", "overhead us",
                        "ns/row", "wall s"],
-                      [[r["policy"], str(r["supersteps"]), f"{r['step_ms_mean']:.3f}", f"{r['barrier_wait_ms_mean']:.3f}",
+                      [[r["policy"], str(r["supersteps"]), f"{r['step_ms_mean']:.3f}",
+                        f"{r['barrier_wait_ms_mean']:.3f}",
                         f"{r['barrier_wait_ms_p50']:.3f}", f"{r['idle_fraction']:.2%}",
                         f"{r['wait_vs_round_robin']:.2f}x" if "wait_vs_round_robin" in r else "-",
                         f"{r['overhead_us_per_task']:.2f}", f"{r['unit_ns_per_row']:.2f}", f"{r['wall_s']:.2f}"]

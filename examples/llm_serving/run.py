@@ -19,7 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from barrierlb import make_policy
 from barrierlb.cli import print_table
 from barrierlb.policies.bfio import LLM_DECODE_NO_ORACLE, decode_preset

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experts import Layout, Routing, eplb_pack, replica_counts, sticky_update  # noqa: E402
+from experts import Routing, eplb_pack, replica_counts, sticky_update  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import plain_table  # noqa: E402

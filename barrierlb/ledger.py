@@ -1,0 +1,359 @@
+"""The ledger of a barrier-synchronized cluster: workers, their sticky tasks and the waiting pool.
+
+Stickiness lives here. A placed task's worker never changes: the ledger offers
+no way to move one. Tasks leave a worker only by completing or by that worker
+dying, which hands their ids back to the caller so that they can be re-created
+from their specs and submitted again. Only live tasks (waiting or placed) hold
+their ids, so memory is bounded by them and a finished task's id may be reused.
+Every state-changing call checks its arguments before it changes anything.
+
+State is kept as slot arrays of shape ``(G, S)`` (``S`` the largest capacity)
+so that a step of a 32 x 72 cluster ages every task in a few vector operations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from barrierlb._validate import broadcast, check_array, check_bool, check_int
+from barrierlb.tasks import Task
+
+_POOL_FIELDS = ("ids", "work", "growth", "steps", "prompt", "wait")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which waiting tasks a policy places where.
+
+    Attributes
+    ----------
+    task_ids : ndarray of int64, shape (K,)
+    workers : ndarray of int64, shape (K,)
+    pool_index : ndarray of int64, shape (K,), optional
+        Positions of the tasks in the pool the decision was made on; lets
+        :meth:`ClusterState.place` skip the id lookup.
+    """
+
+    task_ids: np.ndarray
+    workers: np.ndarray
+    pool_index: np.ndarray | None = None
+
+
+
+class Ledger:
+    """Workers with slot capacities, their sticky tasks and the waiting pool: the generic ledger.
+
+    Where every task lives, the free slots and which workers are alive, with no
+    model of the future: :class:`barrierlb.state.ClusterState` adds the lookahead
+    projection that policies decide on.
+
+    Parameters
+    ----------
+    n_workers : int
+        Number of workers ``G``.
+    capacity : int or array-like of int, shape (G,)
+        Slots per worker ``B``.
+    alive : array-like of bool, shape (G,), optional
+        Which workers are up. Default all.
+
+    Examples
+    --------
+    >>> state = Ledger(2, 1)
+    >>> state.submit([Task.constant(7, 3.0), Task.constant(8, 1.0)])
+    >>> state.place(Placement(np.array([7, 8]), np.array([1, 0])))
+    >>> state.worker_of(7)
+    1
+    """
+
+    def __init__(self, n_workers: int, capacity, *, alive=None):
+        n_workers = check_int("n_workers", n_workers, minimum=1)
+        if np.ndim(capacity) == 0:
+            capacity = np.full(n_workers, check_int("capacity", capacity, minimum=0), dtype=np.int64)
+        capacity = check_array("capacity", capacity, shape=(n_workers,), nonnegative=True, dtype=np.int64)
+        self.n_workers = n_workers
+        self.capacity = capacity
+        self.capacity.setflags(write=False)
+        self.alive = (np.ones(n_workers, dtype=bool) if alive is None
+                      else check_array("alive", alive, shape=(n_workers,), dtype=bool).copy())
+        width = max(int(capacity.max()), 1)
+        shape = (n_workers, width)
+        self._slot_id = np.full(shape, -1, dtype=np.int64)
+        self._slot_work = np.zeros(shape)
+        self._slot_growth = np.zeros(shape)
+        self._slot_remaining = np.zeros(shape)
+        self._slot_prompt = np.zeros(shape)
+        self._slot_age = np.zeros(shape, dtype=np.int64)
+        self._active_count = np.zeros(n_workers, dtype=np.int64)
+        self._location: dict[int, tuple[int, int]] = {}
+        self._profiles: dict[int, np.ndarray] = {}
+        self._pool = {name: np.zeros(0, dtype=np.int64 if name in ("ids", "wait") else np.float64)
+                      for name in _POOL_FIELDS}
+        self.version = 0
+        # (version, slot draws (S, G, B), pool draws (S, N)) of a sampling predictor
+        self._draws: tuple | None = None
+        self._placed = np.zeros(3)     # tasks ever placed, their initial work and growth, summed
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_active(self) -> int:
+        return int(self._active_count.sum())
+
+    @property
+    def n_waiting(self) -> int:
+        return int(self._pool["ids"].size)
+
+    @property
+    def active_count(self) -> np.ndarray:
+        """Running tasks per worker, shape (G,)."""
+        return self._active_count.copy()
+
+    @property
+    def free_slots(self) -> np.ndarray:
+        """Free slots per worker (zero for dead workers), shape (G,)."""
+        return np.where(self.alive, self.capacity - self._active_count, 0)
+
+    @property
+    def pool_ids(self) -> np.ndarray:
+        """Ids of the waiting tasks in arrival order."""
+        return self._pool["ids"].copy()
+
+    @property
+    def pool_wait(self) -> np.ndarray:
+        """How many decisions each waiting task has been passed over."""
+        return self._pool["wait"].copy()
+
+    def slot_ids(self) -> np.ndarray:
+        """Task id per slot, -1 where empty, shape (G, S)."""
+        return self._slot_id.copy()
+
+    def slot_age(self) -> np.ndarray:
+        """Steps each slot's task has run, shape (G, S)."""
+        return self._slot_age.copy()
+
+    def current_load(self) -> np.ndarray:
+        """Work of the running tasks in the current step, per worker, shape (G,)."""
+        return np.where(self._slot_id >= 0, self._slot_work, 0.0).sum(axis=1)
+
+    def worker_of(self, task_id: int) -> int:
+        """Worker a placed task lives on; ``KeyError`` if it is not placed."""
+        try:
+            return self._location[int(task_id)][0]
+        except KeyError:
+            raise KeyError(f"task {task_id} is not placed on any worker") from None
+
+    def tasks_on(self, worker: int) -> np.ndarray:
+        """Ids of the tasks placed on ``worker``."""
+        worker = self._check_worker(worker)
+        ids = self._slot_id[worker]
+        return ids[ids >= 0].copy()
+
+    # ------------------------------------------------------------- mutation
+    def submit(self, tasks: Task | Iterable[Task]) -> None:
+        """Append tasks to the waiting pool, in order."""
+        if isinstance(tasks, Task):
+            tasks = [tasks]
+        tasks = list(tasks)
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"tasks must be Task objects, got {type(task).__name__}")
+        if not tasks:
+            return
+        self.submit_arrays(np.array([t.task_id for t in tasks], dtype=np.int64),
+                           np.array([t.work for t in tasks]), growth=np.array([t.growth for t in tasks]),
+                           steps=np.array([t.steps for t in tasks]), prompt=np.array([t.prompt for t in tasks]))
+        for task in tasks:
+            if task.profile is not None:
+                self._profiles[task.task_id] = task.profile
+
+    def submit_arrays(self, task_ids, work, *, growth=0.0, steps=math.inf, prompt=None) -> None:
+        """Append many affine tasks at once (columnar form of :meth:`submit`).
+
+        Parameters
+        ----------
+        task_ids : array-like of int, shape (n,)
+        work, growth, steps, prompt : array-like of float, shape (n,) or scalar
+            As in :class:`Task`; ``prompt`` defaults to ``work``.
+        """
+        task_ids = check_array("task_ids", task_ids, ndim=1, nonnegative=True, dtype=np.int64)
+        n = task_ids.size
+        work = check_array("work", broadcast("work", work, n), nonnegative=True)
+        growth = check_array("growth", broadcast("growth", growth, n))
+        steps = check_array("steps", broadcast("steps", steps, n), nonnegative=True, allow_inf=True)
+        prompt = work if prompt is None else check_array("prompt", broadcast("prompt", prompt, n), nonnegative=True)
+        fresh = task_ids.tolist()
+        if len(set(fresh)) != n:
+            raise ValueError(f"task_ids contains duplicates: {sorted(_duplicates(fresh))[:5]}")
+        # Only live tasks (waiting or placed) hold their ids: a completed task's id may be
+        # used again, and the state's memory is bounded by the live tasks.
+        clash = [tid for tid in fresh if tid in self._location]
+        clash += task_ids[np.isin(task_ids, self._pool["ids"])].tolist() if self._pool["ids"].size else []
+        if clash:
+            raise ValueError("duplicate task ids, already submitted and still waiting or running: "
+                             f"{sorted(set(clash))[:5]}")
+        new = {"ids": task_ids, "work": work, "growth": growth, "steps": steps, "prompt": prompt,
+               "wait": np.zeros(n, dtype=np.int64)}
+        for name in _POOL_FIELDS:
+            self._pool[name] = np.concatenate([self._pool[name], new[name]])
+        self.version += 1
+
+    def place(self, placement: Placement) -> None:
+        """Move waiting tasks onto workers; they stay there until they complete.
+
+        Raises ``ValueError`` for a task that is not waiting, a task placed
+        twice, a dead or unknown worker, or a worker over its capacity; the state
+        is unchanged when it raises.
+        """
+        task_ids = check_array("task_ids", placement.task_ids, ndim=1, dtype=np.int64)
+        workers = check_array("workers", placement.workers, shape=(task_ids.size,), dtype=np.int64)
+        if task_ids.size == 0:
+            # A decision that places nothing while slots are free passes every waiting task
+            # over, so that bounded waiting holds for policies that may leave slots empty.
+            if self._pool["ids"].size and self.free_slots.any():
+                self._pool["wait"] += 1
+                self.version += 1
+            return
+        if np.unique(task_ids).size != task_ids.size:
+            raise ValueError(f"a task is placed twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
+        pool_ids = self._pool["ids"]
+        index = placement.pool_index
+        if index is None or len(index) != task_ids.size or not _index_matches(pool_ids, index, task_ids):
+            position = {tid: i for i, tid in enumerate(pool_ids.tolist())}
+            missing = [tid for tid in task_ids.tolist() if tid not in position]
+            if missing:
+                placed = [tid for tid in missing if tid in self._location]
+                if placed:
+                    raise ValueError(f"task {placed[0]} is already placed on worker "
+                                     f"{self._location[placed[0]][0]}; placed tasks never move")
+                raise ValueError(f"task {missing[0]} is not in the waiting pool")
+            index = np.array([position[tid] for tid in task_ids.tolist()], dtype=np.int64)
+        index = np.asarray(index, dtype=np.int64)
+        if ((workers < 0) | (workers >= self.n_workers)).any():
+            bad = workers[(workers < 0) | (workers >= self.n_workers)][0]
+            raise ValueError(f"worker {bad} does not exist (n_workers={self.n_workers})")
+        if not self.alive[workers].all():
+            raise ValueError(f"worker {workers[~self.alive[workers]][0]} is dead and cannot take tasks")
+        demand = np.bincount(workers, minlength=self.n_workers)
+        over = demand > self.free_slots
+        if over.any():
+            g = int(np.flatnonzero(over)[0])
+            raise ValueError(f"worker {g} has {int(self.free_slots[g])} free slots, "
+                             f"placement puts {int(demand[g])} tasks there")
+        for g in np.flatnonzero(demand).tolist():
+            mine = workers == g
+            slots = np.flatnonzero(self._slot_id[g] == -1)[: int(demand[g])]
+            pos = index[mine]
+            self._slot_id[g, slots] = self._pool["ids"][pos]
+            self._slot_work[g, slots] = self._pool["work"][pos]
+            self._slot_growth[g, slots] = self._pool["growth"][pos]
+            self._slot_remaining[g, slots] = self._pool["steps"][pos]
+            self._slot_prompt[g, slots] = self._pool["prompt"][pos]
+            self._slot_age[g, slots] = 0
+            for tid, slot in zip(self._pool["ids"][pos].tolist(), slots.tolist()):
+                self._location[tid] = (g, slot)
+        self._active_count += demand
+        self._placed += (task_ids.size, float(self._pool["work"][index].sum()),
+                         float(self._pool["growth"][index].sum()))
+        keep = np.ones(pool_ids.size, dtype=bool)
+        keep[index] = False
+        for name in _POOL_FIELDS:
+            self._pool[name] = self._pool[name][keep]
+        self._pool["wait"] += 1
+        self.version += 1
+
+    def advance(self, steps: int = 1) -> None:
+        """Age every running task by ``steps`` steps (work += growth each step)."""
+        steps = check_int("steps", steps, minimum=0)
+        occupied = self._slot_id >= 0
+        # Masked ufuncs, not gathers and scatters: a third of the time per simulated step.
+        np.add(self._slot_age, steps, out=self._slot_age, where=occupied)
+        np.add(self._slot_work, steps * self._slot_growth, out=self._slot_work, where=occupied)
+        np.maximum(self._slot_work, 0.0, out=self._slot_work)
+        np.subtract(self._slot_remaining, steps, out=self._slot_remaining, where=occupied)
+        for tid, profile in self._profiles.items():
+            where = self._location.get(tid)
+            if where is not None:
+                age = self._slot_age[where]
+                self._slot_work[where] = profile[age] if age < profile.size else 0.0
+        self.version += 1
+
+    def complete(self, task_ids) -> None:
+        """Remove finished tasks from their workers; their ids may be submitted again.
+
+        Raises ``ValueError`` (and changes nothing) when a task is not running or
+        is named twice.
+        """
+        task_ids = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64)
+        mask = np.isin(self._slot_id, task_ids)
+        found = int(np.count_nonzero(mask))
+        if found != task_ids.size:
+            running = set(self._slot_id[mask].tolist())
+            missing = [tid for tid in task_ids.tolist() if tid not in running]
+            if missing:
+                raise ValueError(f"task {missing[0]} is not running on any worker")
+            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
+        self.complete_slots(mask)
+
+    def complete_slots(self, mask) -> np.ndarray:
+        """Remove the tasks in the slots where ``mask`` (shape (G, S)) is true; returns their ids."""
+        mask = check_array("mask", mask, shape=self._slot_id.shape, dtype=bool) & (self._slot_id >= 0)
+        ids = self._slot_id[mask]
+        for tid in ids.tolist():
+            del self._location[tid]
+            self._profiles.pop(tid, None)
+        self._slot_id[mask] = -1
+        self._slot_work[mask] = 0.0
+        self._active_count -= mask.sum(axis=1)
+        self.version += 1
+        return ids
+
+    def fail_worker(self, worker: int) -> np.ndarray:
+        """Mark ``worker`` dead and drop its tasks; returns their ids so they can be re-created."""
+        worker = self._check_worker(worker)
+        mask = np.zeros(self._slot_id.shape, dtype=bool)
+        mask[worker] = True
+        ids = self.complete_slots(mask)
+        self.alive[worker] = False
+        self.version += 1
+        return ids
+
+    def set_alive(self, worker: int, alive: bool = True) -> None:
+        """Bring a worker (back) up, or mark an empty worker down."""
+        worker = self._check_worker(worker)
+        alive = check_bool("alive", alive)
+        if not alive and self._active_count[worker]:
+            raise ValueError(f"worker {worker} still holds tasks; use fail_worker to drop them")
+        self.alive[worker] = alive
+        self.version += 1
+
+
+    def mean_placed(self) -> tuple[float, float] | None:
+        """Mean initial work and growth of the tasks placed so far (``None`` before any)."""
+        count, work, growth = self._placed.tolist()
+        return (work / count, growth / count) if count else None
+
+
+    def _check_worker(self, worker) -> int:
+        worker = check_int("worker", worker, minimum=0)
+        if worker >= self.n_workers:
+            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
+        return worker
+
+
+
+def _duplicates(values: list) -> set:
+    seen: set = set()
+    dup: set = set()
+    for v in values:
+        (dup if v in seen else seen).add(v)
+    return dup
+
+
+def _index_matches(pool_ids: np.ndarray, index, task_ids: np.ndarray) -> bool:
+    index = np.asarray(index, dtype=np.int64)
+    if ((index < 0) | (index >= pool_ids.size)).any():
+        return False
+    return bool(np.array_equal(pool_ids[index], task_ids))
