@@ -102,8 +102,8 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
     ``max_bytes``). Only changes that take load off a worker at the peak of
     some horizon row can save anything, so only those are scored. Every move
     in the plan saved more than it cost when it was taken, given the moves
-    before it (an exchange's saving is split over its two moves in proportion
-    to their costs). The inputs are not modified.
+    before it (an exchange's saving is split over its two moves: each its own
+    cost plus half the surplus). The inputs are not modified.
 
     Parameters
     ----------
@@ -192,8 +192,8 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
         for n, (i, destination) in enumerate(changes):
             source = int(worker[i])
             move_cost = cost[i, destination] + (stall if n == 0 else 0.0)
-            share = move_cost / total_cost if total_cost > 0 else 1.0 / len(changes)
-            taken.append((i, source, destination, saving * share, move_cost, float(size[i, destination])))
+            surplus = (saving - total_cost) / len(changes)             # each move: its cost plus an equal share
+            taken.append((i, source, destination, move_cost + surplus, move_cost, float(size[i, destination])))
             load[:, source] -= task_load[i]
             load[:, destination] += task_load[i]
             free[source] += 1
