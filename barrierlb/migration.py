@@ -91,7 +91,7 @@ def imbalance_time_s(load, seconds_per_unit: float, *, weights=None) -> float:
 def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_unit: float,
                bandwidth_bytes_per_s, stall_s: float = 0.0, base_load=None, weights=None,
                max_moves: int | None = None, max_bytes: float | None = None, movable=None,
-               task_ids=None, exchanges: bool = True) -> MovePlan:
+               task_ids=None, exchanges: bool = True, max_sources: int = 2) -> MovePlan:
     """Decide which placed tasks to move: greedily, the change whose saving most exceeds its cost.
 
     Each round scores every single move (a task to a worker with a free slot)
@@ -100,7 +100,9 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
     minus its cost; it takes the best one if that is positive and updates the
     loads. It stops when nothing pays, or at the budget (``max_moves``,
     ``max_bytes``). Only changes that take load off a worker at the peak of
-    some horizon row can save anything, so only those are scored. Every move
+    some horizon row can save anything, so only those are scored: off the
+    ``max_sources`` workers at the peak in the rows of most weight (with one
+    row, the one peak worker). Every move
     in the plan saved more than it cost when it was taken, given the moves
     before it (an exchange's saving is split over its two moves: each its own
     cost plus half the surplus). The inputs are not modified.
@@ -136,6 +138,8 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
         Ids to report in the plan (default positions).
     exchanges : bool
         Also consider exchanging two tasks (default on).
+    max_sources : int
+        Workers tried as the source of a change per round (default 2).
 
     Returns
     -------
@@ -176,11 +180,12 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
         check_array("task_ids", task_ids, shape=(n_tasks,), dtype=np.int64)
     budget_moves = n_tasks if max_moves is None else check_int("max_moves", max_moves, minimum=0)
     budget_bytes = np.inf if max_bytes is None else check_real("max_bytes", max_bytes, minimum=0.0)
+    max_sources = check_int("max_sources", max_sources, minimum=1)
     if not isinstance(exchanges, bool):
         raise TypeError(f"exchanges must be true or false, got {exchanges!r}")
     cost = size / bandwidth[worker]                        # (N, G): task i from its worker to g
     taken = []
-    scorer = _Scorer(task_load, weights, seconds_per_unit * n_workers)
+    scorer = _Scorer(task_load, weights, seconds_per_unit * n_workers, max_sources)
     while len(taken) < budget_moves:
         stall = stall_s if not taken else 0.0
         best = scorer.best(load, worker, size, cost, stall, free, movable, budget_bytes,
@@ -212,7 +217,8 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
 class _Scorer:
     """Scores candidate moves and exchanges against the current loads (one round of :func:`plan_moves`)."""
 
-    def __init__(self, task_load, weights, unit):
+    def __init__(self, task_load, weights, unit, max_sources):
+        self.max_sources = max_sources
         self.task_load = task_load
         self.weights = weights
         self.unit = unit                                   # seconds per unit of peak load, per row weight
@@ -231,7 +237,10 @@ class _Scorer:
             self.top = np.pad(self.top, ((0, 0), (0, 3 - n_workers)))
         best, best_net = None, 0.0
         others = np.flatnonzero(movable)
-        for source in np.unique(np.argmax(load, axis=1)).tolist():
+        # Only load taken off a peak can save anything: try the workers at the peak of the most weight.
+        at_peak = np.bincount(np.argmax(load, axis=1), weights=self.weights, minlength=n_workers)
+        sources = np.argsort(-at_peak, kind="stable")[:self.max_sources]
+        for source in sources[at_peak[sources] > 0].tolist():
             tasks = np.flatnonzero(movable & (worker == source))
             if tasks.size == 0:
                 continue

@@ -15,10 +15,10 @@ Layouts, each from the same starting layout on the same routing:
   groups to nodes and replicates and packs within each node.
 - sticky (any barrierlb policy, :func:`sticky_update`): existing replicas stay;
   the policy places the new ones.
-- ``priced`` (:class:`PricedRebalancer`): every few steps, moves and replica
-  re-targets taken one at a time, each only when the barrier time it saves
-  over the predicted rest of the phase exceeds its transfer time
-  (:func:`barrierlb.migration.plan_moves`).
+- ``priced`` (:class:`PricedRebalancer` on :class:`PhaseTracker`'s
+  prediction): every few steps, moves and replica re-targets taken one at a
+  time, each only when the barrier time it saves over the predicted rest of
+  the phase exceeds its transfer time (:func:`barrierlb.migration.plan_moves`).
 """
 
 from __future__ import annotations
@@ -253,6 +253,13 @@ class Layout:
         """Tokens each GPU processes when ``expert_tokens`` are split evenly over replicas."""
         return self.replica_load(expert_tokens / np.maximum(self.counts(expert_tokens.size), 1))
 
+    def gpu_loads(self, rows: np.ndarray) -> np.ndarray:
+        """:meth:`gpu_load` of each row of ``rows`` (S, E): shape (S, G)."""
+        per_replica = rows / np.maximum(self.counts(rows.shape[1]), 1)
+        loads = np.zeros((rows.shape[0], self.n_gpus))
+        np.add.at(loads.T, np.asarray(self.gpu, dtype=np.int64), per_replica[:, np.asarray(self.expert, dtype=np.int64)].T)
+        return loads
+
     def replica_load(self, per_replica: np.ndarray) -> np.ndarray:
         """Each GPU's load when every replica of expert ``e`` carries ``per_replica[e]``."""
         expert = np.asarray(self.expert, dtype=np.int64)
@@ -361,12 +368,15 @@ def sticky_update(layout: Layout, counts: np.ndarray, expert_load: np.ndarray, p
 # ----------------------------------------------------------------------------- priced moves
 
 class PhaseTracker:
-    """Predicts each expert's load as the mean since the last detected phase switch.
+    """Predicts each expert's load from the steps since the last detected phase switch.
 
     A switch is detected when the mean token shares of the last ``window``
     steps differ from the phase's mean shares by more than ``switch_distance``
     in total variation; the phase's statistics then restart from that window.
-    The phase lengths seen so far predict how long the current phase has left.
+    The prediction is the phase's mean (over about the last ``memory`` steps
+    when ``memory`` is set), and :meth:`scenarios` adds that many typical
+    steps' noise; the phase lengths seen so far predict how long the current
+    phase has left (:meth:`horizon`).
 
     Parameters
     ----------
@@ -375,10 +385,21 @@ class PhaseTracker:
         Steps in the detection window.
     switch_distance : float
         Total variation distance (0 to 1) that counts as a switch.
+    scenarios : int
+        Noise draws in :meth:`scenarios` (0: the mean alone).
+    memory : int
+        Past this many steps, older steps' weight decays (0: keep all since the switch).
+    seed : int
+        Seed of the noise draws.
     """
 
-    def __init__(self, n_experts: int, *, window: int = 5, switch_distance: float = 0.2):
+    def __init__(self, n_experts: int, *, window: int = 5, switch_distance: float = 0.2, scenarios: int = 0,
+                 memory: int = 0, seed: int = 0):
+        self.memory = memory
+        self.age = 0
         self.window = deque(maxlen=window)
+        self.normal = np.random.default_rng(seed).standard_normal((scenarios, n_experts))
+        self.phase_sumsq = np.zeros(n_experts)
         self.switch_distance = switch_distance
         self.phase_sum = np.zeros(n_experts)
         self.phase_steps = 0
@@ -388,43 +409,67 @@ class PhaseTracker:
     def observe(self, tokens: np.ndarray) -> None:
         self.window.append(tokens)
         self.phase_sum += tokens
+        self.phase_sumsq += tokens**2
         self.phase_steps += 1
+        self.age += 1
         self.switched = False
-        if len(self.window) == self.window.maxlen and self.phase_steps > 2 * self.window.maxlen:
+        if self.memory and self.phase_steps > self.memory:            # keep about the last `memory` steps
+            scale = self.memory / self.phase_steps
+            self.phase_sum *= scale
+            self.phase_sumsq *= scale
+            self.phase_steps = self.memory
+        if len(self.window) == self.window.maxlen and self.age > 2 * self.window.maxlen:
             recent = np.sum(self.window, axis=0)
             distance = 0.5 * np.abs(recent / recent.sum() - self.phase_sum / self.phase_sum.sum()).sum()
             if distance > self.switch_distance:
-                self.lengths.append(self.phase_steps - len(self.window))
+                self.lengths.append(self.age - len(self.window))
                 self.phase_sum = recent.astype(np.float64)
-                self.phase_steps = len(self.window)
+                self.phase_sumsq = np.sum(np.square(self.window), axis=0)
+                self.phase_steps = self.age = len(self.window)
                 self.switched = True
 
     def predicted_load(self) -> np.ndarray:
-        """Predicted tokens per expert per step for the rest of the phase, shape (E,)."""
+        """Predicted mean tokens per expert per step for the rest of the phase, shape (E,)."""
         return self.phase_sum / max(self.phase_steps, 1)
+
+    def scenarios(self) -> np.ndarray:
+        """The mean plus fixed standard-normal draws times each expert's per-step deviation, shape (S, E).
+
+        The same draws every call (common random numbers), so that decisions
+        differ only where the estimate did; with ``scenarios=0``, the mean alone.
+        """
+        mean = self.predicted_load()
+        if not len(self.normal):
+            return mean[None]
+        deviation = np.sqrt(np.maximum(self.phase_sumsq / max(self.phase_steps, 1) - mean**2, 0.0))
+        return np.maximum(mean + self.normal * deviation, 0.0)
 
     def steps_left(self, default: int) -> int:
         """Predicted steps left in the phase: the mean phase length seen minus the time spent, at least 1."""
         if not self.lengths:
             return default
-        return max(int(np.mean(self.lengths)) - self.phase_steps, 1)
+        return max(int(np.mean(self.lengths)) - self.age, 1)
 
-    def horizon(self, default: int) -> int:
-        """Steps to price a move over: the predicted rest of the phase, but no more steps ahead than the
-        prediction rests on (a young phase's mean is noisy, and a switch may have been misread)."""
-        return max(min(self.steps_left(default), self.phase_steps), 1)
+    def horizon(self, default: int, evidence: float = 1.0) -> int:
+        """Steps to price a move over: the predicted rest of the phase, but no more than ``evidence`` times
+        the steps the prediction rests on (a young phase's mean is noisy, and a switch may have been misread)."""
+        return max(min(self.steps_left(default), int(evidence * self.phase_steps)), 1)
 
 
 @dataclass
 class PricedRebalancer:
     """Moves and re-targets replicas only when each pays for itself over the predicted rest of the phase.
 
-    At each call, rounds of: the best replica move (:func:`plan_moves` with a
-    budget of one, over every replica and GPU with a free slot) and the best
-    re-target (a replica of the expert that least needs it becomes a replica
-    of the expert with most load per replica, the replicate rule's next step,
-    on whichever GPU saves most); the better one is taken if its saving over
-    the horizon exceeds its copy time, until nothing pays or ``budget`` moves.
+    Each call takes the predicted tokens per expert in ``S`` scenario steps
+    (:meth:`PhaseTracker.scenarios`; the saving of a change is its mean over
+    them, so a change that only helps the mean but not the noisy steps is
+    worth little) and a horizon in steps. First re-targets, one at a time
+    while one pays: a replica of an expert that can spare one becomes a
+    replica of the expert with most load per replica (the replicate rule's
+    next replica), on whichever GPU saves most. Then the moves and exchanges
+    :func:`barrierlb.migration.plan_moves` finds worth their copy time. At
+    most ``budget`` changes a call; a move onto a GPU that already holds the
+    expert's weights ships nothing and costs nothing.
     """
 
     n_experts: int
@@ -432,23 +477,25 @@ class PricedRebalancer:
     seconds_per_token: float
     links: Links
     budget: int = 8
-    horizon: int = 200
     stall_s: float = 0.0
 
-    def update(self, layout: Layout, predicted: np.ndarray, horizon: int) -> tuple[Layout, dict]:
-        """One decision on the predicted tokens per expert per step (E,), priced over ``horizon`` steps.
+    def update(self, layout: Layout, scenarios: np.ndarray, horizon: int) -> tuple[Layout, dict]:
+        """One decision on predicted tokens per expert, shape (E,) or (S, E) for ``S`` scenarios, priced
+        over ``horizon`` steps.
 
         Re-targets first, one at a time while one pays, then the moves and
         exchanges :func:`plan_moves` finds worth their price, within ``budget``.
+        Each scenario stands for ``horizon / S`` steps.
         """
         layout = layout.copy()
+        scenarios = np.atleast_2d(scenarios)
         n_gpus = layout.n_gpus
         bandwidth = self.links.matrix(n_gpus)
         unit = self.seconds_per_token / n_gpus                  # seconds per unit of imbalance
-        weights = np.array([float(horizon)])                     # flat prediction: one row for every step
+        weights = np.full(scenarios.shape[0], horizon / scenarios.shape[0])
         retargets = 0
         while retargets < self.budget:
-            found = self._best_retarget(layout, predicted, bandwidth, unit, weights,
+            found = self._best_retarget(layout, scenarios, bandwidth, unit, weights,
                                         self.stall_s if retargets == 0 else 0.0)
             if found is None:
                 break
@@ -460,7 +507,7 @@ class PricedRebalancer:
         gpu = np.asarray(layout.gpu, dtype=np.int64)
         holds = np.zeros((self.n_experts, n_gpus), dtype=bool)
         holds[expert, gpu] = True
-        plan = plan_moves(gpu, (predicted / counts)[expert][:, None], np.where(holds[expert], 0.0, self.expert_bytes),
+        plan = plan_moves(gpu, (scenarios / counts)[:, expert].T, np.where(holds[expert], 0.0, self.expert_bytes),
                           layout.free_slots(), seconds_per_unit=unit, bandwidth_bytes_per_s=bandwidth,
                           stall_s=self.stall_s if retargets == 0 else 0.0, weights=weights,
                           max_moves=self.budget - retargets)
@@ -468,33 +515,46 @@ class PricedRebalancer:
             layout.gpu[k] = g
         return layout, {"moves": plan.moves, "retargets": retargets}
 
-    def _best_retarget(self, layout, predicted, bandwidth, unit, weights, stall):
-        """(net saving, replica, new expert, GPU) of the best paying re-target, or None."""
+    def _best_retarget(self, layout, scenarios, bandwidth, unit, weights, stall):
+        """(net saving, replica, new expert, GPU) of the best paying re-target, or None.
+
+        The new expert is the one with most predicted load per replica (the
+        replicate rule's next replica); the replica given up is one of an
+        expert that keeps at least one, among the three whose load per
+        replica would stay lowest.
+        """
+        n_gpus = layout.n_gpus
+        expert = np.asarray(layout.expert, dtype=np.int64)
+        gpu = np.asarray(layout.gpu, dtype=np.int64)
         counts = layout.counts(self.n_experts)
-        holds = np.zeros((self.n_experts, layout.n_gpus), dtype=bool)
-        holds[layout.expert, layout.gpu] = True
-        per_replica = predicted / counts
-        hot = int(np.argmax(per_replica))
+        on_gpu = np.zeros((self.n_experts, n_gpus))
+        np.add.at(on_gpu, (expert, gpu), 1.0)
+        mean = scenarios.mean(axis=0)
+        hot = int(np.argmax(mean / counts))
         spare = np.flatnonzero(counts >= 2)
-        spare = spare[spare != hot]
+        spare = spare[(spare != hot) & (mean[spare] / np.maximum(counts[spare] - 1, 1) < mean[hot] / counts[hot])]
         if spare.size == 0:
             return None
-        after_loss = predicted[spare] / (counts[spare] - 1)
-        cold = spare[np.argsort(after_loss, kind="stable")[:3]]
-        before = imbalance_time_s(layout.gpu_load(predicted)[None], unit, weights=weights)
+        cold = spare[np.argsort(mean[spare] / (counts[spare] - 1), kind="stable")[:3]]
+        loads = layout.gpu_loads(scenarios)                                        # (S, G)
+        before = imbalance_time_s(loads, unit, weights=weights)
         free = layout.free_slots()
+        hot_old, hot_new = scenarios[:, hot] / counts[hot], scenarios[:, hot] / (counts[hot] + 1)
+        base_hot = loads + np.outer(hot_new - hot_old, on_gpu[hot])               # hot's replicas carry less
+        cost = self.expert_bytes / np.max(np.where(on_gpu[hot][:, None] > 0, bandwidth, 0.0), axis=0) + stall
         best = None
         for e in cold.tolist():
-            if predicted[e] / (counts[e] - 1) >= per_replica[hot]:
-                continue                                          # the re-target would make e the hottest
-            for k in [k for k, x in enumerate(layout.expert) if x == e]:
-                trial = layout.copy()
-                for g in range(layout.n_gpus):
-                    if holds[hot, g] or (free[g] <= 0 and g != layout.gpu[k]):
-                        continue
-                    trial.expert[k], trial.gpu[k] = hot, g
-                    saving = before - imbalance_time_s(trial.gpu_load(predicted)[None], unit, weights=weights)
-                    cost = self.expert_bytes / bandwidth[holds[hot], g].max() + stall
-                    if saving > cost and (best is None or saving - cost > best[0]):
-                        best = (saving - cost, k, hot, g)
+            e_old, e_new = scenarios[:, e] / counts[e], scenarios[:, e] / (counts[e] - 1)
+            for a in np.flatnonzero(on_gpu[e]).tolist():
+                held = on_gpu[e].copy()
+                held[a] -= 1
+                base = base_hot - np.outer(e_old, on_gpu[e]) + np.outer(e_new, held)   # without the replica on a
+                trial = base[None, :, :] + hot_new[None, :, None] * np.eye(n_gpus)[:, None, :]   # (G_b, S, G)
+                after = unit * (weights * (n_gpus * trial.max(axis=2) - trial.sum(axis=2))).sum(axis=1)
+                net = before - after - cost
+                net[(on_gpu[hot] > 0) | ((free <= 0) & (np.arange(n_gpus) != a))] = -np.inf
+                g = int(np.argmax(net))
+                if net[g] > 0 and (best is None or net[g] > best[0]):
+                    k = int(np.flatnonzero((expert == e) & (gpu == a))[0])
+                    best = (float(net[g]), k, hot, g)
         return best

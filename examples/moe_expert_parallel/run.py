@@ -13,10 +13,12 @@ colon):
 
 - ``static``: the first interval's EPLB layout, never changed;
 - ``eplb`` / ``eplb-hierarchical``: DeepSeek EPLB from scratch every
-  ``--interval`` steps (option ``interval=N``) on the last interval's loads;
+  ``--interval`` steps (option ``interval=N``) on the last interval's loads
+  (``tracked=1``: on the priced policy's phase-aware prediction instead);
 - ``priced``: every ``--check`` steps, replica moves and re-targets, each taken
   only if the barrier time it saves over the predicted rest of the phase
-  exceeds its copy time (options ``budget``, ``check``, ``horizon``);
+  exceeds its copy time (options ``budget``, ``check``, ``horizon``,
+  ``scenarios``, ``memory``; see ``experts.PricedRebalancer``);
 - any barrierlb policy (``bfio:horizon=0``, ``jsq-tokens``, ...): sticky,
   replica counts follow EPLB's replicate rule each interval, existing replicas
   stay, the policy places the new ones (and ``--churn`` re-created ones).
@@ -49,8 +51,8 @@ from barrierlb.cli import plain_table  # noqa: E402
 
 DEFAULT_POLICIES = "static;eplb;eplb-hierarchical;jsq-tokens;bfio:horizon=0;priced"
 LINKS = ("nvlink", "inter-node")
-_OWN = {"static": (), "eplb": ("interval",), "eplb-hierarchical": ("interval",),
-        "priced": ("budget", "check", "horizon")}
+_OWN = {"static": (), "eplb": ("interval", "tracked"), "eplb-hierarchical": ("interval", "tracked"),
+        "priced": ("budget", "check", "horizon", "scenarios", "memory")}
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -68,8 +70,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             options[key.strip()] = int(value)
         except ValueError:
             raise ValueError(f"{name}: option {key.strip()} must be an integer, got {value!r}") from None
-        if options[key.strip()] < 1:
-            raise ValueError(f"{name}: option {key.strip()} must be >= 1, got {value}")
+        least = 0 if key.strip() in ("scenarios", "memory", "tracked") else 1
+        if options[key.strip()] < least:
+            raise ValueError(f"{name}: option {key.strip()} must be >= {least}, got {value}")
     return name, options
 
 
@@ -102,8 +105,11 @@ def run_policy(spec: str, args, link: str) -> dict:
     if name == "priced":
         priced = PricedRebalancer(args.experts, expert_bytes, seconds_per_token, links,
                                   budget=options.get("budget", args.budget), stall_s=args.stall_ms * 1e-3)
-        tracker = PhaseTracker(args.experts)
+        tracker = PhaseTracker(args.experts, scenarios=options.get("scenarios", args.scenarios),
+                               memory=options.get("memory", args.memory), seed=args.seed)
         interval = options.get("check", args.check)
+    elif options.get("tracked"):
+        tracker = PhaseTracker(args.experts, memory=args.memory, seed=args.seed)
     horizon = options.get("horizon", args.horizon)
     warm = np.mean([routing.step() for _ in range(args.interval)], axis=0)       # first interval's loads
     layout = eplb_layout(warm, total, args.gpus, slots=slots)
@@ -123,7 +129,7 @@ def run_policy(spec: str, args, link: str) -> dict:
             tracker.observe(tokens)
         if (step + 1) % interval or name == "static":
             continue
-        predicted = np.mean(window, axis=0)                                   # EPLB: the last interval's loads
+        predicted = np.mean(window, axis=0) if tracker is None else tracker.predicted_load()
         window = []
         before = layout
         started = time.perf_counter()
@@ -131,7 +137,7 @@ def run_policy(spec: str, args, link: str) -> dict:
             groups, nodes = (args.groups, n_nodes) if name == "eplb-hierarchical" else (1, 1)
             layout = eplb_layout(predicted, total, args.gpus, n_groups=groups, n_nodes=nodes, slots=slots)
         elif priced is not None:
-            layout, info = priced.update(layout, tracker.predicted_load(), tracker.horizon(horizon))
+            layout, info = priced.update(layout, tracker.scenarios(), tracker.horizon(horizon))
             moves += info["moves"]
             retargets += info["retargets"]
         else:
@@ -210,6 +216,11 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=int, default=8, help="priced: most moves per decision")
     parser.add_argument("--horizon", type=int, default=200,
                         help="priced: steps a move is priced over before any phase length is seen")
+    parser.add_argument("--scenarios", type=int, default=32,
+                        help="priced: sampled steps the saving is averaged over (0: the mean alone)")
+    parser.add_argument("--memory", type=int, default=100,
+                        help="priced: about how many steps of statistics the prediction keeps, like EPLB's "
+                             "window (0: all since the last switch)")
     parser.add_argument("--groups", type=int, default=8, help="eplb-hierarchical: expert groups")
     parser.add_argument("--gpus-per-node", type=int, default=4)
     parser.add_argument("--link", default=",".join(LINKS), help=f"comma-separated, of {', '.join(LINKS)}")
@@ -231,7 +242,7 @@ def main(argv=None) -> int:
                  "gpus_per_node", "phases"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("redundant", "spare", "churn", "stall_ms", "us_per_token", "step_overhead_us", "expert_mb",
+    for name in ("redundant", "spare", "churn", "scenarios", "memory", "stall_ms", "us_per_token", "step_overhead_us", "expert_mb",
                  "noise", "drift"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
