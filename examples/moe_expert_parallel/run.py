@@ -166,7 +166,10 @@ def run_policy(spec: str, args, link: str) -> dict:
 
 
 def plot_pareto(records: list[dict], path: str) -> None:
-    """Write a PNG: idle fraction against bytes moved, one panel per (GPUs, experts) and link."""
+    """Write a PNG: idle fraction against bytes moved, one panel per (GPUs, experts) and link.
+
+    Each panel's legend gives every policy's total time; the lowest is ringed.
+    """
     try:
         import matplotlib
 
@@ -174,21 +177,29 @@ def plot_pareto(records: list[dict], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("plotting needs matplotlib: pip install 'barrierlb[cli]'") from None
-    panels = sorted({(r["gpus"], r["experts"], r["link"]) for r in records})
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (gpus, experts, link) in zip(axes[0], panels):
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    colors = plt.get_cmap("tab20")
+    panels = sorted({(r["gpus"], r["experts"], LINKS.index(r["link"]), r["link"]) for r in records})
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    for ax, (gpus, experts, _, link) in zip(axes[0], panels):
         rows = [r for r in records if (r["gpus"], r["experts"], r["link"]) == (gpus, experts, link)]
         fastest = min(r["total_time_s"] for r in rows)
         for r in rows:
-            x = max(r["bytes_moved"] / 1e9, 1e-2)
-            ax.scatter(x, 100 * r["idle_fraction"], s=40, marker="*" if r["total_time_s"] == fastest else "o")
-            ax.annotate(f"{r['policy']}\n{r['total_time_s']:.2f} s", (x, 100 * r["idle_fraction"]), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
+            name = r["policy"]
+            marker = "s" if name.startswith("eplb") else "o" if name.startswith("priced") else \
+                "D" if name == "static" else "^"
+            x, y = max(r["bytes_moved"] / 1e9, 1e-2), 100 * r["idle_fraction"]
+            ax.scatter(x, y, s=55, marker=marker, color=colors(policies.index(name) % 20),
+                       label=f"{name}: {r['total_time_s']:.2f} s", zorder=3)
+            if r["total_time_s"] == fastest:
+                ax.scatter(x, y, s=260, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
         ax.set_xscale("log")
-        ax.set_xlabel("weights copied, GB (log; 0 drawn at 0.01)")
-        ax.set_ylabel("idle fraction, %")
-        ax.set_title(f"{gpus} GPUs, {experts} experts, {link}\n(* lowest total time)", fontsize=9)
+        ax.set_xlabel("weights copied, GB (log scale; none drawn at 0.01)")
+        ax.set_ylabel("idle fraction of GPU time, %")
+        ax.set_title(f"{gpus} GPUs, {experts} experts, {link} link: total time per policy\n"
+                     f"(ringed: lowest total time)", fontsize=9)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="upper right", framealpha=0.85)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
