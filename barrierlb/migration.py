@@ -204,9 +204,9 @@ def plan_moves(task_worker, task_load, task_bytes, free_slots, *, seconds_per_un
             free[source] += 1
             free[destination] -= 1
             budget_bytes -= size[i, destination]
-        for i, destination in changes:
-            worker[i] = destination
-        cost[[i for i, _ in changes]] = size[[i for i, _ in changes]] / bandwidth[worker[[i for i, _ in changes]]]
+        moved = [i for i, _ in changes]
+        worker[moved] = [destination for _, destination in changes]
+        cost[moved] = size[moved] / bandwidth[worker[moved]]     # moving on again leaves from the new worker
     columns = list(zip(*taken)) if taken else [()] * 6
     index = np.array(columns[0], dtype=np.int64)
     return MovePlan(task_ids=ids[index], task_index=index, source=np.array(columns[1], dtype=np.int64),

@@ -136,3 +136,12 @@ def test_state_applies_a_plan_and_only_a_plan():
     with pytest.raises(ValueError, match="not placed on worker 0"):
         state.apply_moves(stale)                                          # the task has left worker 0
     assert state.current_load().tolist() == [4.0, 4.0]                    # unchanged when it raises
+
+
+def test_docstring_examples():
+    import doctest
+
+    import barrierlb.migration
+
+    failures, tried = doctest.testmod(barrierlb.migration)
+    assert tried > 0 and failures == 0

@@ -199,6 +199,7 @@ def test_bad_policies_exit_2(argv, message, capsys):
     (["--gpus", "3"], "multiple"),
     (["--inter-node-gbs", "0"], "must be > 0"),
     (["--phase-steps", "9", "3"], "--phase-steps"),
+    (["--noise", "nan"], "--noise must be finite"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:

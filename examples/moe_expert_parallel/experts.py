@@ -257,7 +257,8 @@ class Layout:
         """:meth:`gpu_load` of each row of ``rows`` (S, E): shape (S, G)."""
         per_replica = rows / np.maximum(self.counts(rows.shape[1]), 1)
         loads = np.zeros((rows.shape[0], self.n_gpus))
-        np.add.at(loads.T, np.asarray(self.gpu, dtype=np.int64), per_replica[:, np.asarray(self.expert, dtype=np.int64)].T)
+        expert = np.asarray(self.expert, dtype=np.int64)
+        np.add.at(loads.T, np.asarray(self.gpu, dtype=np.int64), per_replica[:, expert].T)
         return loads
 
     def replica_load(self, per_replica: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -43,8 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experts import (Layout, Links, PhaseRouting, PhaseTracker, PricedRebalancer, Routing,  # noqa: E402
-                     eplb_layout, replica_counts, sticky_update)
+from experts import (Links, PhaseRouting, PhaseTracker, PricedRebalancer, Routing, eplb_layout,  # noqa: E402
+                     replica_counts, sticky_update)
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import plain_table  # noqa: E402
@@ -253,10 +254,13 @@ def main(argv=None) -> int:
                  "gpus_per_node", "phases"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("redundant", "spare", "churn", "scenarios", "memory", "stall_ms", "us_per_token", "step_overhead_us", "expert_mb",
-                 "noise", "drift"):
+    for name in ("redundant", "spare", "churn", "scenarios", "memory", "stall_ms", "us_per_token",
+                 "step_overhead_us", "expert_mb", "noise", "drift"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{name.replace('_', '-')} must be finite, got {value}")
     if min(args.nvlink_gbs, args.inter_node_gbs) <= 0:
         parser.error("--nvlink-gbs and --inter-node-gbs must be > 0")
     if not 1 <= args.phase_steps[0] <= args.phase_steps[1]:
