@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "moe_expert_parallel"))
 
@@ -62,6 +64,21 @@ def test_eplb_hierarchical_by_hand_and_groups_stay_on_their_node():
         assert node_of_group.setdefault(e // 4, g // 4) == g // 4        # a group's replicas share one node
     with pytest.raises(ValueError, match="multiple"):
         eplb_layout(weight, 47, 8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 2), st.integers(1, 3), st.integers(0, 2),
+       st.lists(st.floats(0, 1e4), min_size=24, max_size=24))
+def test_eplb_layouts_fill_every_gpu_and_cover_every_expert(nodes, gpus_per_node, per_gpu, groups_per_node, weights):
+    n_gpus, weight = nodes * gpus_per_node, np.array(weights)
+    n_groups = nodes * 2**groups_per_node                                   # divides 24: groups of 2 to 24
+    n_physical = -(-24 // (n_gpus * per_gpu)) * n_gpus * per_gpu            # enough replicas, a multiple of GPUs
+    for layout in (eplb_layout(weight, n_physical, n_gpus),
+                   eplb_layout(weight, n_physical, n_gpus, n_groups=n_groups, n_nodes=nodes)):
+        layout.check(24)
+        assert np.bincount(layout.gpu, minlength=n_gpus).tolist() == [n_physical // n_gpus] * n_gpus
+        assert layout.gpu_load(weight).sum() == pytest.approx(weight.sum())
+    assert eplb_layout(weight, n_physical, n_gpus).counts(24).tolist() == replica_counts(weight, n_physical).tolist()
 
 
 def test_routings_are_seeded_and_phases_switch():
