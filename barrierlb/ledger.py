@@ -336,6 +336,37 @@ class Ledger:
         return (work / count, growth / count) if count else None
 
 
+    def apply_moves(self, plan) -> None:
+        """Move placed tasks as a priced :class:`~barrierlb.migration.MovePlan` decided (the only way one moves).
+
+        Each task keeps its work, age and predictions. Raises ``ValueError``,
+        with the state unchanged, for a task not on the plan's source, or a
+        destination that is dead or has no free slot when its move comes.
+        """
+        from barrierlb.migration import MovePlan
+
+        if not isinstance(plan, MovePlan):
+            raise TypeError(f"plan must be a MovePlan from barrierlb.migration.plan_moves, got {type(plan).__name__}")
+        where, free = dict(self._location), self.free_slots
+        for tid, source, destination in zip(plan.task_ids.tolist(), plan.source.tolist(), plan.destination.tolist()):
+            if where.get(tid, (None,))[0] != source:
+                raise ValueError(f"task {tid} is not placed on worker {source}, the plan's source")
+            if not (0 <= destination < self.n_workers and self.alive[destination] and free[destination] > 0):
+                raise ValueError(f"worker {destination} cannot take task {tid}: missing, dead or full")
+            where[tid], free[source], free[destination] = (destination, -1), free[source] + 1, free[destination] - 1
+        fields = (self._slot_id, self._slot_work, self._slot_growth, self._slot_remaining, self._slot_prompt,
+                  self._slot_age)
+        for tid, destination in zip(plan.task_ids.tolist(), plan.destination.tolist()):
+            g, s = self._location[tid]
+            slot = int(np.flatnonzero(self._slot_id[destination] == -1)[0])
+            for array in fields:
+                array[destination, slot] = array[g, s]
+            self._slot_id[g, s], self._slot_work[g, s] = -1, 0.0
+            self._location[tid] = (destination, slot)
+            self._active_count[g] -= 1
+            self._active_count[destination] += 1
+        self.version += 1
+
     def _check_worker(self, worker) -> int:
         worker = check_int("worker", worker, minimum=0)
         if worker >= self.n_workers:
