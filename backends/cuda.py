@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb import ClusterState, make_policy
+from barrierlb import ClusterState
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy
-from barrierlb.superstep import SuperstepPlanner
+from barrierlb.superstep import SuperstepPlanner, as_policy
 
 DEVICES = ("cuda", "cpu")
 
@@ -320,9 +320,7 @@ class CudaBalancer:
             raise TypeError("create and step must be callable: create(spec, xp) -> task, step(task, xp) -> bool")
         if cost is not None and not callable(cost):
             raise TypeError("cost must be callable: cost(spec) -> (work, growth, steps)")
-        self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self.policy = as_policy(policy)
         if device == "cpu":
             if isinstance(workers, bool) or not isinstance(workers, int):
                 raise TypeError(f'with device="cpu", workers must be the number of host lanes, got {workers!r}')

@@ -461,12 +461,17 @@ def _load_burstgpt(file: Path, limit: int | None) -> Workload:
                 output = _tokens(output, "output_length", where)
             rows.add(prompt, output)
         return rows.workload(f"burstgpt:{file.name}")
+    return _timed_csv(file, limit, "burstgpt", ("Request tokens", "Response tokens", "Timestamp"), _seconds)
+
+
+def _timed_csv(file: Path, limit: int | None, kind: str, columns: tuple[str, str, str], seconds) -> Workload:
+    """A CSV trace with a prompt, an output and an arrival-time column (``seconds(text, where)``)."""
+    prompt, output, when = columns
     rows = _Rows(timed=True, limit=limit)
-    for where, row in _read_csv(file, ["Timestamp", "Request tokens", "Response tokens"]):
-        rows.add(_tokens(row["Request tokens"], "Request tokens", where),
-                 _tokens(row["Response tokens"], "Response tokens", where),
-                 _seconds(row["Timestamp"], where))
-    return rows.workload(f"burstgpt:{file.name}")
+    for where, row in _read_csv(file, [when, prompt, output]):
+        rows.add(_tokens(row[prompt], prompt, where), _tokens(row[output], output, where),
+                 seconds(row[when], where))
+    return rows.workload(f"{kind}:{file.name}")
 
 
 def _seconds(value, where: str) -> float:
@@ -494,12 +499,7 @@ def _date_time_s(text: str, where: str) -> float:
 
 
 def _load_azure(file: Path, limit: int | None) -> Workload:
-    rows = _Rows(timed=True, limit=limit)
-    for where, row in _read_csv(file, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]):
-        rows.add(_tokens(row["ContextTokens"], "ContextTokens", where),
-                 _tokens(row["GeneratedTokens"], "GeneratedTokens", where),
-                 _date_time_s(row["TIMESTAMP"], where))
-    return rows.workload(f"azure:{file.name}")
+    return _timed_csv(file, limit, "azure", ("ContextTokens", "GeneratedTokens", "TIMESTAMP"), _date_time_s)
 
 
 def _load_mooncake(file: Path, limit: int | None) -> Workload:
