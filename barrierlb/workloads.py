@@ -15,7 +15,7 @@ for timed traces, arrival times). Specs accepted by :func:`load_workload`:
     for the parameters.
 ``burstgpt:PATH``
     BurstGPT as JSON (``{"data": [{"input_length", "output_length"}, ...]}``, the
-    sample format in ``../shared/data``) or BurstGPT's CSV (columns
+    format of an 8,000-request sample) or BurstGPT's CSV (columns
     ``Timestamp``, ``Request tokens``, ``Response tokens``; timestamps in s).
 ``azure:PATH``
     Azure LLM inference trace 2023: CSV ``TIMESTAMP,ContextTokens,GeneratedTokens``.
@@ -120,7 +120,7 @@ class Workload:
 
 def synthetic(n_requests: int, *, seed: int = 0, prompt_mean: float = 3200.0, prompt_std: float = 2600.0,
               output_mean: float = 1200.0, output_std: float = 700.0, correlation: float = -0.1) -> Workload:
-    """The paper's synthetic workload (DESIGN.md section 4), seeded.
+    """The paper's synthetic workload (its evaluation setup: Chen et al., arXiv 2601.17855), seeded.
 
     Pairs are drawn from a bivariate normal (means, standard deviations and
     ``correlation`` of prompt and output tokens) and redrawn until both round
