@@ -2,13 +2,13 @@
 workers (:mod:`barrierlb.backends.dask`) and CUDA devices or streams
 (:mod:`barrierlb.backends.cuda`).
 
-The MPI and Dask backends are shells over one pure core,
+The three backends are shells over one pure core,
 :class:`barrierlb.superstep.SuperstepPlanner`: they gather what their workers
 report (finished tasks, measured or modelled costs, losses), let the planner
 record it in its :class:`barrierlb.ClusterState` ledger and decide where the
-waiting tasks go, and deliver the new tasks to the chosen workers. (The CUDA
-backend keeps its ledger in a ``ClusterState`` and decides with the policy's
-``decide(state)`` directly.) The MPI and Dask backends' public names agree:
+waiting tasks go, and deliver the new tasks to the chosen workers (the CUDA
+backend launches, times and waits for its workers itself). The MPI and Dask
+backends' public names agree:
 ``policy``, ``capacity``, ``cost``, ``timeout_s``, ``submit(task_id, spec)``
 and ``stats``.
 

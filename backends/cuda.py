@@ -8,9 +8,10 @@ worker's device and stream current), and it never moves.
 
 A superstep (:meth:`CudaBalancer.step`):
 
-1. the policy places waiting tasks through the core: the ledger is a
-   :class:`barrierlb.ClusterState` and the decision is the policy's
-   ``decide(state)``; each placed task is created on its worker;
+1. the policy places waiting tasks through the shared superstep core
+   (:class:`barrierlb.superstep.SuperstepPlanner`, as the MPI and Dask
+   backends do: it keeps the ledger of where tasks live and asks the policy);
+   each placed task is created on its worker;
 2. for every worker, a CUDA event is recorded on its stream, its tasks'
    ``step(task, xp)`` calls are enqueued (in task-id order), and a second event
    is recorded: the host only launches, the workers run concurrently;
@@ -20,9 +21,12 @@ A superstep (:meth:`CudaBalancer.step`):
    time is mostly the time to launch its tasks);
 4. the measured times feed the step-time model (:class:`StepTimeModel`: each
    worker's time is ``overhead_s`` per task plus ``unit_s`` per unit of the
-   cost model), finished tasks leave the ledger and the others age a step.
+   cost model), finished tasks leave the ledger and the others age a step: the
+   backend reports each one's cost-model lookahead a step older to the planner.
 
-Work in the ledger is in the units of the ``cost`` model (for a decode task, the
+This module keeps only the device work (creating tasks on their worker,
+launches, events, the barrier) and each task's cost model; the planner does
+the bookkeeping. Work is in the units of the ``cost`` model (for a decode task, the
 rows of its key matrix: its work now, one more row per step, its steps left).
 A new task enters the ledger with its cost plus the per-task launch overhead
 the time model has measured, ``overhead_s / unit_s`` units: where kernels are
@@ -43,6 +47,7 @@ CuPy is imported when a CUDA executor is created (``pip install
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,9 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb import ClusterState, make_policy
+from barrierlb import ClusterState
 from barrierlb._validate import check_int
 from barrierlb.policies import Policy
+from barrierlb.superstep import SuperstepPlanner, as_policy
 
 DEVICES = ("cuda", "cpu")
 
@@ -314,9 +320,7 @@ class CudaBalancer:
             raise TypeError("create and step must be callable: create(spec, xp) -> task, step(task, xp) -> bool")
         if cost is not None and not callable(cost):
             raise TypeError("cost must be callable: cost(spec) -> (work, growth, steps)")
-        self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self.policy = as_policy(policy)
         if device == "cpu":
             if isinstance(workers, bool) or not isinstance(workers, int):
                 raise TypeError(f'with device="cpu", workers must be the number of host lanes, got {workers!r}')
@@ -331,23 +335,30 @@ class CudaBalancer:
         self.n_workers = self.executor.n_workers
         self.capacity = check_int("capacity", capacity, minimum=1)
         self.create, self.run_step, self.cost = create, step, cost
-        self.ledger = ClusterState(self.n_workers, self.capacity)
+        self.planner = SuperstepPlanner(self.n_workers, policy=self.policy, capacity=self.capacity)
+        self.horizon = self.planner.horizon
         self.time_model = StepTimeModel(window)
         self._specs: dict[int, Any] = {}
         self._tasks: dict[int, Any] = {}
-        self._overhead_units: dict[int, float] = {}
+        # task id -> [work now, growth, steps left, overhead units]: its cost model, aged each superstep
+        self._cost: dict[int, list[float]] = {}
         self.reports: list[SuperstepReport] = []
         self._step = 0
+
+    @property
+    def ledger(self) -> ClusterState:
+        """Where every task lives (the planner's :class:`~barrierlb.ClusterState`; read it, do not change it)."""
+        return self.planner.ledger
 
     # ------------------------------------------------------------------ tasks
     def submit(self, task_id: int, spec: Any) -> None:
         """Queue a task; it is placed at a coming superstep."""
         task_id = check_int("task_id", task_id, minimum=0)
         work, growth, steps = self._cost_of(task_id, spec)
-        overhead = self.time_model.overhead_units()
-        self.ledger.submit_arrays([task_id], [work + overhead], growth=growth, steps=steps, prompt=[work])
+        cost = [work, growth, steps, self.time_model.overhead_units()]
+        self.planner.submit(task_id, _lookahead(cost, self.horizon, running=False))   # refuses a live id
         self._specs[task_id] = spec
-        self._overhead_units[task_id] = overhead
+        self._cost[task_id] = cost
 
     def _cost_of(self, task_id: int, spec) -> tuple[float, float, float]:
         if self.cost is None:
@@ -370,7 +381,7 @@ class CudaBalancer:
             raise KeyError(f"task {task_id} is not placed on any worker") from None
 
     def worker_of(self, task_id: int) -> int:
-        return self.ledger.worker_of(task_id)
+        return self.planner.worker_of(task_id)
 
     @property
     def active(self) -> int:
@@ -378,21 +389,20 @@ class CudaBalancer:
 
     @property
     def waiting(self) -> int:
-        return self.ledger.n_waiting
+        return self.planner.n_waiting
 
     # ------------------------------------------------------------- supersteps
     def _place(self) -> tuple[int, str]:
-        decision = self.policy.decide(self.ledger)
-        if not decision.task_ids.size:
-            return 0, decision.branch
-        self.ledger.place(decision)
+        decision = self.planner.plan()
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             try:
                 with self.executor.context(g):
                     self._tasks[task_id] = self.create(self._specs.pop(task_id), self.xp)
             except Exception as error:
-                unbuilt = [t for t in decision.task_ids.tolist() if t not in self._tasks]
-                self.ledger.complete(unbuilt)
+                for t, home in zip(decision.task_ids.tolist(), decision.workers.tolist()):
+                    if t not in self._tasks:
+                        self._cost.pop(t)
+                        self.planner.report(home, finished=[t])
                 raise RuntimeError(f"create() failed for task {task_id} on {self.executor.describe(g)}: "
                                    f"{type(error).__name__}: {error}") from error
         return int(decision.task_ids.size), decision.branch
@@ -402,37 +412,44 @@ class CudaBalancer:
         started = time.perf_counter()
         placed, branch = self._place()
         balance_s = time.perf_counter() - started
-        finished = []
+        finished: list[list[int]] = []
         counts = np.zeros(self.n_workers)
-        units = self.ledger.current_load()
+        units = np.zeros(self.n_workers)
         for g in range(self.n_workers):
-            ids = np.sort(self.ledger.tasks_on(g)).tolist()
+            ids = np.sort(self.planner.tasks_on(g)).tolist()
             counts[g] = len(ids)
-            units[g] -= sum(self._overhead_units[t] for t in ids)
+            units[g] = sum(self._cost[t][0] for t in ids)
+            done = []
             with self.executor.context(g):
                 self.executor.begin(g)
                 for task_id in ids:
                     try:
-                        done = self.run_step(self._tasks[task_id], self.xp)
+                        ended = self.run_step(self._tasks[task_id], self.xp)
                     except Exception as error:
                         raise RuntimeError(f"step() failed for task {task_id} on {self.executor.describe(g)} at "
                                            f"superstep {self._step}: {type(error).__name__}: {error}") from error
-                    if done:
-                        finished.append(task_id)
+                    if ended:
+                        done.append(task_id)
                 self.executor.end(g)
+            finished.append(done)
         seconds = self.executor.wait()                                   # the barrier
-        self.time_model.observe(counts, np.maximum(units, 0.0), seconds)
-        if finished:
-            self.ledger.complete(finished)
-            for task_id in finished:
-                del self._tasks[task_id]
-                del self._overhead_units[task_id]
-        self.ledger.advance()
+        self.time_model.observe(counts, units, seconds)
+        for g, done in enumerate(finished):
+            for task_id in done:
+                del self._tasks[task_id], self._cost[task_id]
+            ahead = {}
+            for task_id in self.planner.tasks_on(g).tolist():
+                if task_id not in done:                                  # a step older: the cost model's next rows
+                    cost = self._cost[task_id]
+                    cost[0], cost[2] = max(cost[0] + cost[1], 0.0), cost[2] - 1
+                    ahead[task_id] = _lookahead(cost, self.horizon, running=True)
+            self.planner.report(g, finished=done, lookahead=ahead)
+        n_finished = sum(len(done) for done in finished)
         slowest = float(seconds.max()) if seconds.size else 0.0
         wait = float((slowest - seconds).sum())
         report = SuperstepReport(step=self._step, worker_s=seconds, barrier_wait_s=wait,
                                  idle_fraction=wait / (self.n_workers * slowest) if slowest > 0 else 0.0,
-                                 balance_s=balance_s, placed=placed, finished=len(finished), tasks=len(self._tasks),
+                                 balance_s=balance_s, placed=placed, finished=n_finished, tasks=len(self._tasks),
                                  branch=branch)
         self.reports.append(report)
         self._step += 1
@@ -443,8 +460,21 @@ class CudaBalancer:
         max_steps = check_int("max_steps", max_steps, minimum=1)
         first = len(self.reports)
         for _ in range(max_steps):
-            if not self._tasks and not self.ledger.n_waiting:
+            if not self._tasks and not self.planner.n_waiting:
                 return self.reports[first:]
             self.step()
         raise RuntimeError(f"tasks still running after {max_steps} supersteps "
-                           f"({len(self._tasks)} running, {self.ledger.n_waiting} waiting)")
+                           f"({len(self._tasks)} running, {self.planner.n_waiting} waiting)")
+
+
+def _lookahead(cost: list[float], horizon: int, *, running: bool) -> np.ndarray:
+    """A task's predicted work over steps ``0..horizon``: ``work + overhead + growth * h`` while it runs.
+
+    A waiting task runs its ``steps`` (none when 0); a running one runs at least
+    the current step, even past its predicted end, as :mod:`barrierlb.projection`
+    projects placed tasks.
+    """
+    work, growth, steps, overhead = cost
+    h = np.arange(horizon + 1, dtype=np.float64)
+    ends = max(math.ceil(steps), 1) if running and steps < horizon + 1 else steps
+    return np.where(h < ends, np.maximum(work + overhead + growth * h, 0.0), 0.0)

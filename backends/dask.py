@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.policies import Policy, make_policy
+from barrierlb.policies import Policy
 from barrierlb.predictors import cost_lookahead
-from barrierlb.superstep import SuperstepPlanner
+from barrierlb.superstep import SuperstepPlanner, as_policy
 
 log = logging.getLogger("barrierlb.dask")
 
@@ -232,9 +232,7 @@ class DaskBalancer:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.client = client
-        self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self.policy = as_policy(policy)
         self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)

@@ -65,9 +65,9 @@ from typing import Any
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.policies import Policy, make_policy
+from barrierlb.policies import Policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
-from barrierlb.superstep import SuperstepPlanner
+from barrierlb.superstep import SuperstepPlanner, as_policy
 
 #: Bytes of ids, costs and pickled specs each rank can send inside the load exchange itself.
 INLINE_BYTES = 2048
@@ -142,9 +142,7 @@ class MPIBalancer:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self.policy = as_policy(policy)
         self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)

@@ -1,4 +1,4 @@
-"""Step-time and power models of a barrier-synchronized decode step (DESIGN.md section 4, docs/energy.md).
+"""Step-time and power models of a barrier-synchronized decode step (the paper's evaluation setup, docs/energy.md).
 
 Two step-time models:
 

@@ -23,6 +23,7 @@ from barrierlb._validate import broadcast, check_array, check_bool, check_int
 from barrierlb.tasks import Task
 
 _POOL_FIELDS = ("ids", "work", "growth", "steps", "prompt", "wait")
+_FEW = 16      # batches up to this size are checked against the pool by direct comparison
 
 
 @dataclass(frozen=True)
@@ -180,17 +181,22 @@ class Ledger:
         """
         task_ids = check_array("task_ids", task_ids, ndim=1, nonnegative=True, dtype=np.int64)
         n = task_ids.size
-        work = check_array("work", broadcast("work", work, n), nonnegative=True)
-        growth = check_array("growth", broadcast("growth", growth, n))
-        steps = check_array("steps", broadcast("steps", steps, n), nonnegative=True, allow_inf=True)
-        prompt = work if prompt is None else check_array("prompt", broadcast("prompt", prompt, n), nonnegative=True)
+        work = _column("work", work, n, nonnegative=True)
+        growth = _column("growth", growth, n)
+        steps = _column("steps", steps, n, nonnegative=True, allow_inf=True)
+        prompt = work if prompt is None else _column("prompt", prompt, n, nonnegative=True)
         fresh = task_ids.tolist()
         if len(set(fresh)) != n:
             raise ValueError(f"task_ids contains duplicates: {sorted(_duplicates(fresh))[:5]}")
         # Only live tasks (waiting or placed) hold their ids: a completed task's id may be
         # used again, and the state's memory is bounded by the live tasks.
         clash = [tid for tid in fresh if tid in self._location]
-        clash += task_ids[np.isin(task_ids, self._pool["ids"])].tolist() if self._pool["ids"].size else []
+        pool_ids = self._pool["ids"]
+        if pool_ids.size:
+            # A few ids against the pool: one comparison table beats np.isin's sort.
+            waiting = ((pool_ids[:, None] == task_ids).any(axis=0) if n <= _FEW
+                       else np.isin(task_ids, pool_ids))
+            clash += task_ids[waiting].tolist()
         if clash:
             raise ValueError("duplicate task ids, already submitted and still waiting or running: "
                              f"{sorted(set(clash))[:5]}")
@@ -216,44 +222,47 @@ class Ledger:
                 self._pool["wait"] += 1
                 self.version += 1
             return
-        if np.unique(task_ids).size != task_ids.size:
-            raise ValueError(f"a task is placed twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
+        id_list = task_ids.tolist()
+        if len(set(id_list)) != task_ids.size:
+            raise ValueError(f"a task is placed twice: {sorted(_duplicates(id_list))[:5]}")
         pool_ids = self._pool["ids"]
         index = placement.pool_index
-        if index is None or len(index) != task_ids.size or not _index_matches(pool_ids, index, task_ids):
+        if index is None or len(index) != task_ids.size or not _index_matches(pool_ids, index, id_list):
             position = {tid: i for i, tid in enumerate(pool_ids.tolist())}
-            missing = [tid for tid in task_ids.tolist() if tid not in position]
+            missing = [tid for tid in id_list if tid not in position]
             if missing:
                 placed = [tid for tid in missing if tid in self._location]
                 if placed:
                     raise ValueError(f"task {placed[0]} is already placed on worker "
                                      f"{self._location[placed[0]][0]}; placed tasks never move")
                 raise ValueError(f"task {missing[0]} is not in the waiting pool")
-            index = np.array([position[tid] for tid in task_ids.tolist()], dtype=np.int64)
+            index = np.array([position[tid] for tid in id_list], dtype=np.int64)
         index = np.asarray(index, dtype=np.int64)
-        if ((workers < 0) | (workers >= self.n_workers)).any():
+        if workers.min() < 0 or workers.max() >= self.n_workers:
             bad = workers[(workers < 0) | (workers >= self.n_workers)][0]
             raise ValueError(f"worker {bad} does not exist (n_workers={self.n_workers})")
         if not self.alive[workers].all():
             raise ValueError(f"worker {workers[~self.alive[workers]][0]} is dead and cannot take tasks")
         demand = np.bincount(workers, minlength=self.n_workers)
-        over = demand > self.free_slots
+        free = self.free_slots
+        over = demand > free
         if over.any():
             g = int(np.flatnonzero(over)[0])
-            raise ValueError(f"worker {g} has {int(self.free_slots[g])} free slots, "
+            raise ValueError(f"worker {g} has {int(free[g])} free slots, "
                              f"placement puts {int(demand[g])} tasks there")
-        for g in np.flatnonzero(demand).tolist():
-            mine = workers == g
-            slots = np.flatnonzero(self._slot_id[g] == -1)[: int(demand[g])]
-            pos = index[mine]
-            self._slot_id[g, slots] = self._pool["ids"][pos]
-            self._slot_work[g, slots] = self._pool["work"][pos]
-            self._slot_growth[g, slots] = self._pool["growth"][pos]
-            self._slot_remaining[g, slots] = self._pool["steps"][pos]
-            self._slot_prompt[g, slots] = self._pool["prompt"][pos]
-            self._slot_age[g, slots] = 0
-            for tid, slot in zip(self._pool["ids"][pos].tolist(), slots.tolist()):
-                self._location[tid] = (g, slot)
+        # Each task takes its worker's lowest empty slots, in the placement's order.
+        order = np.argsort(workers, kind="stable")
+        rows = workers[order]
+        slots = np.concatenate([np.flatnonzero(self._slot_id[g] == -1)[: demand[g]]
+                                for g in np.flatnonzero(demand).tolist()])
+        pos = index[order]
+        self._slot_id[rows, slots] = self._pool["ids"][pos]
+        self._slot_work[rows, slots] = self._pool["work"][pos]
+        self._slot_growth[rows, slots] = self._pool["growth"][pos]
+        self._slot_remaining[rows, slots] = self._pool["steps"][pos]
+        self._slot_prompt[rows, slots] = self._pool["prompt"][pos]
+        self._slot_age[rows, slots] = 0
+        self._location.update(zip(self._pool["ids"][pos].tolist(), zip(rows.tolist(), slots.tolist())))
         self._active_count += demand
         self._placed += (task_ids.size, float(self._pool["work"][index].sum()),
                          float(self._pool["growth"][index].sum()))
@@ -286,36 +295,39 @@ class Ledger:
         Raises ``ValueError`` (and changes nothing) when a task is not running or
         is named twice.
         """
-        task_ids = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64)
-        mask = np.isin(self._slot_id, task_ids)
-        found = int(np.count_nonzero(mask))
-        if found != task_ids.size:
-            running = set(self._slot_id[mask].tolist())
-            missing = [tid for tid in task_ids.tolist() if tid not in running]
-            if missing:
-                raise ValueError(f"task {missing[0]} is not running on any worker")
-            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(task_ids.tolist()))[:5]}")
-        self.complete_slots(mask)
+        id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
+        missing = [tid for tid in id_list if tid not in self._location]
+        if missing:
+            raise ValueError(f"task {missing[0]} is not running on any worker")
+        if len(set(id_list)) != len(id_list):
+            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(id_list))[:5]}")
+        # The location dict, not a scan of every slot: a batch of one costs a few microseconds.
+        where = [self._location[tid] for tid in id_list]
+        self._remove(np.array([g for g, _ in where], dtype=np.int64),
+                     np.array([s for _, s in where], dtype=np.int64))
 
     def complete_slots(self, mask) -> np.ndarray:
         """Remove the tasks in the slots where ``mask`` (shape (G, S)) is true; returns their ids."""
         mask = check_array("mask", mask, shape=self._slot_id.shape, dtype=bool) & (self._slot_id >= 0)
-        ids = self._slot_id[mask]
+        return self._remove(*np.nonzero(mask))
+
+    def _remove(self, rows: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Empty the occupied slots ``(rows[k], slots[k])``; returns their task ids."""
+        ids = self._slot_id[rows, slots]
         for tid in ids.tolist():
             del self._location[tid]
             self._profiles.pop(tid, None)
-        self._slot_id[mask] = -1
-        self._slot_work[mask] = 0.0
-        self._active_count -= mask.sum(axis=1)
+        self._slot_id[rows, slots] = -1
+        self._slot_work[rows, slots] = 0.0
+        self._active_count -= np.bincount(rows, minlength=self.n_workers)
         self.version += 1
         return ids
 
     def fail_worker(self, worker: int) -> np.ndarray:
         """Mark ``worker`` dead and drop its tasks; returns their ids so they can be re-created."""
         worker = self._check_worker(worker)
-        mask = np.zeros(self._slot_id.shape, dtype=bool)
-        mask[worker] = True
-        ids = self.complete_slots(mask)
+        slots = np.flatnonzero(self._slot_id[worker] >= 0)
+        ids = self._remove(np.full(slots.size, worker, dtype=np.int64), slots)
         self.alive[worker] = False
         self.version += 1
         return ids
@@ -375,6 +387,17 @@ class Ledger:
 
 
 
+def _column(name: str, value, n: int, **checks) -> np.ndarray:
+    """``value`` (a scalar, or ``n`` of them) checked as :func:`check_array` does and as ``n`` floats;
+    a scalar is checked once, not once per task."""
+    if n and (isinstance(value, float) or (type(value) is int and abs(value) < 2 ** 1023)):
+        number = float(value)
+        if number == number and (checks.get("allow_inf") or abs(number) != math.inf) \
+                and not (checks.get("nonnegative") and number < 0):
+            return np.full(n, number)        # else the general path names the problem
+    return check_array(name, broadcast(name, value, n), **checks)
+
+
 def _duplicates(values: list) -> set:
     seen: set = set()
     dup: set = set()
@@ -383,8 +406,9 @@ def _duplicates(values: list) -> set:
     return dup
 
 
-def _index_matches(pool_ids: np.ndarray, index, task_ids: np.ndarray) -> bool:
-    index = np.asarray(index, dtype=np.int64)
-    if ((index < 0) | (index >= pool_ids.size)).any():
+def _index_matches(pool_ids: np.ndarray, index, id_list: list) -> bool:
+    positions = np.asarray(index, dtype=np.int64).tolist()
+    n = pool_ids.size
+    if any(p < 0 or p >= n for p in positions):
         return False
-    return bool(np.array_equal(pool_ids[index], task_ids))
+    return pool_ids[positions].tolist() == id_list

@@ -10,7 +10,7 @@ whether a move pays for itself over the horizon:
     cost_s   = bytes / bandwidth[source, destination]  (+ stall_s, paid once per plan)
 
 with ``Imbalance[h] = G * max_g L[h, g] - sum_g L[h, g]`` the predicted imbalance
-(DESIGN.md section 1). With the step-time model ``c + t_unit * max_g L_g`` and a
+(the BF-IO objective, docs/solvers.md). With the step-time model ``c + t_unit * max_g L_g`` and a
 move that conserves the total load, one unit of imbalance costs
 ``seconds_per_unit = t_unit / G`` seconds, so ``saving_s`` is the barrier time the
 move saves over the horizon. A move is taken only when ``saving_s > cost_s``.

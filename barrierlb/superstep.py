@@ -46,11 +46,19 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from barrierlb._validate import check_int
-from barrierlb.policies import Decision, Policy
+from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.predictors import PersistencePredictor
 from barrierlb.state import ClusterState, Placement
 
-__all__ = ["SuperstepPlanner"]
+__all__ = ["SuperstepPlanner", "as_policy"]
+
+
+def as_policy(policy) -> Policy:
+    """A backend's ``policy`` argument: a :class:`Policy`, or a name for :func:`barrierlb.make_policy`."""
+    resolved = make_policy(policy) if isinstance(policy, str) else policy
+    if not isinstance(resolved, Policy):
+        raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+    return resolved
 
 
 class SuperstepPlanner:

@@ -15,7 +15,7 @@ for timed traces, arrival times). Specs accepted by :func:`load_workload`:
     for the parameters.
 ``burstgpt:PATH``
     BurstGPT as JSON (``{"data": [{"input_length", "output_length"}, ...]}``, the
-    sample format in ``../shared/data``) or BurstGPT's CSV (columns
+    format of an 8,000-request sample) or BurstGPT's CSV (columns
     ``Timestamp``, ``Request tokens``, ``Response tokens``; timestamps in s).
 ``azure:PATH``
     Azure LLM inference trace 2023: CSV ``TIMESTAMP,ContextTokens,GeneratedTokens``.
@@ -120,7 +120,7 @@ class Workload:
 
 def synthetic(n_requests: int, *, seed: int = 0, prompt_mean: float = 3200.0, prompt_std: float = 2600.0,
               output_mean: float = 1200.0, output_std: float = 700.0, correlation: float = -0.1) -> Workload:
-    """The paper's synthetic workload (DESIGN.md section 4), seeded.
+    """The paper's synthetic workload (its evaluation setup: Chen et al., arXiv 2601.17855), seeded.
 
     Pairs are drawn from a bivariate normal (means, standard deviations and
     ``correlation`` of prompt and output tokens) and redrawn until both round
@@ -461,12 +461,17 @@ def _load_burstgpt(file: Path, limit: int | None) -> Workload:
                 output = _tokens(output, "output_length", where)
             rows.add(prompt, output)
         return rows.workload(f"burstgpt:{file.name}")
+    return _timed_csv(file, limit, "burstgpt", ("Request tokens", "Response tokens", "Timestamp"), _seconds)
+
+
+def _timed_csv(file: Path, limit: int | None, kind: str, columns: tuple[str, str, str], seconds) -> Workload:
+    """A CSV trace with a prompt, an output and an arrival-time column (``seconds(text, where)``)."""
+    prompt, output, when = columns
     rows = _Rows(timed=True, limit=limit)
-    for where, row in _read_csv(file, ["Timestamp", "Request tokens", "Response tokens"]):
-        rows.add(_tokens(row["Request tokens"], "Request tokens", where),
-                 _tokens(row["Response tokens"], "Response tokens", where),
-                 _seconds(row["Timestamp"], where))
-    return rows.workload(f"burstgpt:{file.name}")
+    for where, row in _read_csv(file, [when, prompt, output]):
+        rows.add(_tokens(row[prompt], prompt, where), _tokens(row[output], output, where),
+                 seconds(row[when], where))
+    return rows.workload(f"{kind}:{file.name}")
 
 
 def _seconds(value, where: str) -> float:
@@ -494,12 +499,7 @@ def _date_time_s(text: str, where: str) -> float:
 
 
 def _load_azure(file: Path, limit: int | None) -> Workload:
-    rows = _Rows(timed=True, limit=limit)
-    for where, row in _read_csv(file, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]):
-        rows.add(_tokens(row["ContextTokens"], "ContextTokens", where),
-                 _tokens(row["GeneratedTokens"], "GeneratedTokens", where),
-                 _date_time_s(row["TIMESTAMP"], where))
-    return rows.workload(f"azure:{file.name}")
+    return _timed_csv(file, limit, "azure", ("ContextTokens", "GeneratedTokens", "TIMESTAMP"), _date_time_s)
 
 
 def _load_mooncake(file: Path, limit: int | None) -> Workload:

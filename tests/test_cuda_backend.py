@@ -97,7 +97,7 @@ def test_measured_overhead_enters_new_tasks_in_the_ledger():
     balancer.time_model.observe([1, 2], [100.0, 100.0], [3e-6, 4e-6])     # overhead 1 us, 0.02 us per row
     spec = _specs(1)[0]
     balancer.submit(spec["id"], spec)
-    work = balancer.ledger.step_problem(0).pool_work[0, 0]
+    work = balancer.planner.lookahead(spec["id"])[0]
     assert work == pytest.approx(spec["prompt"] + balancer.time_model.overhead_units())
     assert balancer.time_model.overhead_units() == pytest.approx(50.0)
 

@@ -12,8 +12,19 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "moe_expert_parallel"))
 
-from experts import (Layout, Links, PhaseRouting, PhaseTracker, PricedRebalancer, Routing,  # noqa: E402
-                     balanced_packing, eplb_layout, replica_counts, replicate, sticky_update)
+from experts import (  # noqa: E402
+    Layout,
+    Links,
+    PhaseRouting,
+    PhaseTracker,
+    PricedRebalancer,
+    Routing,
+    balanced_packing,
+    eplb_layout,
+    replica_counts,
+    replicate,
+    sticky_update,
+)
 from run import main  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402

@@ -1,7 +1,11 @@
 """LLM serving adapter: route requests to data-parallel ranks, then replay a real trace.
 
-    python examples/llm_serving/run.py                  # Azure code trace (if ../shared/data has it), 400x speed
-    python examples/llm_serving/run.py --workload synthetic --requests 4000
+    python examples/llm_serving/run.py --workload azure:PATH/azure_llm_2023_code.csv   # replayed 400x faster
+    python examples/llm_serving/run.py --requests 4000        # the paper's synthetic workload (default)
+
+``PATH/azure_llm_2023_code.csv`` is the Azure LLM inference trace 2023, code
+service (Azure/AzurePublicDataset on GitHub); any ``--workload`` that
+:func:`barrierlb.workloads.load_workload` reads works.
 
 Part 1 drives :class:`barrierlb.router.DecodeRouter` the way an engine loop
 would: requests arrive, each engine step reports which requests finished, and
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from barrierlb import make_policy
 from barrierlb.cli import print_table
@@ -26,8 +29,6 @@ from barrierlb.predictors import SurvivalPredictor
 from barrierlb.router import DecodeRouter
 from barrierlb.simulator import SimulationConfig, simulate
 from barrierlb.workloads import load_workload
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def route_demo(workload, ranks: int, slots: int, steps: int, policy: str, draws: int) -> None:
@@ -69,9 +70,7 @@ def _safe_rank(router, request_id):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = f"azure:{DATA / 'azure_llm_2023_code.csv'}" if (DATA / "azure_llm_2023_code.csv").is_file() \
-        else "synthetic"
-    parser.add_argument("--workload", default=default)
+    parser.add_argument("--workload", default="synthetic")
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--ranks", type=int, default=8)
     parser.add_argument("--slots", type=int, default=32)

@@ -44,8 +44,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experts import (Links, PhaseRouting, PhaseTracker, PricedRebalancer, Routing, eplb_layout,  # noqa: E402
-                     replica_counts, sticky_update)
+from experts import (  # noqa: E402
+    Links,
+    PhaseRouting,
+    PhaseTracker,
+    PricedRebalancer,
+    Routing,
+    eplb_layout,
+    replica_counts,
+    sticky_update,
+)
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import plain_table  # noqa: E402
