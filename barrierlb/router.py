@@ -52,13 +52,15 @@ class _AsyncState(ClusterState):
     state; until they are there, they live beside the router that needs them.
     """
 
-    def set_generated(self, task_id: int, generated: int) -> None:
-        """Set a running task's generated tokens: its work is prompt + generated."""
-        g, s = self._location[task_id]
-        delta = generated - int(self._slot_age[g, s])
-        self._slot_age[g, s] = generated
-        self._slot_work[g, s] = max(self._slot_prompt[g, s] + self._slot_growth[g, s] * generated, 0.0)
-        self._slot_remaining[g, s] -= delta
+    def set_generated(self, task_ids: list[int], generated: np.ndarray) -> None:
+        """Set running tasks' generated tokens: the work of each is prompt + growth * generated."""
+        where = [self._location[t] for t in task_ids]
+        rows = np.fromiter((w[0] for w in where), dtype=np.int64, count=len(where))
+        cols = np.fromiter((w[1] for w in where), dtype=np.int64, count=len(where))
+        self._slot_remaining[rows, cols] -= generated - self._slot_age[rows, cols]
+        self._slot_age[rows, cols] = generated
+        self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
+                                                 + self._slot_growth[rows, cols] * generated, 0.0)
         self.version += 1
 
     def withdraw(self, task_id: int) -> None:
@@ -138,6 +140,7 @@ class DecodeRouter:
         self.max_wait_s = None if max_wait_s is None else check_real("max_wait_s", max_wait_s, minimum=0.0)
         self._clock = clock
         self._queued_at: dict[int, float] = {}
+        self._outputs: list[int] = []          # finished lengths not yet given to the predictor
         self.last_decision = None
 
     @property
@@ -178,6 +181,7 @@ class DecodeRouter:
         (the BF-IO step problem), never more than a rank's free slots.
         """
         state, policy = self.state, self._policy
+        self._flush_outputs()
         if state.n_waiting == 0 or not state.free_slots.any():
             return {}
         if self.predictor is not None and getattr(self.predictor, "adaptive", False) or self._bounded.cap:
@@ -221,9 +225,18 @@ class DecodeRouter:
     # ------------------------------------------------------- asynchronous reports
     def progress(self, request_id: int, tokens: int) -> None:
         """A running request has generated ``tokens`` tokens so far (a total, not an increment)."""
-        request_id = self._running(request_id)
-        tokens = check_int("tokens", tokens, minimum=0)
-        self.state.set_generated(request_id, tokens)
+        self.progress_many([request_id], [tokens])
+
+    def progress_many(self, request_ids, tokens) -> None:
+        """:meth:`progress` for many requests at once (all checked before any changes)."""
+        request_ids = [self._running(r) for r in request_ids]
+        if len(set(request_ids)) != len(request_ids):
+            raise ValueError("progress_many lists a request twice")
+        counts = [check_int("tokens", t, minimum=0) for t in tokens]
+        if len(counts) != len(request_ids):
+            raise ValueError(f"tokens has {len(counts)} entries for {len(request_ids)} requests")
+        if request_ids:
+            self.state.set_generated(request_ids, np.array(counts, dtype=np.int64))
 
     def finish(self, request_id: int, output_tokens: int | None = None) -> None:
         """A running request ended after ``output_tokens`` tokens; frees its slot.
@@ -236,7 +249,7 @@ class DecodeRouter:
         self.state.complete([request_id])
         self._bounded.cap.pop(request_id, None)
         if output_tokens is not None:
-            self.observe_output([output_tokens])
+            self._outputs.append(output_tokens)       # learned at the next decision, in one batch
 
     def cancel(self, request_id: int) -> None:
         """Drop a queued or running request (client gone); a running one frees its slot.
@@ -268,7 +281,13 @@ class DecodeRouter:
     # ------------------------------------------------------------------- views
     def observe_output(self, output_tokens) -> None:
         """Feed finished requests' output lengths to a learning predictor."""
+        self._flush_outputs()
         self._bounded.observe(output_tokens)
+
+    def _flush_outputs(self) -> None:
+        if self._outputs:
+            outputs, self._outputs = self._outputs, []
+            self._bounded.observe(outputs)
 
     def rank_of(self, request_id: int) -> int:
         return self.state.worker_of(request_id)

@@ -91,6 +91,7 @@ def test_asynchronous_reports_progress_finish_cancel():
     router.cancel(3)                                                  # a queued request withdrawn
     assert router.queued == 0 and not router.is_queued(3)
     router.finish(1, output_tokens=12)
+    router.route()                                                    # learned at the next decision
     assert predictor.n_observed == 1
     router.cancel(2)                                                  # a running one: slot freed, nothing learned
     assert router.state.n_active == 0 and predictor.n_observed == 1

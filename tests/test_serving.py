@@ -99,19 +99,23 @@ def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
                     await response.content.readuntil(b"\n\n")
                     if n > 100:                                           # mid-stream: the router follows it
                         await asyncio.sleep(0.05)
-                        seen.append(await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
-                            _resident(proxy, rank), loop.loop)))
+                        seen.append((10 + i, *await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                            _resident(proxy, rank), loop.loop))))
                     await response.read()
 
     _run(go())
+
+    async def flush():
+        proxy.router.observe_output([])
+    loop.run(flush())
     assert sorted(proxy._predictor._recent.tolist()) == sorted(lengths)      # learned the true lengths
     assert len(seen) == 2
-    for prompt_plus, generated in seen:
-        assert generated >= 2 and prompt_plus > generated
+    for prompt, resident, generated in seen:
+        assert generated >= 2 and resident == prompt + generated      # tokenized prompt + tokens counted so far
 
 
 async def _resident(proxy, rank):
-    tokens = float(proxy.router.load()[rank])
+    tokens = proxy.status()["ranks"][rank]["resident_tokens"]          # what /barrierlb/status and /metrics show
     flight = next(f for f in proxy._flights.values() if f.rank == rank)
     return tokens, flight.generated
 
@@ -144,16 +148,20 @@ def test_rank_killed_mid_run_loses_no_queued_request(loop):
     async def go():
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             async def one(i):
-                body = {"prompt": f"r{i} " * 5, "max_tokens": 30, "stream": i % 2 == 0}
+                body = {"prompt": f"r{i} " * 5, "max_tokens": 60, "stream": i % 2 == 0}
                 return await _post(session, proxy.url + "/v1/completions", body)
 
             tasks = [asyncio.ensure_future(one(i)) for i in range(60)]
-            await asyncio.sleep(0.3)
-            assert proxy.router.queued > 0                                       # requests are waiting
+            for _ in range(1000):                       # until requests wait and rank 1 runs two
+                if proxy.router.queued >= 20 and proxy.router.state.active_count[1] == 2:
+                    break
+                await asyncio.sleep(0.01)
+            waiting = proxy.router.queued
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(emulator.kill_rank(1), loop.loop))
-            return await asyncio.gather(*tasks)
+            return waiting, await asyncio.gather(*tasks)
 
-    results = _run(go())
+    waiting, results = _run(go())
+    assert waiting >= 20                                       # requests were queued when the rank died
     ok = [r for r in results if r[0] == 200 and b'"error"' not in r[2]]
     failed = [r for r in results if r not in ok]
     assert len(ok) + len(failed) == 60

@@ -27,7 +27,12 @@ Rank addressing, every mode the proxy speaks: one port per rank
 (``pin="vllm"``), or in the body field ``routed_dp_rank`` / ``data_parallel_rank``
 or the header ``X-Data-Parallel-Rank`` (``pin="sglang"``). An unpinned request
 on a shared port goes to the rank with the fewest requests. Every response
-names the rank that served it in the header ``X-Emulator-Rank``.
+names the rank that served it in the header ``X-Emulator-Rank``. A request
+with the header ``X-Emulator-Stamp: 1`` also gets the times (``time.monotonic``,
+shared by the processes of one machine) at which its handler started
+(``X-Emulator-Received``) and its response left (``X-Emulator-Sent``; in a stream,
+an SSE comment line ``: sent=T`` before each event): what a benchmark needs to
+time the path a proxy adds.
 
 The emulator's tokenizer splits on whitespace. A request ends after
 ``max_tokens`` tokens (default 16) or, if the body carries the emulator-only
@@ -308,6 +313,8 @@ class Emulator:
         return pinned
 
     async def _generate(self, request, site_rank: int | None, *, chat: bool):
+        received = time.monotonic()
+        stamp = request.headers.get("X-Emulator-Stamp") == "1"
         try:
             try:
                 body = await request.json()
@@ -339,6 +346,8 @@ class Emulator:
         task = asyncio.current_task()
         self._handlers[rank].add(task)
         headers = {RANK_HEADER: str(rank)}
+        if stamp:
+            headers["X-Emulator-Received"] = repr(received)
         try:
             if stream:
                 response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
@@ -350,7 +359,10 @@ class Emulator:
                 while True:
                     done = await job.tokens.get()
                     finish_reason = job.finish_reason if done else None
-                    await response.write(_sse(_chunk(ident, model, chat, _token(seed, index), finish_reason)))
+                    event = _sse(_chunk(ident, model, chat, _token(seed, index), finish_reason))
+                    if stamp:
+                        event = b": sent=%r\n" % time.monotonic() + event
+                    await response.write(event)
                     index += 1
                     if done:
                         break
@@ -371,6 +383,8 @@ class Emulator:
             choice = ({"index": 0, "message": {"role": "assistant", "content": text_out},
                        "finish_reason": job.finish_reason} if chat else
                       {"index": 0, "text": text_out, "logprobs": None, "finish_reason": job.finish_reason})
+            if stamp:
+                headers["X-Emulator-Sent"] = repr(time.monotonic())
             return web.json_response({"id": ident, "object": _object(chat, False), "created": 0, "model": model,
                                       "choices": [choice], "usage": _usage(job.prompt_tokens, len(pieces))},
                                      headers=headers)

@@ -56,7 +56,7 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated")
+                 "queued_at", "sent_at", "task", "generated", "reported")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -70,7 +70,8 @@ class _Flight:
         self.failed: str | None = None
         self.sent_at = 0.0
         self.task: asyncio.Task | None = None
-        self.generated = 0
+        self.generated = 0          # tokens seen so far
+        self.reported = 0           # tokens the router knows of
 
 
 class Proxy:
@@ -193,7 +194,7 @@ class Proxy:
             self._wake.clear()
             if not self.router.queued:
                 continue
-            self._estimate_unstreamed()
+            self._sync_progress()
             started = time.perf_counter()
             try:
                 placements = self.router.route()
@@ -214,15 +215,25 @@ class Proxy:
                 if not flight.placed.done():
                     flight.placed.set_result(rank)
 
-    def _estimate_unstreamed(self) -> None:
-        """Non-streaming requests: tokens so far from the time they have run."""
+    def _sync_progress(self) -> None:
+        """Tell the router every running request's tokens, in one call before a decision.
+
+        Streams report what they counted; a non-streaming request has made
+        about (time running) / (time per token) tokens, below its ``max_tokens``.
+        """
         now = time.monotonic()
+        ids, tokens = [], []
         for flight in self._flights.values():
-            if not flight.stream and flight.rank >= 0 and flight.sent_at and not flight.released:
-                tokens = int(min((now - flight.sent_at) / self._tpot_s, max(flight.max_tokens - 1, 0)))
-                if tokens > flight.generated:
-                    flight.generated = tokens
-                    self.router.progress(flight.task_id, tokens)
+            if flight.rank < 0 or flight.released or not flight.sent_at:
+                continue
+            if not flight.stream:
+                flight.generated = int(min((now - flight.sent_at) / self._tpot_s, max(flight.max_tokens - 1, 0)))
+            if flight.generated != flight.reported:
+                flight.reported = flight.generated
+                ids.append(flight.task_id)
+                tokens.append(flight.generated)
+        if ids:
+            self.router.progress_many(ids, tokens)
 
     # ---------------------------------------------------------------- health
     async def _health_loop(self) -> None:
@@ -392,13 +403,9 @@ class Proxy:
             response = web.StreamResponse(status=200, headers=answer_headers)
             await response.prepare(request)
             counter = StreamCounter()
-            router = self.router
             async for data in upstream.content.iter_any():
                 await response.write(data)
-                tokens = counter.feed(data)
-                if tokens != flight.generated and not flight.released:
-                    flight.generated = tokens
-                    router.progress(flight.task_id, tokens)
+                flight.generated = counter.feed(data)     # the router learns it before the next decision
             complete = True
             self._release(flight, counter.output_tokens)
             self.counters["completed"] += 1
@@ -455,6 +462,7 @@ class Proxy:
 
     def status(self) -> dict:
         """Counters and per-rank state (``GET /barrierlb/status``)."""
+        self._sync_progress()
         state = self.router.state
         return {"policy": repr(self.router.policy), "queued": self.router.queued, "counters": dict(self.counters),
                 "ranks": [{"url": self.config.rank_url(r), "up": self._up[r], "running": int(c),
@@ -510,6 +518,7 @@ class _Metrics:
     def render(self, proxy: Proxy) -> bytes:
         from prometheus_client import generate_latest
 
+        proxy._sync_progress()
         state = proxy.router.state
         load = state.current_load()
         for rank, (count, tokens) in enumerate(zip(state.active_count.tolist(), load.tolist())):
