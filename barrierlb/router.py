@@ -63,6 +63,18 @@ class _AsyncState(ClusterState):
                                                  + self._slot_growth[rows, cols] * generated, 0.0)
         self.version += 1
 
+    def set_prompt(self, task_id: int, prompt: float) -> None:
+        """Correct a waiting or running task's prompt tokens (its work moves with them)."""
+        where = self._location.get(task_id)
+        if where is not None:
+            self._slot_work[where] += prompt - self._slot_prompt[where]
+            self._slot_prompt[where] = prompt
+        else:
+            index = np.flatnonzero(self._pool["ids"] == task_id)
+            self._pool["work"][index] += prompt - self._pool["prompt"][index]
+            self._pool["prompt"][index] = prompt
+        self.version += 1
+
     def withdraw(self, task_id: int) -> None:
         """Remove a task from the waiting pool (a cancelled request); its id may be used again."""
         keep = self._pool["ids"] != task_id
@@ -250,6 +262,14 @@ class DecodeRouter:
         self._bounded.cap.pop(request_id, None)
         if output_tokens is not None:
             self._outputs.append(output_tokens)       # learned at the next decision, in one batch
+
+    def set_prompt_tokens(self, request_id: int, prompt_tokens: float) -> None:
+        """Correct a queued or running request's prompt length (an exact count that came after an estimate)."""
+        request_id = check_int("request_id", request_id, minimum=0)
+        prompt = check_real("prompt_tokens", prompt_tokens, minimum=0.0)
+        if request_id not in self._queued_at:
+            self._running(request_id)
+        self.state.set_prompt(request_id, prompt)
 
     def cancel(self, request_id: int) -> None:
         """Drop a queued or running request (client gone); a running one frees its slot.

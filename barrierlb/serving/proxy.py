@@ -301,8 +301,12 @@ class Proxy:
         except BadRequest as error:
             self.counters["rejected"] += 1
             return web.json_response(error.body(), status=400)
-        prompt_tokens = prompt_ids if prompt_ids is not None else await self._prompt_tokens(text, chat, body)
+        exact = prompt_ids is not None
+        prompt_tokens = prompt_ids if exact else estimate_tokens(text)
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
+        counting = None
+        if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
+            counting = asyncio.ensure_future(self._count_prompt(flight, text, chat, body))
         if self.config.pin == "sglang":
             raw = None                                 # rebuilt per attempt with the rank in it
         try:
@@ -339,28 +343,40 @@ class Proxy:
                 self._release(flight, cancelled=True)
             if flight.task is not None and not flight.task.done():
                 flight.task.cancel()
+            if counting is not None and not counting.done():
+                counting.cancel()
 
-    async def _prompt_tokens(self, text: str, chat: bool, body: dict) -> int:
-        if self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
-            up = [r for r in range(self.config.n_ranks) if self._up[r]] if self.config.ranks else [0]
-            if up:
-                rank = up[next(self._ids) % len(up)]
-                timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
-                try:
-                    async with self._session.post(self.config.rank_url(rank) + "/tokenize",
-                                                  json={"content": text, "prompt": text},
-                                                  timeout=timeout) as response:
-                        if response.status == 404:
-                            self._tokenize_missing = True
-                        elif response.status == 200:
-                            data = await response.json(content_type=None)
-                            count = data.get("count")
-                            count = count if isinstance(count, int) else len(data.get("tokens") or ())
-                            messages = len(body.get("messages") or ()) if chat else 0
-                            return max(1, count + 4 * messages)    # chat template: a few tokens a message
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
-                    pass
-        return estimate_tokens(text)
+    async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
+        """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
+
+        The request waits in the pool (or runs) with the estimate from its text
+        until the count arrives; a decision taken before then used the estimate.
+        """
+        up = [r for r in range(self.config.n_ranks) if self._up[r]] if self.config.ranks else [0]
+        if not up:
+            return
+        rank = up[next(self._ids) % len(up)]
+        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
+        try:
+            async with self._session.post(self.config.rank_url(rank) + "/tokenize",
+                                          json={"content": text, "prompt": text}, timeout=timeout) as response:
+                if response.status == 404:
+                    self._tokenize_missing = True
+                if response.status != 200:
+                    return
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return
+        count = data.get("count") if isinstance(data, dict) else None
+        if not isinstance(count, int):
+            tokens = data.get("tokens") if isinstance(data, dict) else None
+            if not isinstance(tokens, list):
+                return
+            count = len(tokens)
+        count = max(1, count + 4 * (len(body.get("messages") or ()) if chat else 0))   # chat template: a few a message
+        flight.prompt_tokens = float(count)
+        if not flight.released:
+            self.router.set_prompt_tokens(flight.task_id, count)
 
     def _upstream(self, request, rank: int, path: str, body: dict, raw: bytes | None):
         config = self.config
