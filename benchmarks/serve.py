@@ -4,9 +4,13 @@ Part 1 replays BurstGPT and the Azure 2023 code trace (``../shared/data``; a
 synthetic workload when they are missing) open-loop through ``barrierlb serve``
 to the emulator (``python -m barrierlb.serving.emulator``: N ranks stepping in
 lockstep, each step ``c + t_l * max_g resident_tokens_g``), once per policy,
-the same requests at the same times. It reports the barrier idle fraction (from
-the emulator's per-step loads while requests arrive), TPOT and TTFT p50/p99 and
-throughput measured by the client, and how many requests completed.
+the same requests at the same times, arriving faster than the ranks serve them
+(``--overload``, default 1.5x the estimated capacity). It reports the barrier idle
+fraction from the emulator's per-step loads over the steps while requests waited
+in the proxy (``idle_fraction``: when the ranks are saturated and the policy has
+a choice; ``idle_fraction_all_steps`` counts every step, ramp-up and drain too),
+TPOT and TTFT p50/p99 and throughput measured by the client, and how many requests
+completed.
 
 Part 2 measures what the proxy adds: short requests at a fixed rate, in blocks
 alternating between the emulator directly and through the proxy. The emulator
@@ -46,24 +50,31 @@ POLICIES = (("round-robin", "round-robin"), ("vllm", "vllm"), ("jsq-tokens", "js
 
 # ------------------------------------------------------------------ processes
 class Process:
-    """A child process whose first line matching ``pattern`` gives its address; stopped on exit."""
+    """A child process whose first output line matching ``pattern`` gives its address; stopped on exit.
+
+    Its output goes to a temporary file (a pipe nobody reads would block it once full);
+    :meth:`output` reads it back.
+    """
 
     def __init__(self, argv, pattern: str, timeout_s: float = 120.0):
+        import tempfile
+
         self.argv = argv
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="barrierlb-serve-bench-", suffix=".log")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         deadline = time.monotonic() + timeout_s
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            match = re.search(pattern, line)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(pattern, self.output())
             if match:
                 self.found = match.group(1)
                 return
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{' '.join(argv[:4])} did not start: {''.join(seen[-5:])}")
+        raise RuntimeError(f"{' '.join(argv[:4])} did not start: {self.output()[-800:]}")
+
+    def output(self) -> str:
+        with open(self.log.name) as log:
+            return log.read()
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -77,8 +88,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.log.close()
 
     def __enter__(self):
         return self
@@ -145,9 +155,42 @@ async def replay(url: str, prompts, outputs, arrivals_s, max_tokens: int) -> lis
     return records
 
 
-def idle_fraction(steps, t0: float, t1: float) -> float:
+async def calibrate(url: str, prompts, outputs, n_slots: int, max_tokens: int) -> float:
+    """Requests per second the ranks finish when saturated, measured (this machine may be slower than
+    the emulator's model): a burst of twice the slots, timed until half of it has finished."""
+    import aiohttp
+
+    n = 2 * n_slots
+    done = []
+    start = time.monotonic()
+
+    async def one(i, session):
+        body = {"prompt": "w " * int(prompts[i]), "max_tokens": max_tokens,
+                "emulator_output_tokens": int(outputs[i]), "stream": True}
+        async with session.post(url + "/v1/completions", json=body) as response:
+            await response.read()
+        done.append(time.monotonic())
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = [asyncio.ensure_future(one(i, session)) for i in range(n)]
+        while len(done) < n // 2:
+            await asyncio.sleep(0.05)
+        for task in tasks:                     # the rest is cancelled: the proxy frees their slots
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return (n // 2) / (sorted(done)[n // 2 - 1] - start)
+
+
+def idle_fraction(steps, t0: float, t1: float, busy=None) -> float:
+    """Barrier idle over the emulator's steps that started in [t0, t1] (and, with ``busy``, while
+    requests waited in the proxy: ``busy`` is a list of (time, queued) samples)."""
     steps = np.asarray(steps, dtype=np.float64).reshape(-1, 5)
-    window = steps[(steps[:, 0] >= t0) & (steps[:, 0] <= t1)]
+    keep = (steps[:, 0] >= t0) & (steps[:, 0] <= t1)
+    if busy is not None and len(busy):
+        samples = np.asarray(busy, dtype=np.float64)
+        index = np.searchsorted(samples[:, 0], steps[:, 0], side="right") - 1
+        keep &= (index >= 0) & (samples[np.maximum(index, 0), 1] > 0)
+    window = steps[keep]
     peak, total, alive = window[:, 2], window[:, 3], window[:, 4]
     capacity = (alive * peak).sum()
     return float((alive * peak - total).sum() / capacity) if capacity else 0.0
@@ -164,11 +207,20 @@ def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_
                 warm_n = min(2 * ranks, 32)                          # loads the solver's kernels, then forget
                 await replay(server.found, [8] * warm_n, [2] * warm_n, np.zeros(warm_n), 8)
                 await _post_json(session, urls.split(",")[0] + "/emulator/reset")
-                records = await replay(server.found, prompts, outputs, arrivals, max_tokens)
+                running = asyncio.ensure_future(replay(server.found, prompts, outputs, arrivals, max_tokens))
+                busy = []
+                while not running.done():                    # when do requests wait in the proxy?
+                    state = await _get_json(session, server.found + "/barrierlb/status")
+                    busy.append((time.monotonic(), state["queued"]))
+                    await asyncio.sleep(0.1)
+                records = running.result()
+                errors = [line for line in server.output().splitlines() if "error" in line.lower()]
+                if errors:
+                    print(f"  proxy reported {len(errors)} error lines, first: {errors[0]}")
                 stats = await _get_json(session, urls.split(",")[0] + "/emulator/stats")
                 status = await _get_json(session, server.found + "/barrierlb/status")
-                return records, stats, status
-        records, stats, status = asyncio.run(go())
+                return records, stats, status, busy
+        records, stats, status, busy = asyncio.run(go())
     complete = [r for r, out in zip(records, outputs) if r["status"] == 200 and r["tokens"] == int(out)]
     t_start = min(r["sent"] for r in records)
     t_arrivals_end = t_start + float(arrivals[-1])
@@ -178,7 +230,9 @@ def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_
     tokens = sum(r["tokens"] for r in records)
     return {"policy": policy, "policy_spec": spec, "engine": "emulator", "ranks": ranks, "slots": slots,
             "workload": workload_name, "submitted": len(records), "completed": len(complete),
-            "idle_fraction": idle_fraction(stats["steps"], t_start + 0.15 * float(arrivals[-1]), t_arrivals_end),
+            "idle_fraction": idle_fraction(stats["steps"], t_start, t_arrivals_end, busy),
+            "idle_fraction_all_steps": idle_fraction(stats["steps"], t_start, end),
+            "saturated_s": 0.1 * sum(1 for _, queued in busy if queued > 0),
             "tpot_p50_s": float(np.percentile(tpot, 50)), "tpot_p99_s": float(np.percentile(tpot, 99)),
             "ttft_p50_s": float(np.percentile(ttft, 50)), "ttft_p99_s": float(np.percentile(ttft, 99)),
             "throughput_tok_s": tokens / (end - t_start), "duration_s": end - t_start,
@@ -214,23 +268,27 @@ def part1(args) -> list[dict]:
             # t_l so that the load term is 3 c at mean occupancy (the paper's DeepSeek-V3 model is about 4 c)
             mean_load = slots * (prompts_all.mean() + outputs_all.mean() / 2)
             token_s = float(3 * args.step_base_s / mean_load)
-            step_s = args.step_base_s + token_s * mean_load * 1.15
-            capacity_rps = ranks * slots / (outputs_all.mean() * step_s)
-            rate = args.overload * capacity_rps
-            n = int(rate * args.seconds)
-            pick = rng.choice(len(workload), size=n, replace=n > len(workload))
-            arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
-            arrivals -= arrivals[0]
-            prompts, outputs = prompts_all[pick], outputs_all[pick]
-            print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s "
-                  f"({args.overload:g}x the estimated capacity), step {args.step_base_s * 1e3:.0f} ms + "
-                  f"{token_s * 1e6:.2f} us/token", flush=True)
             with emulator(ranks, slots, args.step_base_s, token_s) as engine:
-                for policy, spec in POLICIES:
+                sample = rng.choice(len(workload), size=2 * ranks * slots)
+                with proxy(engine.found, slots, "round-robin") as server:
+                    capacity_rps = asyncio.run(calibrate(server.found, prompts_all[sample], outputs_all[sample],
+                                                         ranks * slots, args.max_output))
+                rate = args.overload * capacity_rps
+                n = int(rate * args.seconds)
+                pick = rng.choice(len(workload), size=n, replace=n > len(workload))
+                arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+                arrivals -= arrivals[0]
+                prompts, outputs = prompts_all[pick], outputs_all[pick]
+                print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s ({args.overload:g}x "
+                      f"the {capacity_rps:.1f}/s measured when saturated), step {args.step_base_s * 1e3:.0f} ms + "
+                      f"{token_s * 1e6:.2f} us/token", flush=True)
+                for policy, spec in [p for p in POLICIES if p[0] in args.policies]:
+                    spec = args.bfio if policy == "bfio" else spec
                     row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
                                      base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
                                      policy=policy, spec=spec, emulator_process=engine)
                     row["rate_rps"] = rate
+                    row["capacity_rps"] = capacity_rps
                     rows.append(row)
                     print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 {row['tpot_p99_s'] * 1e3:6.1f} ms"
                           f"  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed {row['completed']}/{row['submitted']}",
@@ -341,16 +399,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32 ranks on BurstGPT and the proxy's cost only")
     parser.add_argument("--seconds", type=float, default=None, help="arrivals last this long (default 10, quick 8)")
-    parser.add_argument("--slots", type=int, default=8, help="slots per rank (default 8)")
-    parser.add_argument("--step-base-s", type=float, default=0.02, help="emulator step cost c (default 0.02)")
-    parser.add_argument("--overload", type=float, default=1.2, help="arrival rate over estimated capacity")
+    parser.add_argument("--slots", type=int, default=4, help="slots per rank (default 4)")
+    parser.add_argument("--step-base-s", type=float, default=0.025, help="emulator step cost c (default 0.025)")
+    parser.add_argument("--overload", type=float, default=1.5, help="arrival rate over estimated capacity")
     parser.add_argument("--max-output", type=int, default=None, help="outputs capped at this (default 256, quick 128)")
     parser.add_argument("--max-prompt", type=int, default=4096, help="prompts capped at this (default 4096)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-replay", action="store_true", help="only the proxy's cost")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the trace replay")
+    parser.add_argument("--bfio", default="auto", help="the bfio row's --policy (default auto, serve's default)")
+    parser.add_argument("--policies", default=",".join(p for p, _ in POLICIES),
+                        help=f"comma-separated subset of {', '.join(p for p, _ in POLICIES)}")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
-    args.seconds = args.seconds or (8.0 if args.quick else 10.0)
+    args.seconds = args.seconds or (10.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
     args.overhead_blocks = 2 if args.quick else 4
     args.overhead_block_s = 2.0 if args.quick else 3.0
@@ -366,13 +428,16 @@ def main(argv=None) -> int:
                ("decision_ms_p50", "decide ms", "{:.2f}")]
     for key in {(r["workload"], r["ranks"]) for r in rows}:
         group = [r for r in rows if (r["workload"], r["ranks"]) == key]
-        ref = next(r for r in group if r["policy"] == "bfio")
+        ref = next((r for r in group if r["policy"] == "bfio"), group[0])
         for r in group:
             r["idle_ratio"] = r["idle_fraction"] / ref["idle_fraction"] if ref["idle_fraction"] else float("nan")
             r["tpot_ratio"] = r["tpot_p99_s"] / ref["tpot_p99_s"]
     if rows:
         print_table(sorted(rows, key=lambda r: (r["workload"], r["ranks"])), columns,
                     "Trace replay through barrierlb serve to the lockstep emulator (ratios against bfio)")
+    if args.skip_overhead:
+        write_json(args.json, rows)
+        return 0
     proxy_record = part2(args)
     print_table([proxy_record], [("rate_rps", "rate/s", "{:.0f}"), ("overhead_p50_ms", "added p50 ms", "{:.3f}"),
                                  ("overhead_p99_ms", "added p99 ms", "{:.3f}"),

@@ -73,7 +73,7 @@ class ServeConfig:
     health_failures: int = 2
     queue_timeout_s: float = 600.0
     max_queue: int = 100_000
-    max_wait_s: float | None = 5.0
+    max_wait_s: float | None = 30.0
 
     def __post_init__(self):
         ranks = tuple(self.ranks)
