@@ -284,7 +284,10 @@ def test_serve_cli_rejects_bad_arguments_in_one_line():
     for args, message in ((["--ranks", "localhost:1", "--slots", "2"], "must start with http://"),
                           (["--engine", "http://127.0.0.1:1", "--slots", "2"], "--dp-size"),
                           (["--engine", "http://127.0.0.1:1", "--dp-size", "2", "--slots", "2"], "pin"),
-                          (["--ranks", "http://127.0.0.1:1", "--slots", "2", "--policy", "nope"], "unknown policy")):
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "2", "--policy", "nope"], "unknown policy"),
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "0"], "--slots must be a positive integer"),
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "2", "--read-timeout-s", "0"],
+                           "--read-timeout-s must be a positive number")):
         result = subprocess.run([sys.executable, "-m", "barrierlb", "serve", *args], capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 2, result.stderr

@@ -56,25 +56,22 @@ def start_emulator(loop: BackgroundLoop, config):
     """Start an :class:`~barrierlb.serving.emulator.Emulator` on ``loop``, stopped at its close."""
     from barrierlb.serving.emulator import Emulator
 
-    async def go():
-        emulator = Emulator(config)
-        await emulator.start()
-        return emulator
-
-    emulator = loop.run(go())
-    loop.on_close(emulator.stop)
-    return emulator
+    return _start(loop, Emulator, config)
 
 
 def start_proxy(loop: BackgroundLoop, config):
     """Start a :class:`~barrierlb.serving.proxy.Proxy` on ``loop``, stopped at its close."""
     from barrierlb.serving.proxy import Proxy
 
-    async def go():
-        proxy = Proxy(config)
-        await proxy.start()
-        return proxy
+    return _start(loop, Proxy, config)
 
-    proxy = loop.run(go())
-    loop.on_close(proxy.stop)
-    return proxy
+
+def _start(loop: BackgroundLoop, cls, config):
+    async def go():
+        server = cls(config)
+        await server.start()
+        return server
+
+    server = loop.run(go())
+    loop.on_close(server.stop)
+    return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 from barrierlb.serving.config import PIN_MODES, ServeConfig
@@ -25,18 +26,6 @@ vLLM with internal data parallelism, one endpoint, ranks pinned by header:
 Clients then use http://127.0.0.1:8000/v1 as their OpenAI base URL. See docs/serving.md."""
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``barrierlb serve``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -46,11 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one base URL per data-parallel rank (llama.cpp, external-LB vLLM, SGLang)")
     where.add_argument("--engine", metavar="URL", help="one base URL for all ranks, the rank pinned per request "
                                                        "(needs --dp-size and --pin)")
-    parser.add_argument("--dp-size", type=_positive(int), default=None, help="ranks behind --engine")
+    parser.add_argument("--dp-size", type=int, default=None, help="ranks behind --engine")
     parser.add_argument("--pin", choices=PIN_MODES, default=None,
                         help="vllm: header X-data-parallel-rank; sglang: body field routed_dp_rank and header "
                              "X-Data-Parallel-Rank")
-    parser.add_argument("--slots", type=_positive(int), required=True,
+    parser.add_argument("--slots", type=int, required=True,
                         help="requests each rank runs at once (the engine's max batch; llama-server's -np)")
     parser.add_argument("--policy", default="auto",
                         help="auto (default: the BF-IO preset for the output lengths seen so far), or a policy "
@@ -63,12 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "estimate) or estimate them from the text (4 characters a token)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
-    parser.add_argument("--connect-timeout-s", type=_positive(float), default=ServeConfig.connect_timeout_s)
-    parser.add_argument("--read-timeout-s", type=_positive(float), default=ServeConfig.read_timeout_s,
+    parser.add_argument("--connect-timeout-s", type=float, default=ServeConfig.connect_timeout_s)
+    parser.add_argument("--read-timeout-s", type=float, default=ServeConfig.read_timeout_s,
                         help="longest silence of a rank inside one response (default %(default)s)")
-    parser.add_argument("--request-timeout-s", type=_positive(float), default=ServeConfig.request_timeout_s)
-    parser.add_argument("--health-interval-s", type=_positive(float), default=ServeConfig.health_interval_s)
-    parser.add_argument("--queue-timeout-s", type=_positive(float), default=ServeConfig.queue_timeout_s,
+    parser.add_argument("--request-timeout-s", type=float, default=ServeConfig.request_timeout_s)
+    parser.add_argument("--health-interval-s", type=float, default=ServeConfig.health_interval_s)
+    parser.add_argument("--queue-timeout-s", type=float, default=ServeConfig.queue_timeout_s,
                         help="a request waiting this long for a slot gets a 503 (default %(default)s)")
     parser.add_argument("--max-wait-s", type=float, default=ServeConfig.max_wait_s,
                         help="bounded waiting: a request queued this long is placed first (default %(default)s)")
@@ -102,7 +91,9 @@ def run(args) -> int:
             make_policy(config.policy)
         from barrierlb.serving.proxy import serve_forever
     except (ValueError, TypeError, ImportError) as error:
-        print(f"barrierlb serve: error: {error}", file=sys.stderr)
+        # ServeConfig names its fields; on the command line they are options.
+        message = re.sub(r"^([a-z_]+) must", lambda m: f"--{m.group(1).replace('_', '-')} must", str(error))
+        print(f"barrierlb serve: error: {message}", file=sys.stderr)
         return 2
 
     def ready(url):
