@@ -5,12 +5,17 @@ synthetic workload when they are missing) open-loop through ``barrierlb serve``
 to the emulator (``python -m barrierlb.serving.emulator``: N ranks stepping in
 lockstep, each step ``c + t_l * max_g resident_tokens_g``), once per policy,
 the same requests at the same times, arriving faster than the ranks serve them
-(``--overload``, default 1.5x the estimated capacity). It reports the barrier idle
+(``--overload``, default twice the capacity measured when saturated). It reports the barrier idle
 fraction from the emulator's per-step loads over the steps while requests waited
 in the proxy (``idle_fraction``: when the ranks are saturated and the policy has
 a choice; ``idle_fraction_all_steps`` counts every step, ramp-up and drain too),
 TPOT and TTFT p50/p99 and throughput measured by the client, and how many requests
 completed.
+
+Part 1 hosts the emulator and the proxy on one event loop in a thread of this
+process, the client on the main thread, all over HTTP on loopback: on a busy
+2-core machine three processes waking each other for every token measured the
+scheduler more than the policies. Part 2 runs them as separate processes.
 
 Part 2 measures what the proxy adds: short requests at a fixed rate, in blocks
 alternating between the emulator directly and through the proxy. The emulator
@@ -95,6 +100,40 @@ class Process:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Hosted:
+    """An emulator or a proxy on this process's background event loop, used like a :class:`Process`."""
+
+    def __init__(self, loop, server, url: str):
+        self.loop, self.server, self.found = loop, server, url
+
+    def output(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        self.loop.run(self.server.stop())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def hosted_emulator(loop, ranks: int, slots: int, base_s: float, token_s: float) -> Hosted:
+    from barrierlb.serving.emulator import Emulator, EmulatorConfig
+
+    server = Emulator(EmulatorConfig(n_ranks=ranks, slots=slots, step_base_s=base_s, step_token_s=token_s))
+    return Hosted(loop, server, ",".join(loop.run(server.start())))
+
+
+def hosted_proxy(loop, urls: str, slots: int, policy: str) -> Hosted:
+    from barrierlb.serving.config import ServeConfig
+    from barrierlb.serving.proxy import Proxy
+
+    server = Proxy(ServeConfig(ranks=tuple(urls.split(",")), slots=slots, policy=policy, port=0))
+    return Hosted(loop, server, loop.run(server.start()))
 
 
 def emulator(ranks: int, slots: int, base_s: float, token_s: float) -> Process:
@@ -193,15 +232,15 @@ def idle_fraction(steps, t0: float, t1: float, busy=None) -> float:
     window = steps[keep]
     peak, total, alive = window[:, 2], window[:, 3], window[:, 4]
     capacity = (alive * peak).sum()
-    return float((alive * peak - total).sum() / capacity) if capacity else 0.0
+    return float((alive * peak - total).sum() / capacity) if capacity else float("nan")
 
 
 def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_s, token_s, max_tokens,
-               policy, spec, emulator_process) -> dict:
+               policy, spec, emulator_process, loop) -> dict:
     import aiohttp
 
     urls = emulator_process.found
-    with proxy(urls, slots, spec) as server:
+    with hosted_proxy(loop, urls, slots, spec) as server:
         async def go():
             async with aiohttp.ClientSession() as session:
                 warm_n = min(2 * ranks, 32)                          # loads the solver's kernels, then forget
@@ -223,14 +262,13 @@ def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_
         records, stats, status, busy = asyncio.run(go())
     complete = [r for r, out in zip(records, outputs) if r["status"] == 200 and r["tokens"] == int(out)]
     t_start = min(r["sent"] for r in records)
-    t_arrivals_end = t_start + float(arrivals[-1])
     ttft = np.array([r["first"] - r["sent"] for r in complete])
     tpot = np.array([(r["last"] - r["first"]) / (r["tokens"] - 1) for r in complete if r["tokens"] > 1])
     end = max(r["last"] for r in complete) if complete else t_start
     tokens = sum(r["tokens"] for r in records)
     return {"policy": policy, "policy_spec": spec, "engine": "emulator", "ranks": ranks, "slots": slots,
             "workload": workload_name, "submitted": len(records), "completed": len(complete),
-            "idle_fraction": idle_fraction(stats["steps"], t_start, t_arrivals_end, busy),
+            "idle_fraction": idle_fraction(stats["steps"], t_start, end, busy),
             "idle_fraction_all_steps": idle_fraction(stats["steps"], t_start, end),
             "saturated_s": 0.1 * sum(1 for _, queued in busy if queued > 0),
             "tpot_p50_s": float(np.percentile(tpot, 50)), "tpot_p99_s": float(np.percentile(tpot, 99)),
@@ -258,41 +296,50 @@ def workloads(quick: bool, seconds: float, seed: int):
 
 
 def part1(args) -> list[dict]:
+    from barrierlb.serving.background import BackgroundLoop
+
     rows = []
     rng = np.random.default_rng(args.seed)
-    for name, workload in workloads(args.quick, args.seconds, args.seed):
-        for ranks in ((32,) if args.quick else (8, 32)):
-            slots = args.slots
-            outputs_all = np.minimum(workload.output_tokens, args.max_output)
-            prompts_all = np.minimum(workload.prompt_tokens, args.max_prompt)
-            # t_l so that the load term is 3 c at mean occupancy (the paper's DeepSeek-V3 model is about 4 c)
-            mean_load = slots * (prompts_all.mean() + outputs_all.mean() / 2)
-            token_s = float(3 * args.step_base_s / mean_load)
-            with emulator(ranks, slots, args.step_base_s, token_s) as engine:
-                sample = rng.choice(len(workload), size=2 * ranks * slots)
-                with proxy(engine.found, slots, "round-robin") as server:
-                    capacity_rps = asyncio.run(calibrate(server.found, prompts_all[sample], outputs_all[sample],
-                                                         ranks * slots, args.max_output))
-                rate = args.overload * capacity_rps
-                n = int(rate * args.seconds)
-                pick = rng.choice(len(workload), size=n, replace=n > len(workload))
-                arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
-                arrivals -= arrivals[0]
-                prompts, outputs = prompts_all[pick], outputs_all[pick]
-                print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s ({args.overload:g}x "
-                      f"the {capacity_rps:.1f}/s measured when saturated), step {args.step_base_s * 1e3:.0f} ms + "
-                      f"{token_s * 1e6:.2f} us/token", flush=True)
-                for policy, spec in [p for p in POLICIES if p[0] in args.policies]:
-                    spec = args.bfio if policy == "bfio" else spec
-                    row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
-                                     base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
-                                     policy=policy, spec=spec, emulator_process=engine)
-                    row["rate_rps"] = rate
-                    row["capacity_rps"] = capacity_rps
-                    rows.append(row)
-                    print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 {row['tpot_p99_s'] * 1e3:6.1f} ms"
-                          f"  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed {row['completed']}/{row['submitted']}",
-                          flush=True)
+    with BackgroundLoop() as loop:
+        for name, workload in workloads(args.quick, args.seconds, args.seed):
+            rows += _replay_workload(args, loop, rng, name, workload)
+    return rows
+
+
+def _replay_workload(args, loop, rng, name, workload) -> list[dict]:
+    rows = []
+    for ranks in ((32,) if args.quick else (8, 32)):
+        slots = args.slots
+        outputs_all = np.minimum(workload.output_tokens, args.max_output)
+        prompts_all = np.minimum(workload.prompt_tokens, args.max_prompt)
+        # t_l so that the load term is 3 c at mean occupancy (the paper's DeepSeek-V3 model is about 4 c)
+        mean_load = slots * (prompts_all.mean() + outputs_all.mean() / 2)
+        token_s = float(3 * args.step_base_s / mean_load)
+        with hosted_emulator(loop, ranks, slots, args.step_base_s, token_s) as engine:
+            sample = rng.choice(len(workload), size=2 * ranks * slots)
+            with hosted_proxy(loop, engine.found, slots, "round-robin") as server:
+                capacity_rps = asyncio.run(calibrate(server.found, prompts_all[sample], outputs_all[sample],
+                                                     ranks * slots, args.max_output))
+            rate = args.overload * capacity_rps
+            n = int(rate * args.seconds)
+            pick = rng.choice(len(workload), size=n, replace=n > len(workload))
+            arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+            arrivals -= arrivals[0]
+            prompts, outputs = prompts_all[pick], outputs_all[pick]
+            print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s ({args.overload:g}x "
+                  f"the {capacity_rps:.1f}/s measured when saturated), step {args.step_base_s * 1e3:.0f} ms + "
+                  f"{token_s * 1e6:.2f} us/token", flush=True)
+            for policy, spec in [p for p in POLICIES if p[0] in args.policies]:
+                spec = args.bfio if policy == "bfio" else spec
+                row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
+                                 base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
+                                 policy=policy, spec=spec, emulator_process=engine, loop=loop)
+                row["rate_rps"] = rate
+                row["capacity_rps"] = capacity_rps
+                rows.append(row)
+                print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 {row['tpot_p99_s'] * 1e3:6.1f} ms"
+                      f"  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed {row['completed']}/{row['submitted']}",
+                      flush=True)
     return rows
 
 
@@ -411,10 +458,11 @@ async def _status(url):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32 ranks on BurstGPT and the proxy's cost only")
-    parser.add_argument("--seconds", type=float, default=None, help="arrivals last this long (default 10, quick 8)")
+    parser.add_argument("--seconds", type=float, default=None, help="arrivals last this long (default 20, quick 6)")
     parser.add_argument("--slots", type=int, default=4, help="slots per rank (default 4)")
-    parser.add_argument("--step-base-s", type=float, default=0.025, help="emulator step cost c (default 0.025)")
-    parser.add_argument("--overload", type=float, default=1.5, help="arrival rate over estimated capacity")
+    parser.add_argument("--step-base-s", type=float, default=0.01, help="emulator step cost c (default 0.01)")
+    parser.add_argument("--overload", type=float, default=2.0,
+                        help="arrival rate over the capacity measured when saturated (default 2)")
     parser.add_argument("--max-output", type=int, default=None, help="outputs capped at this (default 256, quick 128)")
     parser.add_argument("--max-prompt", type=int, default=4096, help="prompts capped at this (default 4096)")
     parser.add_argument("--seed", type=int, default=0)
@@ -427,7 +475,7 @@ def main(argv=None) -> int:
                         help=f"comma-separated subset of {', '.join(p for p, _ in POLICIES)}")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
-    args.seconds = args.seconds or (10.0 if args.quick else 20.0)
+    args.seconds = args.seconds or (6.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
     args.overhead_blocks = 2 if args.quick else 4
     args.overhead_block_s = 2.0 if args.quick else 3.0
