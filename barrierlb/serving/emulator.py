@@ -346,6 +346,7 @@ class Emulator:
         task = asyncio.current_task()
         self._handlers[rank].add(task)
         headers = {RANK_HEADER: str(rank)}
+        response = None
         if stamp:
             headers["X-Emulator-Received"] = repr(received)
         try:
@@ -388,10 +389,16 @@ class Emulator:
             return web.json_response({"id": ident, "object": _object(chat, False), "created": 0, "model": model,
                                       "choices": [choice], "usage": _usage(job.prompt_tokens, len(pieces))},
                                      headers=headers)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             job.cancelled = True
             self.cancelled[rank] += 1
             raise
+        except ConnectionResetError:                   # the client went away mid-stream: a cancel, not an error
+            job.cancelled = True
+            self.cancelled[rank] += 1
+            if response is None:
+                raise
+            return response
         finally:
             self._handlers[rank].discard(task)
             if job.cancelled:

@@ -420,12 +420,20 @@ class Proxy:
             await response.prepare(request)
             counter = StreamCounter()
             async for data in upstream.content.iter_any():
-                await response.write(data)
+                try:
+                    await response.write(data)
+                except ConnectionResetError:              # the client went away: cancel upstream, free the slot
+                    self._release(flight, cancelled=True)
+                    self.counters["cancelled"] += 1
+                    return response
                 flight.generated = counter.feed(data)     # the router learns it before the next decision
             complete = True
             self._release(flight, counter.output_tokens)
             self.counters["completed"] += 1
-            await response.write_eof()
+            try:
+                await response.write_eof()
+            except ConnectionResetError:                  # everything was sent; the client left before the end
+                pass
             return response
         except asyncio.CancelledError:
             if flight.failed and response is not None:          # its rank went down mid-stream
