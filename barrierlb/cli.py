@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", metavar="PATH", help="write config and result as JSON")
     sub.add_parser("policies", help="list the registered policies")
     sub.add_parser("presets", help="list the accelerator, model and power presets with their sources")
+    from barrierlb.serving.cli import add_arguments as add_serve_arguments  # argparse only: no aiohttp import
+    add_serve_arguments(sub.add_parser("serve", help="OpenAI-compatible BF-IO router in front of data-parallel "
+                                                     "engine ranks (needs barrierlb[serve])"))
     return parser
 
 
@@ -512,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "policies":
             print("\n".join(available_policies()))
             return 0
+        if args.command == "serve":
+            from barrierlb.serving.cli import run as run_serve
+            return run_serve(args)
         return {"compare": cmd_compare, "simulate": cmd_simulate, "presets": cmd_presets}[args.command](args)
     except CLIError as error:
         print(f"barrierlb: error: {error}", file=sys.stderr)

@@ -1,10 +1,20 @@
 """A data-parallel router for LLM serving engines.
 
 Engines such as vLLM and SGLang accept an explicit ``data_parallel_rank`` per
-request. :class:`DecodeRouter` chooses it: queue requests as they arrive, report
-each engine step (which requests finished), and ask for the placement of the
-queued requests whenever slots are free. Requests never move once routed (their
-KV cache stays on the rank).
+request. :class:`DecodeRouter` chooses it: queue requests as they arrive, tell it
+what happened, and ask for the placement of the queued requests whenever slots
+are free. Requests never move once routed (their KV cache stays on the rank).
+
+Two ways to tell it what happened:
+
+- **per step** (a simulator or an engine loop that sees its lockstep steps):
+  :meth:`~DecodeRouter.step_report` ages every running request by one token
+  and removes the finished ones;
+- **asynchronously** (a proxy that follows each request's stream, as
+  ``barrierlb serve`` does): :meth:`~DecodeRouter.progress` sets one request's
+  generated tokens, :meth:`~DecodeRouter.finish` and :meth:`~DecodeRouter.cancel`
+  end it, :meth:`~DecodeRouter.rank_down` / :meth:`~DecodeRouter.rank_up` follow
+  rank health.
 
 Examples
 --------
@@ -15,11 +25,16 @@ Examples
 >>> sorted(ranks) == [7, 8] and ranks[7] != ranks[8]
 True
 >>> router.step_report(finished=[8])      # after one decode step, request 8 ended
+>>> router.progress(7, 5)                 # or asynchronously: request 7 has 5 tokens
+>>> float(router.load()[ranks[7]])
+905.0
+>>> router.finish(7, output_tokens=6)
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -27,6 +42,76 @@ from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Policy, make_policy
 from barrierlb.policies.bfio import LLM_DECODE
 from barrierlb.state import ClusterState
+
+
+class _AsyncState(ClusterState):
+    """The cluster state plus the two updates an asynchronous router needs.
+
+    ``ClusterState`` ages every task together (:meth:`advance`); a proxy learns
+    each request's tokens on its own. These two methods belong in the core
+    state; until they are there, they live beside the router that needs them.
+    """
+
+    def set_generated(self, task_ids: list[int], generated: np.ndarray) -> None:
+        """Set running tasks' generated tokens: the work of each is prompt + growth * generated."""
+        where = [self._location[t] for t in task_ids]
+        rows = np.fromiter((w[0] for w in where), dtype=np.int64, count=len(where))
+        cols = np.fromiter((w[1] for w in where), dtype=np.int64, count=len(where))
+        self._slot_remaining[rows, cols] -= generated - self._slot_age[rows, cols]
+        self._slot_age[rows, cols] = generated
+        self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
+                                                 + self._slot_growth[rows, cols] * generated, 0.0)
+        self.version += 1
+
+    def set_prompt(self, task_id: int, prompt: float) -> None:
+        """Correct a waiting or running task's prompt tokens (its work moves with them)."""
+        where = self._location.get(task_id)
+        if where is not None:
+            self._slot_work[where] += prompt - self._slot_prompt[where]
+            self._slot_prompt[where] = prompt
+        else:
+            index = np.flatnonzero(self._pool["ids"] == task_id)
+            self._pool["work"][index] += prompt - self._pool["prompt"][index]
+            self._pool["prompt"][index] = prompt
+        self.version += 1
+
+    def withdraw(self, task_id: int) -> None:
+        """Remove a task from the waiting pool (a cancelled request); its id may be used again."""
+        keep = self._pool["ids"] != task_id
+        for name, values in self._pool.items():
+            self._pool[name] = values[keep]
+        known = getattr(self, "_known_ids", None)
+        if known is not None:
+            known.discard(task_id)
+        self.version += 1
+
+
+class _Bounded:
+    """A predictor whose remaining lengths never pass each request's ``max_tokens``."""
+
+    adaptive = True
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.draws = int(getattr(inner, "draws", 0) or 0)
+        self.cap: dict[int, float] = {}
+
+    def _limit(self, task_ids, generated) -> np.ndarray:
+        cap = np.fromiter((self.cap.get(t, math.inf) for t in np.asarray(task_ids).tolist()), dtype=np.float64,
+                          count=np.size(task_ids))
+        return np.maximum(cap - np.asarray(generated, dtype=np.float64), 1.0)
+
+    def remaining(self, task_ids, prompt, generated) -> np.ndarray:
+        predicted = (self.inner.remaining(task_ids, prompt, generated) if self.inner is not None
+                     else np.full(np.shape(task_ids), math.inf))
+        return np.minimum(predicted, self._limit(task_ids, generated))
+
+    def sample(self, task_ids, prompt, generated) -> np.ndarray:
+        return np.minimum(self.inner.sample(task_ids, prompt, generated), self._limit(task_ids, generated)[None])
+
+    def observe(self, output_tokens) -> None:
+        if self.inner is not None:
+            self.inner.observe(output_tokens)
 
 
 class DecodeRouter:
@@ -39,53 +124,196 @@ class DecodeRouter:
     slots : int
         Concurrent requests per rank (the engine's max batch).
     policy : str or Policy
-        Default: :data:`barrierlb.policies.bfio.LLM_DECODE`.
+        Default: :data:`barrierlb.policies.bfio.LLM_DECODE`. May be replaced
+        between decisions (``router.policy = ...``).
     predictor : object, optional
         Refreshes predicted remaining lengths before each decision
         (``remaining(task_ids, prompt, generated)``), e.g.
         :class:`barrierlb.predictors.SurvivalPredictor` fed with
-        :meth:`observe_output`. Without an oracle on long outputs,
-        ``SurvivalPredictor(draws=16)`` with the policy
+        :meth:`observe_output` (or :meth:`finish`). Without an oracle on long
+        outputs, ``SurvivalPredictor(draws=16)`` with the policy
         :data:`barrierlb.policies.bfio.LLM_DECODE_NO_ORACLE` measured best
-        (docs/simulator.md).
+        (docs/simulator.md). A request's ``max_output_tokens`` bounds its
+        prediction whatever the predictor says.
+    max_wait_s : float, optional
+        Bounded waiting in time: a request queued this long is placed at the
+        next decision before any other (on top of the policy's own bound in
+        decisions, ``max_wait``). Needs ``clock``.
+    clock : callable
+        Seconds, for ``max_wait_s`` (default :func:`time.monotonic`).
     """
 
-    def __init__(self, n_ranks: int, slots: int, *, policy: str | Policy = LLM_DECODE, predictor=None):
-        self.state = ClusterState(check_int("n_ranks", n_ranks, minimum=1), check_int("slots", slots, minimum=1))
-        self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+    def __init__(self, n_ranks: int, slots: int, *, policy: str | Policy = LLM_DECODE, predictor=None,
+                 max_wait_s: float | None = None, clock=time.monotonic):
+        self.state = _AsyncState(check_int("n_ranks", n_ranks, minimum=1), check_int("slots", slots, minimum=1))
+        self.policy = policy
         self.predictor = predictor
+        self._bounded = _Bounded(predictor)
+        self.max_wait_s = None if max_wait_s is None else check_real("max_wait_s", max_wait_s, minimum=0.0)
+        self._clock = clock
+        self._queued_at: dict[int, float] = {}
+        self._outputs: list[int] = []          # finished lengths not yet given to the predictor
+        self.last_decision = None
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: str | Policy) -> None:
+        built = make_policy(policy) if isinstance(policy, str) else policy
+        if not isinstance(built, Policy):
+            raise TypeError(f"policy must be a name or a Policy, got {type(policy).__name__}")
+        self._policy = built
 
     def add_request(self, request_id: int, prompt_tokens: float, *,
-                    predicted_output_tokens: float = math.inf) -> None:
-        """Queue a request (prompt length known; output length if a predictor knows it)."""
+                    predicted_output_tokens: float = math.inf, max_output_tokens: float = math.inf,
+                    queued_at: float | None = None) -> None:
+        """Queue a request (prompt length known; output length if a predictor knows it).
+
+        ``max_output_tokens`` (the request's ``max_tokens``) bounds every
+        prediction of its length. ``queued_at`` (seconds of ``clock``; default
+        now) is when it started waiting, for ``max_wait_s``: a request queued
+        again after its rank failed keeps its first arrival.
+        """
         prompt = check_real("prompt_tokens", prompt_tokens, minimum=0.0)
         steps = check_real("predicted_output_tokens", predicted_output_tokens, minimum=0.0, allow_inf=True)
+        cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
+        steps = min(steps, cap)
         self.state.submit_arrays([request_id], [prompt], growth=1.0, steps=[steps], prompt=[prompt])
+        request_id = int(request_id)
+        if math.isfinite(cap):
+            self._bounded.cap[request_id] = cap
+        self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
 
     def route(self) -> dict[int, int]:
-        """Place queued requests in free slots; returns ``{request_id: data_parallel_rank}``."""
-        if self.predictor is not None and getattr(self.predictor, "adaptive", False):
-            self.state.refresh_predictions(self.predictor)
-        decision = self.policy.decide(self.state)
-        self.state.place(decision)
-        return dict(zip(decision.task_ids.tolist(), decision.workers.tolist()))
+        """Place queued requests in free slots; returns ``{request_id: data_parallel_rank}``.
+
+        All queued requests are placed together in one decision of the policy
+        (the BF-IO step problem), never more than a rank's free slots.
+        """
+        state, policy = self.state, self._policy
+        self._flush_outputs()
+        if state.n_waiting == 0 or not state.free_slots.any():
+            return {}
+        if self.predictor is not None and getattr(self.predictor, "adaptive", False) or self._bounded.cap:
+            state.refresh_predictions(self._bounded)
+        started = time.perf_counter()
+        problem = state.step_problem(policy.horizon, gamma=policy.gamma, max_wait=policy.max_wait,
+                                     refill=policy.refill, stride=policy.stride)
+        if self.max_wait_s is not None:
+            deadline = self._clock() - self.max_wait_s
+            late = np.fromiter((self._queued_at[t] <= deadline for t in problem.pool_ids.tolist()), dtype=bool,
+                               count=problem.pool_ids.size)
+            if late.any():
+                from dataclasses import replace
+
+                problem = replace(problem, forced=problem.forced | late)
+        decision = policy.decide_problem(problem, started=started)
+        state.place(decision)
+        self.last_decision = decision
+        placed = decision.task_ids.tolist()
+        for request_id in placed:
+            self._queued_at.pop(request_id, None)
+        return dict(zip(placed, decision.workers.tolist()))
 
     def step_report(self, finished=()) -> None:
-        """Report one engine step: every running request generated a token; ``finished`` ended."""
-        self.state.advance()
+        """Report one engine step: every running request generated a token; ``finished`` ended.
+
+        Every id in ``finished`` is checked to be running before anything
+        changes, so a rejected report can be retried without aging twice.
+        """
         finished = np.asarray(list(finished), dtype=np.int64)
+        for request_id in finished.tolist():
+            self._running(request_id)
+        if np.unique(finished).size != finished.size:
+            raise ValueError(f"finished lists a request twice: {finished.tolist()}")
+        self.state.advance()
         if finished.size:
             self.state.complete(finished)
+            for request_id in finished.tolist():
+                self._bounded.cap.pop(request_id, None)
 
+    # ------------------------------------------------------- asynchronous reports
+    def progress(self, request_id: int, tokens: int) -> None:
+        """A running request has generated ``tokens`` tokens so far (a total, not an increment)."""
+        self.progress_many([request_id], [tokens])
+
+    def progress_many(self, request_ids, tokens) -> None:
+        """:meth:`progress` for many requests at once (all checked before any changes)."""
+        request_ids = [self._running(r) for r in request_ids]
+        if len(set(request_ids)) != len(request_ids):
+            raise ValueError("progress_many lists a request twice")
+        counts = [check_int("tokens", t, minimum=0) for t in tokens]
+        if len(counts) != len(request_ids):
+            raise ValueError(f"tokens has {len(counts)} entries for {len(request_ids)} requests")
+        if request_ids:
+            self.state.set_generated(request_ids, np.array(counts, dtype=np.int64))
+
+    def finish(self, request_id: int, output_tokens: int | None = None) -> None:
+        """A running request ended after ``output_tokens`` tokens; frees its slot.
+
+        The length is fed to the predictor (``None``: length unknown, nothing learned).
+        """
+        request_id = self._running(request_id)
+        if output_tokens is not None:
+            output_tokens = check_int("output_tokens", output_tokens, minimum=0)
+        self.state.complete([request_id])
+        self._bounded.cap.pop(request_id, None)
+        if output_tokens is not None:
+            self._outputs.append(output_tokens)       # learned at the next decision, in one batch
+
+    def set_prompt_tokens(self, request_id: int, prompt_tokens: float) -> None:
+        """Correct a queued or running request's prompt length (an exact count that came after an estimate)."""
+        request_id = check_int("request_id", request_id, minimum=0)
+        prompt = check_real("prompt_tokens", prompt_tokens, minimum=0.0)
+        if request_id not in self._queued_at:
+            self._running(request_id)
+        self.state.set_prompt(request_id, prompt)
+
+    def cancel(self, request_id: int) -> None:
+        """Drop a queued or running request (client gone); a running one frees its slot.
+
+        Its length is not learned: a cancelled output is cut short, not finished.
+        """
+        request_id = check_int("request_id", request_id, minimum=0)
+        if request_id in self._queued_at:
+            self.state.withdraw(request_id)
+            del self._queued_at[request_id]
+        else:
+            self.state.complete([self._running(request_id)])
+        self._bounded.cap.pop(request_id, None)
+
+    def rank_down(self, rank: int) -> list[int]:
+        """Mark a rank down; returns the ids of the requests that were running there (now dropped).
+
+        Queued requests are unaffected: they go to the ranks still up.
+        """
+        ids = self.state.fail_worker(self._rank(rank)).tolist()
+        for request_id in ids:
+            self._bounded.cap.pop(request_id, None)
+        return ids
+
+    def rank_up(self, rank: int) -> None:
+        """Bring a rank (back) into the placement."""
+        self.state.set_alive(self._rank(rank), True)
+
+    # ------------------------------------------------------------------- views
     def observe_output(self, output_tokens) -> None:
         """Feed finished requests' output lengths to a learning predictor."""
-        if self.predictor is not None:
-            self.predictor.observe(output_tokens)
+        self._flush_outputs()
+        self._bounded.observe(output_tokens)
+
+    def _flush_outputs(self) -> None:
+        if self._outputs:
+            outputs, self._outputs = self._outputs, []
+            self._bounded.observe(outputs)
 
     def rank_of(self, request_id: int) -> int:
         return self.state.worker_of(request_id)
+
+    def is_queued(self, request_id: int) -> bool:
+        return int(request_id) in self._queued_at
 
     @property
     def queued(self) -> int:
@@ -94,3 +322,17 @@ class DecodeRouter:
     def load(self) -> np.ndarray:
         """Resident tokens per rank."""
         return self.state.current_load()
+
+    def _running(self, request_id) -> int:
+        request_id = check_int("request_id", request_id, minimum=0)
+        try:
+            self.state.worker_of(request_id)
+        except KeyError:
+            raise ValueError(f"request {request_id} is not running on any rank") from None
+        return request_id
+
+    def _rank(self, rank) -> int:
+        rank = check_int("rank", rank, minimum=0)
+        if rank >= self.state.n_workers:
+            raise ValueError(f"rank {rank} does not exist (n_ranks={self.state.n_workers})")
+        return rank

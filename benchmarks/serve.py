@@ -1,0 +1,526 @@
+"""barrierlb serve, end to end: trace replay through the proxy to the lockstep engine emulator, and the
+proxy's own cost.
+
+Part 1 replays BurstGPT and the Azure 2023 code trace (``../shared/data``; a
+synthetic workload when they are missing) open-loop through ``barrierlb serve``
+to the emulator (``python -m barrierlb.serving.emulator``: N ranks stepping in
+lockstep, each step ``c + t_l * max_g resident_tokens_g``), once per policy,
+the same requests at the same times, arriving faster than the ranks serve them
+(``--overload``, default twice the capacity measured when saturated). It reports the barrier idle
+fraction from the emulator's per-step loads over the steps while requests waited
+in the proxy (``idle_fraction``: when the ranks are saturated and the policy has
+a choice; ``idle_fraction_all_steps`` counts every step, ramp-up and drain too),
+TPOT and TTFT p50/p99 and throughput measured by the client, and how many requests
+completed.
+
+Part 1 hosts the emulator and the proxy on one event loop in a thread of this
+process, the client on the main thread, all over HTTP on loopback: on a busy
+2-core machine three processes waking each other for every token measured the
+scheduler more than the policies. Part 2 runs them as separate processes.
+
+Part 2 measures what the proxy adds: short requests at a fixed rate, in blocks
+alternating between the emulator directly and through the proxy. The emulator
+stamps when a request reached it and when its response (each streamed chunk)
+left (``time.monotonic``, one clock for the machine's processes), so the time
+on the wire is measured on both paths and the difference is the proxy's: added
+latency per request (p50, p99) and per streamed chunk, the proxy's CPU time per
+request, and the highest rate swept whose added p99 stays under 5 ms.
+
+    python benchmarks/serve.py --quick --json serve.json      # under 3 minutes: 32 ranks BurstGPT + proxy cost
+    python benchmarks/serve.py --json serve.json              # 8 and 32 ranks, both traces
+
+Every process is started by this script and stopped before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DATA, ROOT, print_table, write_json  # noqa: E402
+
+from barrierlb.workloads import load_workload, synthetic  # noqa: E402
+
+POLICIES = (("round-robin", "round-robin"), ("vllm", "vllm"), ("jsq-tokens", "jsq-tokens"), ("bfio", "auto"))
+
+
+# ------------------------------------------------------------------ processes
+class Process:
+    """A child process whose first output line matching ``pattern`` gives its address; stopped on exit.
+
+    Its output goes to a temporary file (a pipe nobody reads would block it once full);
+    :meth:`output` reads it back.
+    """
+
+    def __init__(self, argv, pattern: str, timeout_s: float = 120.0):
+        import tempfile
+
+        self.argv = argv
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="barrierlb-serve-bench-", suffix=".log")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(pattern, self.output())
+            if match:
+                self.found = match.group(1)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{' '.join(argv[:4])} did not start: {self.output()[-800:]}")
+
+    def output(self) -> str:
+        with open(self.log.name) as log:
+            return log.read()
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Hosted:
+    """An emulator or a proxy on this process's background event loop, used like a :class:`Process`."""
+
+    def __init__(self, loop, server, url: str):
+        self.loop, self.server, self.found = loop, server, url
+
+    def output(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        self.loop.run(self.server.stop())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def hosted_emulator(loop, ranks: int, slots: int, base_s: float, token_s: float) -> Hosted:
+    from barrierlb.serving.emulator import Emulator, EmulatorConfig
+
+    server = Emulator(EmulatorConfig(n_ranks=ranks, slots=slots, step_base_s=base_s, step_token_s=token_s))
+    return Hosted(loop, server, ",".join(loop.run(server.start())))
+
+
+def hosted_proxy(loop, urls: str, slots: int, policy: str) -> Hosted:
+    from barrierlb.serving.config import ServeConfig
+    from barrierlb.serving.proxy import Proxy
+
+    server = Proxy(ServeConfig(ranks=tuple(urls.split(",")), slots=slots, policy=policy, port=0))
+    return Hosted(loop, server, loop.run(server.start()))
+
+
+def emulator(ranks: int, slots: int, base_s: float, token_s: float) -> Process:
+    return Process([sys.executable, "-m", "barrierlb.serving.emulator", "--ranks", str(ranks), "--slots", str(slots),
+                    "--step-base-s", repr(float(base_s)), "--step-token-s", repr(float(token_s))],
+                   r"EMULATOR_URLS=(\S+)")
+
+
+def proxy(urls: str, slots: int, policy: str, *extra: str) -> Process:
+    return Process([sys.executable, "-m", "barrierlb", "serve", "--ranks", urls, "--slots", str(slots), "--port", "0",
+                    "--policy", policy, *extra], r"listening on (\S+)")
+
+
+# --------------------------------------------------------------------- client
+async def _get_json(session, url):
+    async with session.get(url) as response:
+        return await response.json()
+
+
+async def _post_json(session, url):
+    async with session.post(url) as response:
+        return await response.json()
+
+
+async def replay(url: str, prompts, outputs, arrivals_s, max_tokens: int) -> list[dict]:
+    """Send each request at its arrival time (open loop), streaming; per request: times and tokens."""
+    import aiohttp
+
+    records = [None] * len(prompts)
+    texts = {}
+
+    async def one(i, session, start):
+        await asyncio.sleep(max(0.0, start + arrivals_s[i] - time.monotonic()))
+        n_prompt = int(prompts[i])
+        text = texts.get(n_prompt) or texts.setdefault(n_prompt, "w " * n_prompt)
+        body = {"prompt": text, "max_tokens": max_tokens, "emulator_output_tokens": int(outputs[i]), "stream": True}
+        sent = time.monotonic()
+        first = last = None
+        tokens = 0
+        try:
+            async with session.post(url + "/v1/completions", json=body) as response:
+                status = response.status
+                async for data in response.content.iter_any():
+                    now = time.monotonic()
+                    count = data.count(b"data: {")
+                    if count:
+                        first = first or now
+                        last = now
+                        tokens += count
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            status = f"{type(error).__name__}"
+        records[i] = {"sent": sent, "first": first, "last": last, "tokens": tokens, "status": status,
+                      "rank": None}
+
+    timeout = aiohttp.ClientTimeout(total=900)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        start = time.monotonic() + 0.2
+        await asyncio.gather(*(one(i, session, start) for i in range(len(prompts))))
+    return records
+
+
+async def calibrate(url: str, prompts, outputs, n_slots: int, max_tokens: int) -> float:
+    """Requests per second the ranks finish when saturated, measured (this machine may be slower than
+    the emulator's model): a burst of twice the slots, timed until half of it has finished."""
+    import aiohttp
+
+    n = 2 * n_slots
+    done = []
+    start = time.monotonic()
+
+    async def one(i, session):
+        body = {"prompt": "w " * int(prompts[i]), "max_tokens": max_tokens,
+                "emulator_output_tokens": int(outputs[i]), "stream": True}
+        async with session.post(url + "/v1/completions", json=body) as response:
+            await response.read()
+        done.append(time.monotonic())
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = [asyncio.ensure_future(one(i, session)) for i in range(n)]
+        while len(done) < n // 2:
+            await asyncio.sleep(0.05)
+        for task in tasks:                     # the rest is cancelled: the proxy frees their slots
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return (n // 2) / (sorted(done)[n // 2 - 1] - start)
+
+
+def idle_fraction(steps, t0: float, t1: float, busy=None) -> float:
+    """Barrier idle over the emulator's steps that started in [t0, t1] (and, with ``busy``, while
+    requests waited in the proxy: ``busy`` is a list of (time, queued) samples)."""
+    steps = np.asarray(steps, dtype=np.float64).reshape(-1, 5)
+    keep = (steps[:, 0] >= t0) & (steps[:, 0] <= t1)
+    if busy is not None and len(busy):
+        samples = np.asarray(busy, dtype=np.float64)
+        index = np.searchsorted(samples[:, 0], steps[:, 0], side="right") - 1
+        keep &= (index >= 0) & (samples[np.maximum(index, 0), 1] > 0)
+    window = steps[keep]
+    peak, total, alive = window[:, 2], window[:, 3], window[:, 4]
+    capacity = (alive * peak).sum()
+    return float((alive * peak - total).sum() / capacity) if capacity else float("nan")
+
+
+def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_s, token_s, max_tokens,
+               policy, spec, emulator_process, loop) -> dict:
+    import aiohttp
+
+    urls = emulator_process.found
+    with hosted_proxy(loop, urls, slots, spec) as server:
+        async def go():
+            async with aiohttp.ClientSession() as session:
+                warm_n = min(2 * ranks, 32)                          # loads the solver's kernels, then forget
+                await replay(server.found, [8] * warm_n, [2] * warm_n, np.zeros(warm_n), 8)
+                await _post_json(session, urls.split(",")[0] + "/emulator/reset")
+                running = asyncio.ensure_future(replay(server.found, prompts, outputs, arrivals, max_tokens))
+                busy = []
+                while not running.done():                    # when do requests wait in the proxy?
+                    state = await _get_json(session, server.found + "/barrierlb/status")
+                    busy.append((time.monotonic(), state["queued"]))
+                    await asyncio.sleep(0.1)
+                records = running.result()
+                errors = [line for line in server.output().splitlines() if "error" in line.lower()]
+                if errors:
+                    print(f"  proxy reported {len(errors)} error lines, first: {errors[0]}")
+                stats = await _get_json(session, urls.split(",")[0] + "/emulator/stats")
+                status = await _get_json(session, server.found + "/barrierlb/status")
+                return records, stats, status, busy
+        records, stats, status, busy = asyncio.run(go())
+    complete = [r for r, out in zip(records, outputs) if r["status"] == 200 and r["tokens"] == int(out)]
+    t_start = min(r["sent"] for r in records)
+    ttft = np.array([r["first"] - r["sent"] for r in complete])
+    tpot = np.array([(r["last"] - r["first"]) / (r["tokens"] - 1) for r in complete if r["tokens"] > 1])
+    end = max(r["last"] for r in complete) if complete else t_start
+    tokens = sum(r["tokens"] for r in records)
+    return {"policy": policy, "policy_spec": spec, "engine": "emulator", "ranks": ranks, "slots": slots,
+            "workload": workload_name, "submitted": len(records), "completed": len(complete),
+            "idle_fraction": idle_fraction(stats["steps"], t_start, end, busy),
+            "idle_fraction_all_steps": idle_fraction(stats["steps"], t_start, end),
+            "saturated_s": 0.1 * sum(1 for _, queued in busy if queued > 0),
+            "tpot_p50_s": float(np.percentile(tpot, 50)), "tpot_p99_s": float(np.percentile(tpot, 99)),
+            "ttft_p50_s": float(np.percentile(ttft, 50)), "ttft_p99_s": float(np.percentile(ttft, 99)),
+            "throughput_tok_s": tokens / (end - t_start), "duration_s": end - t_start,
+            "decision_ms_p50": status["decision_ms_p50"], "max_in_flight": max(stats["max_in_flight"]),
+            "step_base_s": base_s, "step_token_s": token_s}
+
+
+def workloads(quick: bool, seconds: float, seed: int):
+    found = []
+    burst = DATA / "burstgpt_sample_8000.json"
+    azure = DATA / "azure_llm_2023_code.csv"
+    found.append(("burstgpt", load_workload(f"burstgpt:{burst}") if burst.is_file() else None))
+    if not quick:
+        found.append(("azure-code", load_workload(f"azure:{azure}") if azure.is_file() else None))
+    out = []
+    for name, workload in found:
+        if workload is None:
+            print(f"{name}: {DATA} lacks the trace; using the synthetic generator with short outputs instead")
+            name, workload = "synthetic-short", synthetic(4000, seed=seed, prompt_mean=400, prompt_std=300,
+                                                         output_mean=60, output_std=50)
+        out.append((name, workload))
+    return out
+
+
+def part1(args) -> list[dict]:
+    from barrierlb.serving.background import BackgroundLoop
+
+    rows = []
+    rng = np.random.default_rng(args.seed)
+    with BackgroundLoop() as loop:
+        for name, workload in workloads(args.quick, args.seconds, args.seed):
+            rows += _replay_workload(args, loop, rng, name, workload)
+    return rows
+
+
+def _replay_workload(args, loop, rng, name, workload) -> list[dict]:
+    rows = []
+    for ranks in ((32,) if args.quick else (8, 32)):
+        slots = args.slots
+        outputs_all = np.minimum(workload.output_tokens, args.max_output)
+        prompts_all = np.minimum(workload.prompt_tokens, args.max_prompt)
+        # t_l so that the load term is 3 c at mean occupancy (the paper's DeepSeek-V3 model is about 4 c)
+        mean_load = slots * (prompts_all.mean() + outputs_all.mean() / 2)
+        token_s = float(3 * args.step_base_s / mean_load)
+        with hosted_emulator(loop, ranks, slots, args.step_base_s, token_s) as engine:
+            sample = rng.choice(len(workload), size=2 * ranks * slots)
+            with hosted_proxy(loop, engine.found, slots, "round-robin") as server:
+                capacity_rps = asyncio.run(calibrate(server.found, prompts_all[sample], outputs_all[sample],
+                                                     ranks * slots, args.max_output))
+            rate = args.overload * capacity_rps
+            n = int(rate * args.seconds)
+            pick = rng.choice(len(workload), size=n, replace=n > len(workload))
+            arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+            arrivals -= arrivals[0]
+            prompts, outputs = prompts_all[pick], outputs_all[pick]
+            print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s ({args.overload:g}x "
+                  f"the {capacity_rps:.1f}/s measured when saturated), step {args.step_base_s * 1e3:.0f} ms + "
+                  f"{token_s * 1e6:.2f} us/token", flush=True)
+            for policy, spec in [p for p in POLICIES if p[0] in args.policies]:
+                spec = args.bfio if policy == "bfio" else spec
+                row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
+                                 base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
+                                 policy=policy, spec=spec, emulator_process=engine, loop=loop)
+                row["rate_rps"] = rate
+                row["capacity_rps"] = capacity_rps
+                rows.append(row)
+                print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 {row['tpot_p99_s'] * 1e3:6.1f} ms"
+                      f"  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed {row['completed']}/{row['submitted']}",
+                      flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------ overhead
+async def _timed_requests(urls: list[str], rate: float, seconds: float, seed: int):
+    """Open-loop short requests at ``rate``; per request the wire time, per chunk the chunk's delay."""
+    import aiohttp
+
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+    wire, chunk, failures = [], [], 0
+
+    async def one(i, session, start):
+        nonlocal failures
+        await asyncio.sleep(max(0.0, start + arrivals[i] - time.monotonic()))
+        stream = i % 4 == 0
+        body = {"prompt": "short request " * 4, "max_tokens": 4, "stream": stream}
+        url = urls[i % len(urls)] + "/v1/completions"
+        sent = time.monotonic()
+        async with session.post(url, json=body, headers={"X-Emulator-Stamp": "1"}) as response:
+            if not stream:
+                await response.read()
+                back = time.monotonic()
+                if response.status != 200:
+                    failures += 1
+                    return
+                received = float(response.headers["X-Emulator-Received"])
+                left = float(response.headers["X-Emulator-Sent"])
+                wire.append((received - sent) + (back - left))
+                return
+            buffer = b""
+            async for data in response.content.iter_any():
+                now = time.monotonic()
+                buffer += data
+                for stamp in re.findall(rb": sent=([0-9.]+)\n", buffer):
+                    chunk.append(now - float(stamp))
+                buffer = buffer[buffer.rfind(b"\n") + 1:]
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        start = time.monotonic() + 0.05
+        await asyncio.gather(*(one(i, session, start) for i in range(n)))
+    return np.array(wire), np.array(chunk), failures, n
+
+
+def part2(args) -> dict:
+    """The proxy's cost with its default options, and with prompts estimated instead of tokenized."""
+    record = _overhead(args, ())
+    if not args.quick or args.overhead_estimate:
+        estimate = _overhead(args, ("--prompt-tokens", "estimate"), sweep=False)
+        for key in ("overhead_p50_ms", "overhead_p99_ms", "chunk_overhead_p50_ms", "chunk_overhead_p99_ms",
+                    "cpu_ms_per_request"):
+            record[f"estimate_{key}"] = estimate[key]
+    return record
+
+
+def _overhead(args, extra, *, sweep=True) -> dict:
+    # Slots far above what 200 requests/s of 4-token requests occupy: a request never waits for
+    # a slot, so what the proxy path adds is the proxy's own work, not queueing.
+    ranks, slots = 8, 256
+    with emulator(ranks, slots, 0.001, 0.0) as engine, proxy(engine.found, slots, "auto", *extra) as server:
+        direct_urls = engine.found.split(",")
+        asyncio.run(_timed_requests([server.found], 100, 1.0, 99))             # warm up: kernels, connections
+
+        def measure(rate, blocks, block_s):
+            wire = {"direct": [], "proxy": []}
+            chunks = {"direct": [], "proxy": []}
+            cpu, requests = 0.0, 0
+            for block in range(blocks):
+                for path in ("direct", "proxy"):
+                    cpu_before = server.cpu_s()
+                    w, c, failures, n = asyncio.run(_timed_requests(direct_urls if path == "direct" else [server.found],
+                                                                    rate, block_s, 1000 * block + int(rate)))
+                    if failures:
+                        raise RuntimeError(f"{failures} of {n} requests failed on the {path} path")
+                    wire[path].append(w)
+                    chunks[path].append(c)
+                    if path == "proxy":
+                        cpu += server.cpu_s() - cpu_before
+                        requests += n
+            w = {k: np.concatenate(v) * 1e3 for k, v in wire.items()}
+            c = {k: np.concatenate(v) * 1e3 for k, v in chunks.items()}
+            added = {q: float(np.percentile(w["proxy"], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
+            added_chunk = {q: float(np.percentile(c["proxy"], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
+            return {"rate_rps": rate, "overhead_p50_ms": added[50], "overhead_p99_ms": added[99],
+                    "chunk_overhead_p50_ms": added_chunk[50], "chunk_overhead_p99_ms": added_chunk[99],
+                    "direct_wire_p50_ms": float(np.percentile(w["direct"], 50)),
+                    "proxy_wire_p50_ms": float(np.percentile(w["proxy"], 50)),
+                    "cpu_ms_per_request": 1e3 * cpu / requests, "requests": requests}
+
+        main = measure(200.0, args.overhead_blocks, args.overhead_block_s)
+        points = [main]
+        for rate in (args.sweep if sweep else ()):
+            point = measure(rate, 1, args.overhead_block_s)
+            points.append(point)
+            if point["overhead_p99_ms"] > 5.0:
+                break
+        passing = [p["rate_rps"] for p in points if p["overhead_p99_ms"] <= 5.0]
+        status = asyncio.run(_status(server.found))
+    return {"policy": "proxy", "policy_spec": "auto", "engine": "emulator", "ranks": ranks, "slots": slots,
+            "workload": "4-token requests, 1 in 4 streamed", **main,
+            "max_rate_rps": (max(passing) if passing else None) if sweep else None,
+            "sweep": [{k: p[k] for k in ("rate_rps", "overhead_p50_ms", "overhead_p99_ms", "cpu_ms_per_request")}
+                      for p in points],
+            "decision_ms_p50": status["decision_ms_p50"],
+            "prompt_tokens": "estimate" if "estimate" in extra else "tokenize"}
+
+
+async def _status(url):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        return await _get_json(session, url + "/barrierlb/status")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="32 ranks on BurstGPT and the proxy's cost only")
+    parser.add_argument("--seconds", type=float, default=None, help="arrivals last this long (default 20, quick 6)")
+    parser.add_argument("--slots", type=int, default=4, help="slots per rank (default 4)")
+    parser.add_argument("--step-base-s", type=float, default=0.01, help="emulator step cost c (default 0.01)")
+    parser.add_argument("--overload", type=float, default=2.0,
+                        help="arrival rate over the capacity measured when saturated (default 2)")
+    parser.add_argument("--max-output", type=int, default=None, help="outputs capped at this (default 256, quick 128)")
+    parser.add_argument("--max-prompt", type=int, default=4096, help="prompts capped at this (default 4096)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-replay", action="store_true", help="only the proxy's cost")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the trace replay")
+    parser.add_argument("--overhead-estimate", action="store_true",
+                        help="with --quick, also measure the proxy with --prompt-tokens estimate")
+    parser.add_argument("--bfio", default="auto", help="the bfio row's --policy (default auto, serve's default)")
+    parser.add_argument("--policies", default=",".join(p for p, _ in POLICIES),
+                        help=f"comma-separated subset of {', '.join(p for p, _ in POLICIES)}")
+    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (6.0 if args.quick else 20.0)
+    args.max_output = args.max_output or (128 if args.quick else 256)
+    args.overhead_blocks = 2 if args.quick else 4
+    args.overhead_block_s = 2.0 if args.quick else 3.0
+    args.sweep = (400.0, 800.0) if args.quick else (400.0, 600.0, 800.0, 1200.0, 1600.0)
+    started = time.monotonic()
+    rows = [] if args.skip_replay else part1(args)
+    columns = [("workload", "workload", "{}"), ("ranks", "G", "{}"), ("policy", "policy", "{}"),
+               ("idle_fraction", "idle", "{:.2%}"), ("idle_ratio", "idle / bfio", "{:.2f}x"),
+               ("tpot_p50_s", "TPOT p50 ms", lambda v: f"{v * 1e3:.1f}"),
+               ("tpot_p99_s", "TPOT p99 ms", lambda v: f"{v * 1e3:.1f}"), ("tpot_ratio", "p99 / bfio", "{:.2f}x"),
+               ("ttft_p50_s", "TTFT p50 s", "{:.2f}"), ("ttft_p99_s", "TTFT p99 s", "{:.2f}"),
+               ("throughput_tok_s", "tok/s", "{:.0f}"), ("completed", "done", "{}"), ("submitted", "sent", "{}"),
+               ("decision_ms_p50", "decide ms", "{:.2f}")]
+    for key in {(r["workload"], r["ranks"]) for r in rows}:
+        group = [r for r in rows if (r["workload"], r["ranks"]) == key]
+        ref = next((r for r in group if r["policy"] == "bfio"), group[0])
+        for r in group:
+            r["idle_ratio"] = r["idle_fraction"] / ref["idle_fraction"] if ref["idle_fraction"] else float("nan")
+            r["tpot_ratio"] = r["tpot_p99_s"] / ref["tpot_p99_s"]
+    if rows:
+        print_table(sorted(rows, key=lambda r: (r["workload"], r["ranks"])), columns,
+                    "Trace replay through barrierlb serve to the lockstep emulator (ratios against bfio)")
+    if args.skip_overhead:
+        write_json(args.json, rows)
+        return 0
+    proxy_record = part2(args)
+    print_table([proxy_record], [("rate_rps", "rate/s", "{:.0f}"), ("overhead_p50_ms", "added p50 ms", "{:.3f}"),
+                                 ("overhead_p99_ms", "added p99 ms", "{:.3f}"),
+                                 ("chunk_overhead_p50_ms", "chunk p50 ms", "{:.3f}"),
+                                 ("chunk_overhead_p99_ms", "chunk p99 ms", "{:.3f}"),
+                                 ("cpu_ms_per_request", "CPU ms/req", "{:.2f}"),
+                                 ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
+                                 ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
+                                 ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
+                                 ("max_rate_rps", "max rate/s (p99 <= 5 ms)", "{:.0f}"),
+                                 ("decision_ms_p50", "decide ms", "{:.2f}")],
+                "The proxy's own cost (through the proxy minus directly, same emulator, alternating blocks)")
+    sweep = (f"{p['rate_rps']:.0f}/s -> p99 +{p['overhead_p99_ms']:.2f} ms" for p in proxy_record["sweep"])
+    print("sweep: " + ", ".join(sweep))
+    print(f"total {time.monotonic() - started:.0f} s")
+    write_json(args.json, rows + [proxy_record])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""barrierlb serve against the lockstep engine emulator (in this process, on a background loop)."""
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("aiohttp", reason="needs the serve extra: pip install 'barrierlb[serve]'")
+
+import aiohttp  # noqa: E402
+
+from barrierlb.serving.background import BackgroundLoop, start_emulator, start_proxy  # noqa: E402
+from barrierlb.serving.config import ServeConfig  # noqa: E402
+from barrierlb.serving.emulator import EmulatorConfig  # noqa: E402
+from barrierlb.serving.tokens import StreamCounter  # noqa: E402
+
+FAST = dict(step_base_s=0.002, step_token_s=1e-6)
+
+
+@pytest.fixture
+def loop():
+    with BackgroundLoop() as background:
+        yield background
+
+
+def _cluster(loop, *, ranks=2, slots=2, pin=None, **proxy_options):
+    emulator = start_emulator(loop, EmulatorConfig(n_ranks=ranks, slots=slots, pin=pin, **FAST))
+    if pin:
+        config = ServeConfig(engine=emulator.urls[0], dp_size=ranks, pin=pin, slots=slots, port=0, **proxy_options)
+    else:
+        config = ServeConfig(ranks=tuple(emulator.urls), slots=slots, port=0, **proxy_options)
+    return emulator, start_proxy(loop, config)
+
+
+async def _post(session, url, body, *, raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with session.post(url, data=data, headers={"Content-Type": "application/json"}) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_stream_and_body_pass_through_unchanged(loop):
+    emulator, proxy = _cluster(loop)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            for path, body in (("/v1/completions", {"prompt": "one two three", "max_tokens": 7}),
+                               ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi there"}],
+                                                         "max_tokens": 5})):
+                for stream in (True, False):
+                    request = {**body, "stream": stream, "stream_options": {"include_usage": True}} if stream \
+                        else body
+                    status, headers, via_proxy = await _post(session, proxy.url + path, request)
+                    assert status == 200
+                    rank = int(headers["X-Barrierlb-Rank"])
+                    assert headers["X-Emulator-Rank"] == str(rank)          # served where the router placed it
+                    _, _, direct = await _post(session, emulator.urls[rank] + path, request)
+                    assert via_proxy == direct
+                    if stream:
+                        assert headers["Content-Type"].startswith("text/event-stream")
+                        assert via_proxy.endswith(b"data: [DONE]\n\n")
+
+    _run(go())
+    assert proxy.counters["completed"] == 4
+
+
+def test_tokens_counted_from_the_stream_and_learned():
+    counter = StreamCounter()
+    events = b"".join(b'data: {"choices":[{"index":0,"text":"x%d","finish_reason":null}]}\n\n' % i for i in range(5))
+    events += b'data: {"choices":[{"index":0,"text":"","finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    for i in range(0, len(events), 7):                                    # arbitrary byte pieces
+        counter.feed(events[i:i + 7])
+    assert counter.tokens == 5 and counter.finish_reason == "stop" and counter.output_tokens == 5
+    chat = StreamCounter()
+    chat.feed(b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+              b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\n'
+              b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\n')
+    assert chat.tokens == 2 and chat.usage_tokens == 2
+
+
+def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4)
+    lengths = [3, 150, 17, 4, 200, 11]
+    seen = []
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            for i, n in enumerate(lengths):
+                body = {"prompt": "word " * (10 + i), "max_tokens": 256, "emulator_output_tokens": n,
+                        "stream": True}
+                async with session.post(proxy.url + "/v1/completions", json=body) as response:
+                    rank = int(response.headers["X-Barrierlb-Rank"])
+                    await response.content.readuntil(b"\n\n")
+                    await response.content.readuntil(b"\n\n")
+                    if n > 100:                                           # mid-stream: the router follows it
+                        await asyncio.sleep(0.05)
+                        seen.append((10 + i, *await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                            _resident(proxy, rank), loop.loop))))
+                    await response.read()
+
+    _run(go())
+
+    async def flush():
+        proxy.router.observe_output([])
+    loop.run(flush())
+    assert sorted(proxy._predictor._recent.tolist()) == sorted(lengths)      # learned the true lengths
+    assert len(seen) == 2
+    for prompt, resident, generated in seen:
+        assert generated >= 2 and resident == prompt + generated      # tokenized prompt + tokens counted so far
+
+
+async def _resident(proxy, rank):
+    tokens = proxy.status()["ranks"][rank]["resident_tokens"]          # what /barrierlb/status and /metrics show
+    flight = next(f for f in proxy._flights.values() if f.rank == rank)
+    return tokens, flight.generated
+
+
+def test_500_concurrent_requests_complete_once_within_slots(loop):
+    emulator, proxy = _cluster(loop, ranks=4, slots=3)
+
+    async def go():
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def one(i):
+                body = {"prompt": f"request {i} " + "x " * (i % 37), "max_tokens": 2 + i % 5, "stream": i % 2 == 0}
+                status, headers, data = await _post(session, proxy.url + "/v1/completions", body)
+                return i, status, headers.get("X-Barrierlb-Rank"), data
+            return await asyncio.gather(*(one(i) for i in range(500)))
+
+    results = _run(go())
+    assert all(status == 200 for _, status, _, _ in results)
+    assert len({i for i, *_ in results}) == 500
+    stats = emulator.stats()
+    assert sum(stats["received"]) == 500 and sum(stats["completed"]) == 500      # each exactly once upstream
+    assert max(stats["max_in_flight"]) <= 3                                      # never beyond --slots
+    assert proxy.counters["completed"] == 500 and proxy.router.queued == 0
+    assert proxy.router.state.n_active == 0
+
+
+def test_rank_killed_mid_run_loses_no_queued_request(loop):
+    emulator, proxy = _cluster(loop, ranks=3, slots=2, health_interval_s=0.2)
+
+    async def go():
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def one(i):
+                body = {"prompt": f"r{i} " * 5, "max_tokens": 40, "stream": i % 2 == 0}
+                return await _post(session, proxy.url + "/v1/completions", body)
+
+            tasks = [asyncio.ensure_future(one(i)) for i in range(40)]
+            for _ in range(1000):                       # until requests wait and rank 1 generates for two
+                if proxy.router.queued >= 20 and sum(job.generated > 0 for job in emulator._running[1]) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            waiting = proxy.router.queued
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(emulator.kill_rank(1), loop.loop))
+            return waiting, await asyncio.gather(*tasks)
+
+    waiting, results = _run(go())
+    assert waiting >= 20                                       # requests were queued when the rank died
+    ok = [r for r in results if r[0] == 200 and b'"error"' not in r[2]]
+    failed = [r for r in results if r not in ok]
+    assert len(ok) + len(failed) == 40
+    assert len(failed) == 2                                    # only the two in flight on rank 1
+    for status, headers, data in failed:
+        assert status in (200, 502) and b"rank 1 (http://127.0.0.1:" in data     # 200: a stream already begun
+        if status == 200:
+            assert headers["X-Barrierlb-Rank"] == "1" and b'"upstream_error"' in data
+    stats = emulator.stats()
+    assert sum(stats["completed"]) == len(ok)
+    assert proxy.status()["ranks"][1]["up"] is False
+    assert max(stats["max_in_flight"]) <= 2
+
+
+def test_client_disconnect_cancels_upstream_and_frees_the_slot(loop):
+    emulator, proxy = _cluster(loop, ranks=1, slots=1)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(proxy.url + "/v1/completions",
+                                          json={"prompt": "long", "max_tokens": 100000, "stream": True})
+            await response.content.readuntil(b"\n\n")
+            await response.content.readuntil(b"\n\n")
+            response.close()                                   # the client goes away mid-stream
+            status, _, data = await _post(session, proxy.url + "/v1/completions", {"prompt": "next", "max_tokens": 3})
+            return status, data
+
+    status, data = _run(go())
+    assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3   # the one slot was freed
+    stats = emulator.stats()
+    assert stats["cancelled"] == [1] and stats["in_flight"] == [0]
+    assert proxy.counters["cancelled"] == 1 and proxy.router.state.n_active == 0
+
+
+@pytest.mark.parametrize("raw, path, param", [
+    (b"{not json", "/v1/completions", None),
+    (b"[1, 2]", "/v1/completions", None),
+    (b'{"max_tokens": 3}', "/v1/completions", "prompt"),
+    (b'{"prompt": 5}', "/v1/completions", "prompt"),
+    (b'{"prompt": "a", "max_tokens": "ten"}', "/v1/completions", "max_tokens"),
+    (b'{"prompt": "a", "max_tokens": 0}', "/v1/completions", "max_tokens"),
+    (b'{"prompt": "a", "stream": "yes"}', "/v1/completions", "stream"),
+    (b'{"prompt": "a", "n": 2}', "/v1/completions", "n"),
+    (b'{"prompt": ["a", "b"]}', "/v1/completions", "prompt"),
+    (b'{"messages": []}', "/v1/chat/completions", "messages"),
+    (b'{"messages": [{"content": "no role"}]}', "/v1/chat/completions", "messages"),
+    (b'\xff\xfe', "/v1/chat/completions", None),
+])
+def test_malformed_input_is_a_400_with_an_openai_error(loop, raw, path, param):
+    emulator, proxy = _cluster(loop)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            return await _post(session, proxy.url + path, None, raw=raw)
+
+    status, _, data = _run(go())
+    error = json.loads(data)["error"]
+    assert status == 400 and error["type"] == "invalid_request_error" and error["message"]
+    assert error["param"] == param
+    assert sum(emulator.stats()["received"]) == 0                     # nothing reached an engine
+
+
+@pytest.mark.parametrize("pin", ["vllm", "sglang"])
+def test_pinned_engine_serves_each_request_on_the_chosen_rank(loop, pin):
+    emulator, proxy = _cluster(loop, ranks=3, slots=2, pin=pin)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async def one(i):
+                return await _post(session, proxy.url + "/v1/completions",
+                                   {"prompt": "p " * (1 + 40 * (i % 3)), "max_tokens": 4, "stream": i % 2 == 1})
+            return await asyncio.gather(*(one(i) for i in range(24)))
+
+    results = _run(go())
+    assert all(status == 200 for status, _, _ in results)
+    assert all(headers["X-Emulator-Rank"] == headers["X-Barrierlb-Rank"] for _, headers, _ in results)
+    assert len({headers["X-Emulator-Rank"] for _, headers, _ in results}) == 3
+    assert max(emulator.stats()["max_in_flight"]) <= 2
+
+
+def test_models_health_metrics_and_status(loop):
+    emulator, proxy = _cluster(loop)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            await _post(session, proxy.url + "/v1/completions", {"prompt": "warm up", "max_tokens": 2})
+            out = {}
+            for path in ("/v1/models", "/health", "/metrics", "/barrierlb/status"):
+                async with session.get(proxy.url + path) as response:
+                    out[path] = (response.status, await response.text())
+            return out
+
+    out = _run(go())
+    assert out["/v1/models"][0] == 200 and json.loads(out["/v1/models"][1])["data"][0]["id"] == "emulator"
+    assert json.loads(out["/health"][1])["ranks_up"] == 2
+    metrics = out["/metrics"][1]
+    for name in ("barrierlb_rank_resident_tokens{rank=\"1\"}", "barrierlb_rank_running_requests",
+                 "barrierlb_queued_requests", "barrierlb_predicted_imbalance", "barrierlb_decision_seconds_bucket",
+                 "barrierlb_imbalance_tokens", 'barrierlb_requests_total{outcome="completed"} 1.0'):
+        assert name in metrics
+    assert json.loads(out["/barrierlb/status"][1])["counters"]["completed"] == 1
+
+
+def test_no_rank_up_answers_503_after_the_queue_timeout(loop):
+    emulator, proxy = _cluster(loop, ranks=1, slots=1, health_interval_s=0.1, health_failures=1,
+                               queue_timeout_s=0.5)
+    loop.run(emulator.kill_rank(0))
+
+    async def go():
+        await asyncio.sleep(0.4)                               # the probe marks the rank down
+        async with aiohttp.ClientSession() as session:
+            return await _post(session, proxy.url + "/v1/completions", {"prompt": "x", "max_tokens": 2})
+
+    status, _, data = _run(go())
+    assert status == 503 and "no slot became free within 0.5 s (ranks up: 0 of 1)" in data.decode()
+    assert proxy.router.queued == 0
+
+
+def test_serve_cli_rejects_bad_arguments_in_one_line():
+    for args, message in ((["--ranks", "localhost:1", "--slots", "2"], "must start with http://"),
+                          (["--engine", "http://127.0.0.1:1", "--slots", "2"], "--dp-size"),
+                          (["--engine", "http://127.0.0.1:1", "--dp-size", "2", "--slots", "2"], "pin"),
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "2", "--policy", "nope"], "unknown policy"),
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "0"], "--slots must be a positive integer"),
+                          (["--ranks", "http://127.0.0.1:1", "--slots", "2", "--read-timeout-s", "0"],
+                           "--read-timeout-s must be a positive number")):
+        result = subprocess.run([sys.executable, "-m", "barrierlb", "serve", *args], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_serve_config_names_the_bad_field():
+    with pytest.raises(ValueError, match="either ranks"):
+        ServeConfig(slots=2)
+    with pytest.raises(ValueError, match="slots"):
+        ServeConfig(ranks=("http://127.0.0.1:1",), slots=0)
+    with pytest.raises(ValueError, match="twice"):
+        ServeConfig(ranks=("http://127.0.0.1:1", "http://127.0.0.1:1"), slots=1)
+    with pytest.raises(ValueError, match="pin"):
+        ServeConfig(ranks=("http://127.0.0.1:1",), pin="vllm", slots=1)
+    assert ServeConfig(engine="http://127.0.0.1:1", dp_size=4, pin="vllm", slots=1).n_ranks == 4
