@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from barrierlb._validate import broadcast, check_array, check_bool, check_int
+from barrierlb._validate import broadcast, check_array, check_bool, check_int, check_real
 from barrierlb.tasks import Task
 
 _POOL_FIELDS = ("ids", "work", "growth", "steps", "prompt", "wait")
@@ -341,6 +341,58 @@ class Ledger:
         self.alive[worker] = alive
         self.version += 1
 
+    # ------------------------------------------- per-task reports (asynchronous engines)
+    def set_progress(self, task_ids, steps) -> None:
+        """Set running tasks' steps run so far, each on its own clock.
+
+        :meth:`advance` ages every task together, as a lockstep simulation does; a
+        serving proxy learns each request's generated tokens separately. A task's
+        work becomes ``prompt + growth * steps`` and its predicted remaining steps
+        shrink by the steps it gained. Raises ``ValueError`` (and changes nothing)
+        for a task that is not running, one named twice or a negative count.
+        """
+        id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
+        steps = check_array("steps", np.atleast_1d(steps), shape=(len(id_list),), dtype=np.int64, nonnegative=True)
+        missing = [tid for tid in id_list if tid not in self._location]
+        if missing:
+            raise ValueError(f"task {missing[0]} is not running on any worker")
+        if len(set(id_list)) != len(id_list):
+            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(id_list))[:5]}")
+        where = [self._location[tid] for tid in id_list]
+        rows = np.fromiter((w[0] for w in where), dtype=np.int64, count=len(where))
+        cols = np.fromiter((w[1] for w in where), dtype=np.int64, count=len(where))
+        self._slot_remaining[rows, cols] -= steps - self._slot_age[rows, cols]
+        self._slot_age[rows, cols] = steps
+        self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
+                                                 + self._slot_growth[rows, cols] * steps, 0.0)
+        self.version += 1
+
+    def set_prompt(self, task_id: int, prompt: float) -> None:
+        """Correct a waiting or running task's prompt (its work moves with it), e.g. once tokenized."""
+        task_id = check_int("task_id", task_id)
+        prompt = check_real("prompt", prompt, minimum=0.0)
+        where = self._location.get(task_id)
+        if where is not None:
+            self._slot_work[where] += prompt - self._slot_prompt[where]
+            self._slot_prompt[where] = prompt
+        else:
+            index = np.flatnonzero(self._pool["ids"] == task_id)
+            if not index.size:
+                raise ValueError(f"task {task_id} is neither waiting nor running")
+            pool_work, pool_prompt = self._pool["work"], self._pool["prompt"]
+            pool_work[index] = pool_work[index] + (prompt - pool_prompt[index])
+            pool_prompt[index] = prompt
+        self.version += 1
+
+    def withdraw(self, task_id: int) -> None:
+        """Remove a waiting task from the pool (a cancelled request); its id may be submitted again."""
+        task_id = check_int("task_id", task_id)
+        keep = self._pool["ids"] != task_id
+        if keep.all():
+            raise ValueError(f"task {task_id} is not waiting")
+        for name, values in self._pool.items():
+            self._pool[name] = values[keep]
+        self.version += 1
 
     def mean_placed(self) -> tuple[float, float] | None:
         """Mean initial work and growth of the tasks placed so far (``None`` before any)."""

@@ -44,48 +44,6 @@ from barrierlb.policies.bfio import LLM_DECODE
 from barrierlb.state import ClusterState
 
 
-class _AsyncState(ClusterState):
-    """The cluster state plus the two updates an asynchronous router needs.
-
-    ``ClusterState`` ages every task together (:meth:`advance`); a proxy learns
-    each request's tokens on its own. These two methods belong in the core
-    state; until they are there, they live beside the router that needs them.
-    """
-
-    def set_generated(self, task_ids: list[int], generated: np.ndarray) -> None:
-        """Set running tasks' generated tokens: the work of each is prompt + growth * generated."""
-        where = [self._location[t] for t in task_ids]
-        rows = np.fromiter((w[0] for w in where), dtype=np.int64, count=len(where))
-        cols = np.fromiter((w[1] for w in where), dtype=np.int64, count=len(where))
-        self._slot_remaining[rows, cols] -= generated - self._slot_age[rows, cols]
-        self._slot_age[rows, cols] = generated
-        self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
-                                                 + self._slot_growth[rows, cols] * generated, 0.0)
-        self.version += 1
-
-    def set_prompt(self, task_id: int, prompt: float) -> None:
-        """Correct a waiting or running task's prompt tokens (its work moves with them)."""
-        where = self._location.get(task_id)
-        if where is not None:
-            self._slot_work[where] += prompt - self._slot_prompt[where]
-            self._slot_prompt[where] = prompt
-        else:
-            index = np.flatnonzero(self._pool["ids"] == task_id)
-            self._pool["work"][index] += prompt - self._pool["prompt"][index]
-            self._pool["prompt"][index] = prompt
-        self.version += 1
-
-    def withdraw(self, task_id: int) -> None:
-        """Remove a task from the waiting pool (a cancelled request); its id may be used again."""
-        keep = self._pool["ids"] != task_id
-        for name, values in self._pool.items():
-            self._pool[name] = values[keep]
-        known = getattr(self, "_known_ids", None)
-        if known is not None:
-            known.discard(task_id)
-        self.version += 1
-
-
 class _Bounded:
     """A predictor whose remaining lengths never pass each request's ``max_tokens``."""
 
@@ -145,7 +103,7 @@ class DecodeRouter:
 
     def __init__(self, n_ranks: int, slots: int, *, policy: str | Policy = LLM_DECODE, predictor=None,
                  max_wait_s: float | None = None, clock=time.monotonic):
-        self.state = _AsyncState(check_int("n_ranks", n_ranks, minimum=1), check_int("slots", slots, minimum=1))
+        self.state = ClusterState(check_int("n_ranks", n_ranks, minimum=1), check_int("slots", slots, minimum=1))
         self.policy = policy
         self.predictor = predictor
         self._bounded = _Bounded(predictor)
@@ -248,7 +206,7 @@ class DecodeRouter:
         if len(counts) != len(request_ids):
             raise ValueError(f"tokens has {len(counts)} entries for {len(request_ids)} requests")
         if request_ids:
-            self.state.set_generated(request_ids, np.array(counts, dtype=np.int64))
+            self.state.set_progress(request_ids, np.array(counts, dtype=np.int64))
 
     def finish(self, request_id: int, output_tokens: int | None = None) -> None:
         """A running request ended after ``output_tokens`` tokens; frees its slot.

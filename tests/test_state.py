@@ -235,3 +235,27 @@ def test_memory_is_bounded_by_the_live_tasks_over_a_million_submissions():
         tracemalloc.stop()
     assert state.n_active == state.n_waiting == 0
     assert grown < 256 * 1024, grown
+
+
+def test_per_task_reports_are_checked_before_anything_changes():
+    state = ClusterState(2, 2)
+    state.submit_arrays(np.array([1, 2, 3]), np.array([10.0, 20.0, 30.0]), growth=1.0, prompt=np.array([10.0, 20.0, 30.0]))
+    state.place(Placement(np.array([1, 2]), np.array([0, 1])))
+    state.set_progress([1], [5])
+    assert state.current_load().tolist() == [15.0, 20.0]
+    before = (state.current_load().tolist(), state.slot_age().tolist(), state.version)
+    for bad in (lambda: state.set_progress([1, 3], [1, 1]),      # 3 is waiting, not running
+                lambda: state.set_progress([1, 1], [1, 2]),      # named twice
+                lambda: state.set_progress([1], [-1]),           # negative
+                lambda: state.set_prompt(9, 5.0),                # unknown
+                lambda: state.withdraw(1)):                      # running, not waiting
+        with pytest.raises(ValueError):
+            bad()
+    assert (state.current_load().tolist(), state.slot_age().tolist(), state.version) == before
+    state.set_prompt(1, 100.0)                                   # running: its work moves with the prompt
+    state.set_prompt(3, 7.0)                                     # waiting
+    assert state.current_load().tolist() == [105.0, 20.0]
+    state.withdraw(3)
+    assert state.n_waiting == 0
+    state.submit_arrays(np.array([3]), np.array([1.0]))          # a withdrawn id may come back
+    assert state.pool_ids.tolist() == [3]
