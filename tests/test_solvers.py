@@ -430,6 +430,28 @@ def test_the_tie_break_never_costs_objective(problem):
     value = predicted_imbalance(problem, on.task_index, on.worker)
     assert value == pytest.approx(brute_force_optimum(problem), rel=1e-12, abs=1e-9)
     assert value <= predicted_imbalance(problem, off.task_index, off.worker) + 1e-9
+    if on.path == "exact":
+        # The enumeration's answer is the brute-force lexicographic optimum: the least sum of
+        # squares among the placements of the least objective (integral work: exact ties).
+        scored = [(predicted_imbalance(problem, t, w), _squares(problem, t, w)) for t, w in _placements(problem)]
+        least = min(score for score, _ in scored)
+        assert _squares(problem, on.task_index, on.worker) == min(sq for score, sq in scored if score == least)
+
+
+def _placements(problem):
+    slots = [g for g in range(problem.n_workers) for _ in range(int(problem.free_slots[g]))]
+    for tasks in itertools.combinations(range(problem.n_pool), problem.n_to_place):
+        for workers in set(itertools.permutations(slots, problem.n_to_place)):
+            yield np.array(tasks, dtype=np.int64), np.array(workers, dtype=np.int64)
+
+
+def _squares(problem, tasks, workers):
+    from barrierlb.problem import spread_of_loads
+
+    loads = problem.projected_load.copy()
+    for t, w in zip(tasks.tolist(), workers.tolist()):
+        loads[:, w] += problem.pool_work[t]
+    return float(spread_of_loads(loads, problem.alive, problem.weights))
 
 
 def _empty_cluster_problem(seed, n_workers, n_tasks, horizon, gamma, capacity):

@@ -109,6 +109,10 @@ class BFIO(Policy):
         Break exact ties of the objective toward even loads (default on;
         :func:`~barrierlb.solvers.fast.solve_problem`). Lexicographic: never
         chosen over a lower objective.
+    strict_ties : bool
+        With ``spread``, the greedy scores the exact marginal objective alone,
+        without its room term scaled by ``1e-6 / sum(d)`` (default off:
+        measured worse on the BurstGPT sample, docs/solvers.md).
     candidates : int or None
         Bound on the waiting tasks a decision considers: the oldest
         ``max(candidates, free slots)`` plus every task at its waiting bound
@@ -131,8 +135,10 @@ class BFIO(Policy):
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
                  max_moves: int | None = None, stride: int = 1, refill: bool = False, spread: bool = True,
-                 candidates: int | None = DEFAULT_CANDIDATES, deadline_ms: float | None = None):
+                 candidates: int | None = DEFAULT_CANDIDATES, deadline_ms: float | None = None,
+                 strict_ties: bool = False):
         self.spread = check_bool("spread", spread)
+        self.strict_ties = check_bool("strict_ties", strict_ties)
         self.candidates = None if candidates is None else check_int("candidates", candidates, minimum=1)
         self.deadline_ms = None if deadline_ms is None else check_real("deadline_ms", deadline_ms, minimum=0.0)
         self.stride = check_int("stride", stride, minimum=1)
@@ -149,8 +155,8 @@ class BFIO(Policy):
         self._options = {"horizon": self.horizon, "gamma": self.gamma, "max_wait": self.max_wait,
                          "work_conserving": self.work_conserving, "local_search": self.local_search,
                          "peak_weight": self.peak_weight, "max_moves": self.max_moves, "stride": self.stride,
-                         "refill": self.refill, "spread": self.spread, "candidates": self.candidates,
-                         "deadline_ms": self.deadline_ms}
+                         "refill": self.refill, "spread": self.spread, "strict_ties": self.strict_ties,
+                         "candidates": self.candidates, "deadline_ms": self.deadline_ms}
 
     def _step_problem(self, state):
         positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()), self.candidates,
@@ -161,7 +167,8 @@ class BFIO(Policy):
     def _fast(self, problem, started=None) -> FastResult:
         return solve_problem(problem.sampled(self.stride), work_conserving=self.work_conserving,
                              local_search=self.local_search, peak_weight=self.peak_weight, max_moves=self.max_moves,
-                             spread=self.spread, deadline_ms=self.deadline_ms, started=started)
+                             spread=self.spread, strict_ties=self.strict_ties, deadline_ms=self.deadline_ms,
+                             started=started)
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started

@@ -103,9 +103,8 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     changed; the pair taken is the ``argmin`` of the whole matrix
     (the first in row-major order among equal scores). ``lexicographic``: among
     columns whose best scores are exactly equal, the worker with the most room
-    (least horizon-weighted load) first, then row-major order; the scores then
-    carry no tie-break term (``tie_break`` 0), so the room never overrides a
-    lower score.
+    (least horizon-weighted load) first, then row-major order; with
+    ``tie_break`` 0 (strict ties) the room never overrides a lower score.
     """
     n_pool = work.shape[0]
     cols = np.flatnonzero(free_left > 0)

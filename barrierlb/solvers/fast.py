@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.problem import StepProblem, imbalance_of_loads, spread_of_loads
+from barrierlb.problem import StepProblem, imbalance_of_loads
 from barrierlb.solvers import enumeration
 from barrierlb.solvers.enumeration import LEVEL_MOVES
 
@@ -120,7 +120,8 @@ def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: An
 
 def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, local_search: bool = True,
                   max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0,
-                  spread: bool = True, deadline_ms: float | None = None, started: float | None = None) -> FastResult:
+                  spread: bool = True, strict_ties: bool = False, deadline_ms: float | None = None,
+                  started: float | None = None) -> FastResult:
     """Solve a checked :class:`~barrierlb.problem.StepProblem` with the fast solver.
 
     Small problems are solved exactly by enumeration (``path="exact"``): every
@@ -158,16 +159,19 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
     peak_weight : float
         Weight of the peak term relative to the paper's objective (1).
     spread : bool
-        Break ties of the objective toward even loads (default on). The
-        comparison is lexicographic, never a scaled sum, so the tie-break cannot
-        override any difference of the objective: the enumerations take, among
-        placements of exactly the least objective, the least
-        ``sum_h d_h sum_g L**2`` (:func:`~barrierlb.problem.spread_of_loads`);
-        the greedy constructions take, among pairs of exactly equal marginal
-        score, the worker with the most room (least horizon-weighted load); the
-        constructions' results are compared the same way. Off: the earlier
-        rule (the first placement in table order; in the greedy a room term
-        scaled by ``1e-6 / sum(d)`` added to the score).
+        Break ties of the objective toward even loads (default on), by a
+        lexicographic comparison that no difference of the objective can lose
+        to: the enumerations take, among placements of exactly the least
+        objective, the least ``sum_h d_h sum_g L**2``
+        (:func:`~barrierlb.problem.spread_of_loads`) instead of the first in
+        table order; the greedy constructions take, among pairs of exactly
+        equal score, the worker with the most room (least horizon-weighted
+        load). The greedy's score keeps its room term scaled by
+        ``1e-6 / sum(d)`` unless ``strict_ties``.
+    strict_ties : bool
+        With ``spread``: the greedy's score is the exact marginal objective
+        alone and the room decides only exact ties (default off: measured
+        worse in the long run on the BurstGPT sample, docs/solvers.md).
     deadline_ms : float, optional
         Wall-time budget from ``started`` (default: this call's start). The
         local search checks it before each move and further constructions are
@@ -183,12 +187,12 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
     work_conserving = problem.work_conserving if work_conserving is None else bool(work_conserving)
     budget = 16 if max_moves is None else check_int("max_moves", max_moves, minimum=0)
     max_candidates = check_int("max_candidates", max_candidates, minimum=1)
-    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0), bool(spread))
+    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0), bool(spread),
+                 bool(strict_ties))
     deadline = None
     if deadline_ms is not None:
         deadline = started + check_real("deadline_ms", deadline_ms, minimum=0.0) / 1e3
     best = None
-    best_spread = np.inf
     cut = False
     if work_conserving:
         best = _enumerate(p)
@@ -223,10 +227,7 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
         objective = search.objective() if moves else greedy_objective
         if construction == "pairs":
             pairs_raised_peak = bool((search.peak > search.initial_peak).any())
-        evenness = float(spread_of_loads(search.loads, p.alive, p.d)) if p.spread else np.inf
-        if (best is None or objective < best.objective - 1e-9 * abs(best.objective)
-                or (objective == best.objective and evenness < best_spread)):
-            best_spread = evenness
+        if best is None or objective < best.objective - 1e-9 * abs(best.objective):
             best = FastResult(task_index=np.asarray(search.placed_task, dtype=np.int64),
                               worker=np.asarray(search.placed_worker, dtype=np.int64),
                               greedy_objective=greedy_objective, objective=objective, moves=moves,
@@ -292,8 +293,10 @@ def _alike_result(p: _Problem, k: int, must: np.ndarray, counts: np.ndarray, fir
 class _Problem:
     """Host arrays of a checked problem, shared by every construction."""
 
-    def __init__(self, problem: StepProblem, work_conserving: bool, peak_weight: float, spread: bool = True):
+    def __init__(self, problem: StepProblem, work_conserving: bool, peak_weight: float, spread: bool = True,
+                 strict_ties: bool = False):
         self.spread = spread
+        self.strict_ties = spread and strict_ties
         self.loads = np.ascontiguousarray(problem.projected_load)
         self.work = np.ascontiguousarray(problem.pool_work)
         self.d = np.ascontiguousarray(problem.weights)
@@ -323,7 +326,7 @@ class _Problem:
     @functools.cached_property
     def tie_break(self) -> float:
         """The scaled room term of ``spread=False``; with ``spread`` ties are lexicographic instead."""
-        return 0.0 if self.spread else 1e-6 / max(float(self.d.sum()), 1e-12)
+        return 0.0 if self.strict_ties else 1e-6 / max(float(self.d.sum()), 1e-12)
 
 
 class _Search:
