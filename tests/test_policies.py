@@ -28,6 +28,9 @@ def test_unknown_policy_lists_the_known_ones():
     ("fcfs:horizon=3", "bad options"),
     ("bfio:stride=0", "stride"),
     ("bfio:refill=3", "refill must be true or false"),
+    ("bfio:candidates=0", "candidates"),
+    ("bfio:deadline_ms=-1", "deadline_ms"),
+    ("bfio:spread=2", "spread must be true or false"),
 ])
 def test_bad_policy_options(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -300,3 +303,14 @@ def test_no_task_starves_behind_a_bounded_candidate_set():
     assert 99 in placed_at and all(t in placed_at for t in range(6))
     assert placed_at[99] <= 4          # passed over at most max_wait times, then forced in
     assert 99 not in _run_behind_a_bounded_candidate_set("none")     # without the bound it starves
+
+
+def test_a_policy_deadline_cuts_the_search_and_the_decision_says_so():
+    state = ClusterState(8, 8)
+    state.submit([Task.decode(i, prompt_tokens=100 + (i * 37) % 900, predicted_output_tokens=20 + i % 7)
+                  for i in range(60)])
+    cut = make_policy("bfio:horizon=8,deadline_ms=0").decide(state)
+    full = make_policy("bfio:horizon=8").decide(state)
+    assert cut.info["deadline_cut"] and not full.info["deadline_cut"]
+    assert cut.task_ids.size == full.task_ids.size == 60 and cut.objective >= full.objective - 1e-9
+    state.place(cut)                                                        # a valid placement
