@@ -277,6 +277,21 @@ def imbalance_of_loads(loads: Any, alive: Any, weights: Any, *, peak_weight: flo
     return weights @ per_step
 
 
+def spread_of_loads(loads: Any, alive: Any, weights: Any) -> Any:
+    """``sum_h d_h sum_g L[h, g]**2`` over alive workers: the tie-break term (lower is more even).
+
+    With the placed work fixed (work conservation) this ranks placements as the
+    horizon-weighted variance of the loads does. The solvers use it only between
+    placements whose objective is exactly equal (:func:`barrierlb.solvers.fast.solve_problem`,
+    ``spread``). Array code, arguments as for :func:`imbalance_of_loads`.
+    """
+    xp = array_namespace(loads, weights)
+    alive_index = np.flatnonzero(to_host(alive))
+    if alive_index.size != loads.shape[1]:
+        loads = xp.take(loads, xp.asarray(alive_index, device=device_of(loads)), axis=1)
+    return weights @ xp.sum(loads * loads, axis=1)
+
+
 def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, peak_weight: float = 1.0) -> float:
     """The BF-IO objective of a placement (lower is better).
 

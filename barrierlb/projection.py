@@ -60,8 +60,40 @@ def refresh_predictions(state: Ledger, predictor) -> None:
 
 
 
+def candidate_positions(wait: np.ndarray, free_total: int, limit: int | None,
+                        max_wait: int | None = None) -> np.ndarray | None:
+    """Pool positions a bounded decision considers, ascending, or ``None`` for the whole pool.
+
+    The pool is in arrival order, so the first positions are the oldest tasks.
+    Kept: the ``max(limit, free_total)`` oldest (never fewer than the free
+    slots, so a work-conserving decision can still fill them all) plus every
+    task at its waiting bound (``wait >= max_wait``), wherever it is. A task left
+    out is passed over like any other, so it grows older and reaches the front
+    or its bound: none starves. ``limit=None`` keeps the whole pool.
+
+    Examples
+    --------
+    >>> candidate_positions(np.array([3, 0, 0, 5, 0, 0]), 1, 2, max_wait=5).tolist()
+    [0, 1, 3]
+    >>> candidate_positions(np.zeros(4, dtype=np.int64), 2, 8) is None
+    True
+    """
+    n = int(wait.size)
+    if limit is None:
+        return None
+    keep = max(int(limit), int(free_total))
+    if n <= keep:
+        return None
+    chosen = np.zeros(n, dtype=bool)
+    chosen[:keep] = True
+    if max_wait is not None:
+        chosen |= wait >= max_wait
+    return np.flatnonzero(chosen)
+
+
 def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wait: int | None = None,
-                 work_conserving: bool = True, refill: bool = False, stride: int = 1) -> StepProblem:
+                 work_conserving: bool = True, refill: bool = False, stride: int = 1,
+                 positions: np.ndarray | None = None) -> StepProblem:
     """The arrays of the BF-IO step problem at this decision point.
 
     Parameters
@@ -82,6 +114,10 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
         Keep every ``stride``-th step of the horizon, each weighted for the
         steps it stands for: the same problem as ``.sampled(stride)`` of the
         full one, without building the rows it would drop.
+    positions : array of int, optional
+        Only these pool positions (ascending) are the problem's waiting tasks
+        (:func:`candidate_positions`); the problem's pool index ``i`` is the
+        state's pool position ``positions[i]``. Default: the whole pool.
     """
     horizon = check_int("horizon", horizon, minimum=0)
     stride = check_int("stride", stride, minimum=1) if horizon else 1
@@ -98,6 +134,9 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
     # draw gives the same block (a running task runs the current step), so one is kept.
     draws = state._draws if state._draws is not None and state._draws[0] == state.version and horizon else None
     remaining, steps = (draws[1], draws[2]) if draws else (state._slot_remaining[None], pool["steps"][None])
+    if positions is not None:
+        pool = {name: values[positions] for name, values in pool.items()}
+        steps = steps[:, positions]
     n_scen = remaining.shape[0]
     g = state.n_workers
     # Only every stride-th step is kept (all when stride is 1). An affine task contributes

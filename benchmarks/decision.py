@@ -14,6 +14,13 @@ solver reached each placement (``exact`` enumeration, ``water-filling``,
 ``heuristic``: the compiled greedy and local search).
 
     python benchmarks/decision.py --quick --json decision.json
+
+``--pool-scaling`` runs only the pool-size section: one decision on an empty
+32 x 72 cluster with 1k to 100k waiting tasks, plain ``bfio`` (bounded
+candidate set) beside ``bfio:candidates=none`` (the whole pool), by
+``policy.decide`` and by ``DecodeRouter.route()``:
+
+    python benchmarks/decision.py --pool-scaling --json pool.json
 """
 
 from __future__ import annotations
@@ -323,5 +330,85 @@ def fleet_main(argv=None) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ pool scaling
+# One decision on an empty 32 x 72 cluster as the waiting pool grows: the bounded candidate set
+# (plain bfio) against the whole pool (candidates=none), timed by the policy and by the router.
+
+POOL_COLUMNS = [("pool", "pool", "{}"), ("solver", "solver", "{}"), ("via", "via", "{}"),
+                ("considered", "considered", "{}"), ("placed", "placed", "{}"), ("ms", "ms", "{:.1f}"),
+                ("ratio", "unbounded / bounded", "{:.1f}x"), ("objective", "objective", "{:.0f}")]
+
+
+def _pool_state(workload, n):
+    from barrierlb.state import ClusterState
+
+    state = ClusterState(32, 72)
+    _submit(state, workload, n)
+    return state
+
+
+def pool_rows(sizes, unbounded_max, workload):
+    from barrierlb.router import DecodeRouter
+
+    rows = []
+    for n in sizes:
+        bounded_ms = None
+        for name in ("bfio", "bfio:candidates=none"):
+            if name != "bfio" and n > unbounded_max:
+                rows.append({"case": "pool-scaling", "pool": n, "solver": name, "via": "decide",
+                             "considered": n, "ms": None, "skipped": f"pool above --unbounded-max {unbounded_max}"})
+                continue
+            policy = make_policy(name)
+            state = _pool_state(workload, n)
+            began = time.perf_counter()
+            decision = policy.decide(state)
+            ms = (time.perf_counter() - began) * 1e3
+            bounded_ms = ms if name == "bfio" else bounded_ms
+            rows.append({"case": "pool-scaling", "pool": n, "solver": name, "via": "decide",
+                         "considered": decision.info.get("pool_considered"), "placed": int(decision.task_ids.size),
+                         "ms": ms, "ratio": ms / bounded_ms if name != "bfio" and bounded_ms else None,
+                         "objective": decision.objective, "deadline_cut": decision.info.get("deadline_cut")})
+            # The router's public API: queue the same requests (its state, one batch: add_request
+            # a request at a time would time the queueing), then one route().
+            router = DecodeRouter(32, 72, policy=name)
+            _submit(router.state, workload, n)
+            began = time.perf_counter()
+            routed = router.route()
+            rows.append({"case": "pool-scaling", "pool": n, "solver": name, "via": "route", "placed": len(routed),
+                         "ms": (time.perf_counter() - began) * 1e3})
+    return rows
+
+
+def _submit(state, workload, n):
+    prompt = workload.prompt_tokens[:n].astype(np.float64)
+    state.submit_arrays(np.arange(n), prompt, growth=1.0, steps=workload.output_tokens[:n].astype(np.float64),
+                        prompt=prompt)
+
+
+def pool_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Pool-scaling section of decision.py: one bfio decision on an "
+                                     "empty 32 x 72 cluster, bounded candidate set against the whole pool")
+    parser.add_argument("--pool-scaling", action="store_true", help="run this section (required)")
+    parser.add_argument("--sizes", default="1000,5000,20000,100000", help="pool sizes, comma-separated")
+    parser.add_argument("--unbounded-max", type=int, default=5000,
+                        help="largest pool the unbounded policy runs on (20,000 took 100 s here)")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    if any(size < 1 or size > 100_000 for size in sizes):
+        parser.error(f"--sizes must be between 1 and 100000, got {args.sizes!r}")
+    workload = synthetic(100_000, seed=0)
+    make_policy("bfio").decide(_pool_state(workload, 600))          # compile and load the kernels first
+    rows = pool_rows(sizes, args.unbounded_max, workload)
+    print_table(rows, POOL_COLUMNS, "One bfio decision on an empty 32 x 72 cluster by pool size")
+    write_json(args.json, {"pool_scaling": rows})
+    return 0
+
+
 if __name__ == "__main__":
+    if "--pool-scaling" in sys.argv[1:]:
+        sys.exit(pool_main(sys.argv[1:]))
     sys.exit(fleet_main(sys.argv[1:]) if "--fleet" in sys.argv[1:] else main())

@@ -28,6 +28,9 @@ def test_unknown_policy_lists_the_known_ones():
     ("fcfs:horizon=3", "bad options"),
     ("bfio:stride=0", "stride"),
     ("bfio:refill=3", "refill must be true or false"),
+    ("bfio:candidates=0", "candidates"),
+    ("bfio:deadline_ms=-1", "deadline_ms"),
+    ("bfio:spread=2", "spread must be true or false"),
 ])
 def test_bad_policy_options(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -240,3 +243,74 @@ def test_policy_invariants(name, case, seed):
     state.place(decision)
     after = {tid: state.worker_of(tid) for tid in before}
     assert after == before                                                                 # never move
+
+
+# --------------------------------------------------------------- bounded candidate set (issue 15.4)
+
+from barrierlb.projection import candidate_positions  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(wait=st.lists(st.integers(0, 12), min_size=0, max_size=40), free=st.integers(0, 10),
+       limit=st.one_of(st.none(), st.integers(1, 12)), max_wait=st.one_of(st.none(), st.integers(0, 12)))
+def test_candidate_set_is_the_oldest_plus_every_task_at_its_bound(wait, free, limit, max_wait):
+    wait = np.array(wait, dtype=np.int64)
+    kept = candidate_positions(wait, free, limit, max_wait)
+    if limit is None or wait.size <= max(limit, free):
+        assert kept is None                                              # the whole pool
+        return
+    expected = set(range(max(limit, free)))                              # the oldest, never fewer than slots
+    if max_wait is not None:
+        expected |= set(np.flatnonzero(wait >= max_wait).tolist())       # at the bound, wherever they are
+    assert kept.tolist() == sorted(expected)
+
+
+def test_a_bounded_decision_considers_only_candidates_and_maps_its_positions_back():
+    state = ClusterState(3, 1)
+    state.submit([Task.constant(i, 1.0 + (i * 7) % 11) for i in range(50)])
+    decision = make_policy("bfio:horizon=0,candidates=5").decide(state)
+    assert decision.info["pool_considered"] == 5
+    assert set(decision.task_ids.tolist()) <= set(range(5))
+    assert np.array_equal(state.pool_ids[decision.pool_index], decision.task_ids)
+    whole = make_policy("bfio:horizon=0,candidates=none").decide(state)
+    assert whole.info["pool_considered"] == 50
+    state.place(decision)
+    assert state.n_waiting == 47
+
+
+def _run_behind_a_bounded_candidate_set(max_wait):
+    """A large task at the back of the queue, out of the candidate set, while small ones keep coming."""
+    state = ClusterState(2, 1)
+    state.submit([Task.constant(i, 1.0) for i in range(6)] + [Task.constant(99, 1000.0)])
+    policy = make_policy(f"bfio:horizon=0,candidates=3,max_wait={max_wait}")
+    bound = None if max_wait == "none" else int(max_wait)
+    next_id, placed_at = 100, {}
+    for step in range(30):
+        at_bound = set(state.pool_ids[state.pool_wait >= bound].tolist()) if bound is not None else set()
+        decision = policy.decide(state)
+        considered = candidate_positions(state.pool_wait, int(state.free_slots.sum()), 3, bound)
+        assert considered is not None and at_bound <= set(state.pool_ids[considered].tolist())   # always in
+        state.place(decision)
+        placed_at.update({t: step for t in decision.task_ids.tolist()})
+        state.complete(np.concatenate([state.tasks_on(0), state.tasks_on(1)]))
+        state.submit([Task.constant(next_id + k, 1.0) for k in range(2)])
+        next_id += 2
+    return placed_at
+
+
+def test_no_task_starves_behind_a_bounded_candidate_set():
+    placed_at = _run_behind_a_bounded_candidate_set("3")
+    assert 99 in placed_at and all(t in placed_at for t in range(6))
+    assert placed_at[99] <= 4          # passed over at most max_wait times, then forced in
+    assert 99 not in _run_behind_a_bounded_candidate_set("none")     # without the bound it starves
+
+
+def test_a_policy_deadline_cuts_the_search_and_the_decision_says_so():
+    state = ClusterState(8, 8)
+    state.submit([Task.decode(i, prompt_tokens=100 + (i * 37) % 900, predicted_output_tokens=20 + i % 7)
+                  for i in range(60)])
+    cut = make_policy("bfio:horizon=8,deadline_ms=0").decide(state)
+    full = make_policy("bfio:horizon=8").decide(state)
+    assert cut.info["deadline_cut"] and not full.info["deadline_cut"]
+    assert cut.task_ids.size == full.task_ids.size == 60 and cut.objective >= full.objective - 1e-9
+    state.place(cut)                                                        # a valid placement

@@ -411,3 +411,91 @@ def test_exact_solver_skips_a_model_that_would_use_up_its_time_limit(monkeypatch
     decision = make_policy("bfio-exact:horizon=3,time_limit_s=5").decide_problem(problem)
     assert decision.branch == "fallback" and decision.info["fallback_source"] == "fast"
     assert decision.task_ids.size == 18
+
+
+# ------------------------------------------------------------------ ties spread the load (issue 15.3)
+
+from barrierlb.solvers.fast import solve_problem  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems(max_workers=4, max_pool=6, max_horizon=3))
+def test_the_tie_break_never_costs_objective(problem):
+    """With ties spread the objective is still the brute-force optimum on every enumerated
+    instance, and equal to that of the first-placement rule (the term only orders exact ties)."""
+    on = solve_problem(problem, spread=True)
+    off = solve_problem(problem, spread=False)
+    if problem.n_to_place == 0:
+        return
+    value = predicted_imbalance(problem, on.task_index, on.worker)
+    assert value == pytest.approx(brute_force_optimum(problem), rel=1e-12, abs=1e-9)
+    assert value <= predicted_imbalance(problem, off.task_index, off.worker) + 1e-9
+    if on.path == "exact":
+        # The enumeration's answer is the brute-force lexicographic optimum: the least sum of
+        # squares among the placements of the least objective (integral work: exact ties).
+        scored = [(predicted_imbalance(problem, t, w), _squares(problem, t, w)) for t, w in _placements(problem)]
+        least = min(score for score, _ in scored)
+        assert _squares(problem, on.task_index, on.worker) == min(sq for score, sq in scored if score == least)
+
+
+def _placements(problem):
+    slots = [g for g in range(problem.n_workers) for _ in range(int(problem.free_slots[g]))]
+    for tasks in itertools.combinations(range(problem.n_pool), problem.n_to_place):
+        for workers in set(itertools.permutations(slots, problem.n_to_place)):
+            yield np.array(tasks, dtype=np.int64), np.array(workers, dtype=np.int64)
+
+
+def _squares(problem, tasks, workers):
+    from barrierlb.problem import spread_of_loads
+
+    loads = problem.projected_load.copy()
+    for t, w in zip(tasks.tolist(), workers.tolist()):
+        loads[:, w] += problem.pool_work[t]
+    return float(spread_of_loads(loads, problem.alive, problem.weights))
+
+
+def _empty_cluster_problem(seed, n_workers, n_tasks, horizon, gamma, capacity):
+    rng = np.random.default_rng(seed)
+    from barrierlb import ClusterState, Task
+
+    state = ClusterState(n_workers, capacity)
+    state.submit([Task.decode(i, prompt_tokens=int(p), predicted_output_tokens=int(o))
+                  for i, (p, o) in enumerate(zip(rng.integers(1, 5000, n_tasks), rng.integers(1, 40, n_tasks)))])
+    return state.step_problem(horizon, gamma=gamma)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(2, 40), fraction=st.floats(0.05, 1.0),
+       horizon=st.integers(0, 12), gamma=st.sampled_from([1.0, 0.9, 0.5]), capacity=st.integers(1, 4))
+def test_an_empty_cluster_gets_at_most_one_task_per_worker(seed, n_workers, fraction, horizon, gamma, capacity):
+    """N <= G new tasks on an empty cluster: one a worker (the enumeration's least sum of squares
+    among optimal placements for small pools, the LPT construction's most room for large ones)."""
+    n_tasks = max(2, int(round(fraction * n_workers)))
+    problem = _empty_cluster_problem(seed, n_workers, min(n_tasks, n_workers), horizon, gamma, capacity)
+    result = solve_problem(problem)
+    assert result.task_index.size == problem.n_pool
+    assert np.bincount(result.worker, minlength=n_workers).max() == 1
+
+
+def test_the_readme_example_spreads_its_three_requests():
+    from barrierlb import ClusterState, Task, make_policy
+
+    state = ClusterState(n_workers=4, capacity=8)
+    state.submit([Task.decode(i, prompt_tokens=p) for i, p in enumerate([900, 120, 3000])])
+    decision = make_policy("bfio:horizon=16").decide(state)
+    assert sorted(decision.task_ids.tolist()) == [0, 1, 2] and len(set(decision.workers.tolist())) == 3
+    first_rule = make_policy("bfio:horizon=16,spread=false").decide(state)
+    assert first_rule.objective == decision.objective            # the same optimum, ...
+    assert len(set(first_rule.workers.tolist())) == 2            # ... which the old rule stacked
+
+
+def test_a_deadline_returns_the_best_placement_so_far_and_says_so():
+    problem = _empty_cluster_problem(3, 8, 60, 8, 1.0, 8)           # 60 tasks on 64 slots: heuristic
+    full = solve_problem(problem)
+    cut = solve_problem(problem, deadline_ms=0.0)
+    assert not full.deadline_cut and cut.deadline_cut and full.path == cut.path == "heuristic"
+    assert cut.task_index.size == full.task_index.size == 60                    # complete and feasible
+    assert np.bincount(cut.worker, minlength=8).max() <= 8
+    assert cut.moves == 0 and cut.objective >= full.objective - 1e-9
+    with pytest.raises(ValueError, match="deadline_ms"):
+        solve_problem(problem, deadline_ms=-1.0)

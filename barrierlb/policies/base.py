@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 import warnings
@@ -69,9 +70,19 @@ class Policy(ABC):
         started = time.perf_counter()
         if state.n_waiting == 0 or not state.free_slots.any():
             return _idle(started)
-        problem = state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
-                                     stride=self.stride)
-        return self.decide_problem(problem, started=started)
+        problem, positions = self._step_problem(state)
+        decision = self.decide_problem(problem, started=started)
+        if positions is not None and decision.pool_index is not None:
+            # The problem held a subset of the pool: its positions are the state's pool positions.
+            decision = dataclasses.replace(decision, pool_index=positions[np.asarray(decision.pool_index,
+                                                                                    dtype=np.int64)])
+        return decision
+
+    def _step_problem(self, state: ClusterState):
+        """The step problem :meth:`decide` solves and the state's pool positions of its tasks
+        (``None``: the whole pool, in order)."""
+        return state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
+                                  stride=self.stride), None
 
     @abstractmethod
     def decide_problem(self, problem, *, started: float | None = None) -> Decision:

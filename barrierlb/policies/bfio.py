@@ -9,11 +9,17 @@ import numpy as np
 from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.policies.base import Decision, Policy, register
 from barrierlb.problem import predicted_imbalance
+from barrierlb.projection import candidate_positions, step_problem
 from barrierlb.solvers.exact import solve_exact_problem
 from barrierlb.solvers.fast import FastResult, solve_problem
 
 #: Default bound on how many decisions a waiting task may be passed over.
 DEFAULT_MAX_WAIT = 256
+
+#: Default bound on the waiting tasks one decision considers (``candidates``): the oldest
+#: 512, or as many as there are free slots if more, plus every task at its waiting bound.
+#: Twice the paper's visible queue (R = 128 to 256), so its runs are not cut.
+DEFAULT_CANDIDATES = 512
 
 #: BF-IO options measured best for overloaded data-parallel LLM decode: a 72-step
 #: horizon discounted by 0.9 a step, and a peak weight so large that not raising the
@@ -99,6 +105,24 @@ class BFIO(Policy):
         task of the average placed size (:meth:`ClusterState.step_problem`),
         as in an overloaded cluster. Default off; on in ``LLM_DECODE_NO_ORACLE``
         (with the exact oracle it measured worse: 2.16% against 0.78% idle).
+    spread : bool
+        Break exact ties of the objective toward even loads (default on;
+        :func:`~barrierlb.solvers.fast.solve_problem`). Lexicographic: never
+        chosen over a lower objective.
+    strict_ties : bool
+        With ``spread``, the greedy scores the exact marginal objective alone,
+        without its room term scaled by ``1e-6 / sum(d)`` (default off:
+        measured worse on the BurstGPT sample, docs/solvers.md).
+    candidates : int or None
+        Bound on the waiting tasks a decision considers: the oldest
+        ``max(candidates, free slots)`` plus every task at its waiting bound
+        (:func:`barrierlb.projection.candidate_positions`), so a decision's cost
+        does not grow with the pool. Default 512 (:data:`DEFAULT_CANDIDATES`);
+        ``None``: the whole pool.
+    deadline_ms : float or None
+        Wall-time budget of a decision, from the start of :meth:`decide`: the
+        local search stops at it and the best placement so far is returned,
+        with ``info["deadline_cut"]`` true. Default ``None`` (no deadline).
 
     A decision's ``branch`` is ``"exact"`` when the solver's enumeration proved
     the placement optimal, else ``"heuristic"``; ``info["path"]`` names the
@@ -110,7 +134,13 @@ class BFIO(Policy):
 
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
-                 max_moves: int | None = None, stride: int = 1, refill: bool = False):
+                 max_moves: int | None = None, stride: int = 1, refill: bool = False, spread: bool = True,
+                 candidates: int | None = DEFAULT_CANDIDATES, deadline_ms: float | None = None,
+                 strict_ties: bool = False):
+        self.spread = check_bool("spread", spread)
+        self.strict_ties = check_bool("strict_ties", strict_ties)
+        self.candidates = None if candidates is None else check_int("candidates", candidates, minimum=1)
+        self.deadline_ms = None if deadline_ms is None else check_real("deadline_ms", deadline_ms, minimum=0.0)
         self.stride = check_int("stride", stride, minimum=1)
         self.refill = check_bool("refill", refill)
         self.peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
@@ -125,22 +155,33 @@ class BFIO(Policy):
         self._options = {"horizon": self.horizon, "gamma": self.gamma, "max_wait": self.max_wait,
                          "work_conserving": self.work_conserving, "local_search": self.local_search,
                          "peak_weight": self.peak_weight, "max_moves": self.max_moves, "stride": self.stride,
-                         "refill": self.refill}
+                         "refill": self.refill, "spread": self.spread, "strict_ties": self.strict_ties,
+                         "candidates": self.candidates, "deadline_ms": self.deadline_ms}
 
-    def _fast(self, problem) -> FastResult:
+    def _step_problem(self, state):
+        positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()), self.candidates,
+                                        self.max_wait)
+        return step_problem(state, self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
+                            stride=self.stride, positions=positions), positions
+
+    def _fast(self, problem, started=None) -> FastResult:
         return solve_problem(problem.sampled(self.stride), work_conserving=self.work_conserving,
-                             local_search=self.local_search, peak_weight=self.peak_weight, max_moves=self.max_moves)
+                             local_search=self.local_search, peak_weight=self.peak_weight, max_moves=self.max_moves,
+                             spread=self.spread, strict_ties=self.strict_ties, deadline_ms=self.deadline_ms,
+                             started=started)
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
-        result = self._fast(problem)
+        result = self._fast(problem, started)
         # The solver's objective is the reported one when nothing was sampled or reweighted.
         known = result.objective if self.stride == 1 and self.peak_weight == 1.0 else None
         return _to_decision(problem, result.task_index, result.worker,
                             "exact" if result.path == "exact" else "heuristic", started,
                             {"path": result.path, "construction": result.construction,
                              "solver_objective": result.objective,
-                             "greedy_objective": result.greedy_objective, "moves": result.moves}, objective=known)
+                             "greedy_objective": result.greedy_objective, "moves": result.moves,
+                             "deadline_cut": result.deadline_cut, "pool_considered": problem.pool_ids.size},
+                            objective=known)
 
 
 @register("bfio-exact")
@@ -157,10 +198,11 @@ class BFIOExact(BFIO):
 
     def __init__(self, *, horizon: int = 32, gamma: float = 1.0, max_wait: int | None = DEFAULT_MAX_WAIT,
                  work_conserving: bool = True, local_search: bool = True, peak_weight: float = 1.0,
-                 max_moves: int | None = None, stride: int = 1, refill: bool = False, time_limit_s: float = 1.0):
+                 max_moves: int | None = None, stride: int = 1, refill: bool = False, time_limit_s: float = 1.0,
+                 spread: bool = True, candidates: int | None = DEFAULT_CANDIDATES):
         super().__init__(horizon=horizon, gamma=gamma, max_wait=max_wait, work_conserving=work_conserving,
                          local_search=local_search, peak_weight=peak_weight, max_moves=max_moves, stride=stride,
-                         refill=refill)
+                         refill=refill, spread=spread, candidates=candidates)
         self.time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
         self._options["time_limit_s"] = self.time_limit_s
 
@@ -171,7 +213,7 @@ class BFIOExact(BFIO):
         if self.work_conserving:
             # Small problems: the fast solver's enumeration proves the optimum in well under a
             # millisecond, before any model is built.
-            fast = self._fast(problem)
+            fast = self._fast(problem, started)
             if fast.path == "exact":
                 return _to_decision(problem, fast.task_index, fast.worker, "exact", started,
                                     {"path": "exact", "solver_objective": fast.objective})

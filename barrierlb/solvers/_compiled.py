@@ -35,12 +35,13 @@ def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
 
 
 @_kernel
-def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break):
+def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break, rooms):
     """Column ``j`` (worker ``g``) of the score matrix; ``inf`` for tasks no longer eligible.
 
     A task whose largest step fits under the worker's smallest margin overflows
     nowhere, so its score is ``-W_i`` less the tie-break with no pass over the
     horizon: the same number :func:`_score` gives (its overflow sum is zero).
+    ``rooms[j]`` receives the worker's room ``sum_h d_h (peak[h] - L[h, g])``.
     """
     room = 0.0
     least = np.inf
@@ -48,6 +49,7 @@ def _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, pea
         margin = peak[h] - loads[h, g]
         room += d[h] * margin
         least = min(least, margin)
+    rooms[j] = room
     for i in range(work.shape[0]):
         if not live[i]:
             score[i, j] = np.inf
@@ -91,7 +93,7 @@ def _keep_only_forced(live, must, score, stale):
 
 @_kernel
 def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, work_conserving, slots_rule,
-           peak_cost, tie_break, placed_task, placed_worker, n_placed, score):
+           peak_cost, tie_break, placed_task, placed_worker, n_placed, score, lexicographic):
     """The ``pairs`` (``slots_rule`` false) or ``slots`` construction; returns the placed count.
 
     ``score`` (N, C) receives the score matrix over the workers that had a free
@@ -99,7 +101,10 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     ``peak``, ``free_left``, ``unplaced`` and the placement arrays are updated.
     Each column's best row is kept, so a placement rescans only the columns it
     changed; the pair taken is the ``argmin`` of the whole matrix
-    (the first in row-major order among equal scores).
+    (the first in row-major order among equal scores). ``lexicographic``: among
+    columns whose best scores are exactly equal, the worker with the most room
+    (least horizon-weighted load) first, then row-major order; with
+    ``tie_break`` 0 (strict ties) the room never overrides a lower score.
     """
     n_pool = work.shape[0]
     cols = np.flatnonzero(free_left > 0)
@@ -107,8 +112,9 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
     live = unplaced.copy()
     best_row = np.zeros(n_cols, dtype=np.int64)
     stale = np.ones(n_cols, dtype=np.bool_)
+    rooms = np.zeros(n_cols)
     for j in range(n_cols):
-        _score_column(loads, peak, work, peak_work, d, total, live, cols[j], j, score, peak_cost, tie_break)
+        _score_column(loads, peak, work, peak_work, d, total, live, cols[j], j, score, peak_cost, tie_break, rooms)
     forced_left = 0
     for i in range(n_pool):
         if must[i] and unplaced[i]:
@@ -138,8 +144,14 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
             j = 0
             for jj in range(1, n_cols):
                 value, current = score[best_row[jj], jj], score[best_row[j], j]
-                if value < current or (value == current and best_row[jj] < best_row[j]):
+                if value < current:
                     j = jj
+                elif value == current:
+                    if lexicographic and rooms[jj] != rooms[j] and value != np.inf:
+                        if rooms[jj] > rooms[j]:
+                            j = jj
+                    elif best_row[jj] < best_row[j]:
+                        j = jj
         i = best_row[j]
         if not work_conserving and score[i, j] >= 0.0:
             # Nothing left lowers the objective: stop, unless forced tasks are still
@@ -176,18 +188,21 @@ def greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to
             for jj in range(n_cols):
                 if free_left[cols[jj]] > 0:
                     _score_column(loads, peak, work, peak_work, d, total, live, cols[jj], jj, score, peak_cost,
-                                  tie_break)
+                                  tie_break, rooms)
                     stale[jj] = True
         elif free_left[g] > 0:
-            _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break)
+            _score_column(loads, peak, work, peak_work, d, total, live, g, j, score, peak_cost, tie_break, rooms)
             stale[j] = True
     return n_placed
 
 
 @_kernel
 def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, peak_cost, tie_break,
-                  placed_task, placed_worker, n_placed):
-    """The ``largest`` construction (LPT): the largest task first, where it raises the objective least."""
+                  placed_task, placed_worker, n_placed, lexicographic):
+    """The ``largest`` construction (LPT): the largest task first, where it raises the objective least.
+
+    ``lexicographic``: among workers of exactly equal overflow, the one with the most room.
+    """
     order = _argsort_stable(-total)
     for i in order:
         if n_placed >= to_place:
@@ -196,6 +211,7 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
             continue
         best = -1
         best_value = 0.0
+        best_room = 0.0
         for g in range(loads.shape[1]):
             if free_left[g] <= 0:
                 continue
@@ -208,9 +224,10 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
                     overflow += d[h] * excess
                 room += d[h] * margin
             value = peak_cost * overflow - tie_break * room
-            if best < 0 or value < best_value:
+            if best < 0 or value < best_value or (lexicographic and value == best_value and room > best_room):
                 best = g
                 best_value = value
+                best_room = room
         _place(loads, peak, work, i, best)
         placed_task[n_placed] = i
         placed_worker[n_placed] = best

@@ -51,8 +51,11 @@ _NO_LOAD = -1.0
 
 
 def best_placement(loads: Any, work: Any, weights: Any, free_slots: np.ndarray, alive: np.ndarray,
-                   must: np.ndarray, *, peak_cost: float) -> tuple[Any, Any, float] | None:
+                   must: np.ndarray, *, peak_cost: float, spread: bool = False) -> tuple[Any, Any, float] | None:
     """The best work-conserving placement, every one scored at once (ties: the first).
+
+    ``spread``: among placements of exactly the least objective, the one whose
+    loads are most even (least ``sum_h d_h sum_g L**2``, :func:`_least_tied`) first.
 
     Places ``k = min(N, sum(free_slots))`` tasks, the ``must`` pool positions
     among them. Returns ``(task_index, worker, objective)``, two int64 arrays of
@@ -70,21 +73,21 @@ def best_placement(loads: Any, work: Any, weights: Any, free_slots: np.ndarray, 
     count = math.comb(n_pool, k) * cols.size ** k
     if count > ENUMERATION_PLACEMENTS or count * cols.size * n_rows > ENUMERATION_LIMIT:
         return None
-    tasks, workers, spread = _placements(n_pool, k, n_workers, tuple(cols.tolist()),
+    tasks, workers, table = _placements(n_pool, k, n_workers, tuple(cols.tolist()),
                                          tuple(free_slots[cols].tolist()), tuple(must.tolist()))
     device = device_of(loads)
-    added = xp.reshape(xp.asarray(spread, device=device) @ work, (tasks.shape[0], n_workers, n_rows))
+    added = xp.reshape(xp.asarray(table, device=device) @ work, (tasks.shape[0], n_workers, n_rows))
     every = xp.permute_dims(loads, (1, 0))[None, ...] + added                       # (M, G, H+1)
     if not alive.all():
         every = xp.take(every, xp.asarray(np.flatnonzero(alive), device=device), axis=1)
     score = (peak_cost * xp.max(every, axis=1) - xp.sum(every, axis=1)) @ weights
-    best = int(xp.argmin(score))
+    best = _least_tied(xp, score, (xp.sum(every * every, axis=1) @ weights) if spread else None)
     return (xp.asarray(tasks[best], device=device), xp.asarray(workers[best], device=device),
             float(score[best]))
 
 
 def best_counts(loads: Any, task_work: Any, weights: Any, free_slots: np.ndarray, alive: np.ndarray,
-                k: int) -> tuple[np.ndarray, float] | None:
+                k: int, *, spread: bool = False) -> tuple[np.ndarray, float] | None:
     """Alike tasks (lookahead ``task_work``, shape (H + 1,)): the best vector of per-worker counts.
 
     Every vector of ``k`` placements within the free slots is scored (far fewer
@@ -101,12 +104,15 @@ def best_counts(loads: Any, task_work: Any, weights: Any, free_slots: np.ndarray
         return None
     counts = xp.asarray(table, device=device_of(loads))
     peak = None                                                  # (M, H+1): max over alive workers
+    squares = 0.0
     for g in np.flatnonzero(alive).tolist():                     # a loop over few workers beats a
         column = counts[:, g:g + 1] * task_work + loads[:, g]    # reduction over a middle axis 6x
         peak = column if peak is None else xp.maximum(peak, column)
+        if spread:
+            squares = squares + column * column
     assert peak is not None                                      # a worker with a free slot is alive
     total = peak @ weights
-    best = int(xp.argmin(total))
+    best = _least_tied(xp, total, (squares @ weights) if spread else None)
     return table[best], float(total[best])
 
 
@@ -182,6 +188,25 @@ def water_fill(loads: Any, task_work: Any, weights: Any, free_slots: np.ndarray,
         moves += 1
     counts[alive_index] = to_host(c)
     return counts, first, current, moves
+
+
+def _least_tied(xp: Any, score: Any, second: Any) -> int:
+    """Position of the least ``score``; among exactly equal ones the least ``second`` (``None``:
+    the first), then the first.
+
+    Lexicographic, so the second term can never override the first: a placement
+    of a higher score is never chosen, however small the difference. Ties are
+    equality of the computed numbers. Every placement's score is the same
+    expression summed in the same order, so placements whose per-step loads are
+    the same numbers (integral work such as tokens is exact in float64 up to
+    2**53) tie exactly; where rounding separates two truly equal scores the
+    lower one is kept and loads are merely not spread.
+    """
+    best = int(xp.argmin(score))
+    if second is None:
+        return best
+    tied = score == score[best]
+    return int(xp.argmin(xp.where(tied, second, xp.asarray(xp.inf, dtype=second.dtype, device=device_of(second)))))
 
 
 def top3(loads: Any) -> tuple[Any, Any]:

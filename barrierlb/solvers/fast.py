@@ -23,7 +23,9 @@ of any array library are converted to host numpy arrays once, by
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,9 @@ class FastResult:
         For ``path="heuristic"``, the greedy construction whose placement
         (after its local search) was kept: ``"pairs"``, ``"slots"`` or
         ``"largest"`` (see :func:`solve_problem`); else ``None``.
+    deadline_cut : bool
+        The ``deadline_ms`` of :func:`solve_problem` ended the search early: the
+        placement is the best found by then (complete and feasible).
     """
 
     task_index: np.ndarray
@@ -72,11 +77,13 @@ class FastResult:
     moves: int
     path: str = "heuristic"
     construction: str | None = None
+    deadline_cut: bool = False
 
 
 def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: Any, *, alive: Any = None,
                forced: Any = None, work_conserving: bool = True, local_search: bool = True,
-               max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0) -> FastResult:
+               max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0,
+               spread: bool = True, deadline_ms: float | None = None) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
     The arrays are checked once (:meth:`StepProblem.from_arrays`: shapes,
@@ -98,7 +105,7 @@ def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: An
     forced : array of bool, shape (N,), optional
         Tasks that must be placed (bounded waiting), first in arrival order,
         also when ``work_conserving`` is false.
-    work_conserving, local_search, max_moves, max_candidates, peak_weight
+    work_conserving, local_search, max_moves, max_candidates, peak_weight, spread, deadline_ms
         See :func:`solve_problem`.
 
     Returns
@@ -108,11 +115,13 @@ def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: An
     problem = StepProblem.from_arrays(projected_load, pool_work, free_slots, alive=alive, weights=weights,
                                       forced=forced, work_conserving=work_conserving)
     return solve_problem(problem, local_search=local_search, max_moves=max_moves, max_candidates=max_candidates,
-                         peak_weight=peak_weight)
+                         peak_weight=peak_weight, spread=spread, deadline_ms=deadline_ms)
 
 
 def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, local_search: bool = True,
-                  max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0) -> FastResult:
+                  max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0,
+                  spread: bool = True, strict_ties: bool = False, deadline_ms: float | None = None,
+                  started: float | None = None) -> FastResult:
     """Solve a checked :class:`~barrierlb.problem.StepProblem` with the fast solver.
 
     Small problems are solved exactly by enumeration (``path="exact"``): every
@@ -149,14 +158,42 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
         Waiting tasks considered for replacement moves (the best by greedy score).
     peak_weight : float
         Weight of the peak term relative to the paper's objective (1).
+    spread : bool
+        Break ties of the objective toward even loads (default on), by a
+        lexicographic comparison that no difference of the objective can lose
+        to: the enumerations take, among placements of exactly the least
+        objective, the least ``sum_h d_h sum_g L**2``
+        (:func:`~barrierlb.problem.spread_of_loads`) instead of the first in
+        table order; the greedy constructions take, among pairs of exactly
+        equal score, the worker with the most room (least horizon-weighted
+        load). The greedy's score keeps its room term scaled by
+        ``1e-6 / sum(d)`` unless ``strict_ties``.
+    strict_ties : bool
+        With ``spread``: the greedy's score is the exact marginal objective
+        alone and the room decides only exact ties (default off: measured
+        worse in the long run on the BurstGPT sample, docs/solvers.md).
+    deadline_ms : float, optional
+        Wall-time budget from ``started`` (default: this call's start). The
+        local search checks it before each move and further constructions are
+        skipped once it has passed; the best complete placement found so far is
+        returned with ``deadline_cut`` set. The first greedy construction always
+        completes (its cost is bounded by the pool and the free slots).
+    started : float, optional
+        ``time.perf_counter()`` at which the deadline's clock started.
     """
+    started = time.perf_counter() if started is None else started
     if not isinstance(problem, StepProblem):
         raise TypeError(f"problem must be a StepProblem, got {type(problem).__name__}")
     work_conserving = problem.work_conserving if work_conserving is None else bool(work_conserving)
     budget = 16 if max_moves is None else check_int("max_moves", max_moves, minimum=0)
     max_candidates = check_int("max_candidates", max_candidates, minimum=1)
-    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0))
+    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0), bool(spread),
+                 bool(strict_ties))
+    deadline = None
+    if deadline_ms is not None:
+        deadline = started + check_real("deadline_ms", deadline_ms, minimum=0.0) / 1e3
     best = None
+    cut = False
     if work_conserving:
         best = _enumerate(p)
         # Water-filled counts that used up their moves get compared with the constructions below.
@@ -176,13 +213,17 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
             continue
         if construction == "largest" and not (all_placed and (pairs_raised_peak or len(constructions) == 1)):
             continue
+        if best is not None and deadline is not None and time.perf_counter() >= deadline:
+            cut = True
+            break
         search = _Search(p)
         search.greedy(construction)
         greedy_objective = search.objective()
         moves = 0
         # One placement: the greedy's lowest-score pair is already optimal.
         if local_search and len(search.placed_task) > 1:
-            moves = search.local_search(budget, max_candidates)
+            moves, stopped = search.local_search(budget, max_candidates, deadline=deadline)
+            cut = cut or stopped
         objective = search.objective() if moves else greedy_objective
         if construction == "pairs":
             pairs_raised_peak = bool((search.peak > search.initial_peak).any())
@@ -192,6 +233,8 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
                               greedy_objective=greedy_objective, objective=objective, moves=moves,
                               construction=construction)
     assert best is not None          # every problem runs at least one construction
+    if cut:
+        best = dataclasses.replace(best, deadline_cut=True)
     return best
 
 
@@ -217,13 +260,14 @@ def _enumerate(p: _Problem) -> FastResult | None:
         return None
     must = np.flatnonzero(p.forced)[:k]
     if not p.identical:
-        found = enumeration.best_placement(p.loads, p.work, p.d, p.free, p.alive, must, peak_cost=p.peak_cost)
+        found = enumeration.best_placement(p.loads, p.work, p.d, p.free, p.alive, must, peak_cost=p.peak_cost,
+                                           spread=p.spread)
         if found is None:
             return None
         tasks, workers, objective = found
         return FastResult(task_index=np.asarray(tasks, dtype=np.int64), worker=np.asarray(workers, dtype=np.int64),
                           greedy_objective=objective, objective=objective, moves=0, path="exact")
-    counted = enumeration.best_counts(p.loads, p.work[0], p.d, p.free, p.alive, k)
+    counted = enumeration.best_counts(p.loads, p.work[0], p.d, p.free, p.alive, k, spread=p.spread)
     if counted is not None:
         return _alike_result(p, k, must, counted[0], counted[1], counted[1], 0, "exact")
     filled = enumeration.water_fill(p.loads, p.work[0], p.d, p.free, p.alive, k)
@@ -249,7 +293,10 @@ def _alike_result(p: _Problem, k: int, must: np.ndarray, counts: np.ndarray, fir
 class _Problem:
     """Host arrays of a checked problem, shared by every construction."""
 
-    def __init__(self, problem: StepProblem, work_conserving: bool, peak_weight: float):
+    def __init__(self, problem: StepProblem, work_conserving: bool, peak_weight: float, spread: bool = True,
+                 strict_ties: bool = False):
+        self.spread = spread
+        self.strict_ties = spread and strict_ties
         self.loads = np.ascontiguousarray(problem.projected_load)
         self.work = np.ascontiguousarray(problem.pool_work)
         self.d = np.ascontiguousarray(problem.weights)
@@ -278,7 +325,8 @@ class _Problem:
 
     @functools.cached_property
     def tie_break(self) -> float:
-        return 1e-6 / max(float(self.d.sum()), 1e-12)
+        """The scaled room term of ``spread=False``; with ``spread`` ties are lexicographic instead."""
+        return 0.0 if self.strict_ties else 1e-6 / max(float(self.d.sum()), 1e-12)
 
 
 class _Search:
@@ -312,19 +360,22 @@ class _Search:
         workers = np.empty(p.to_place, dtype=np.int64)
         if construction == "largest":
             n = kernels.largest_first(self.loads, self.peak, p.work, p.d, p.total, self.free_left, self.unplaced,
-                                      p.to_place, float(p.peak_cost), float(p.tie_break), tasks, workers, 0)
+                                      p.to_place, float(p.peak_cost), float(p.tie_break), tasks, workers, 0,
+                                      p.spread)
         else:
             must = np.zeros(p.n_pool, dtype=bool)
             must[np.flatnonzero(p.forced)[: p.to_place]] = True
             self.score = np.empty((p.n_pool, n_cols))
             n = kernels.greedy(self.loads, self.peak, p.work, p.peak_work, p.d, p.total, self.free_left,
                                self.unplaced, must, p.to_place, p.work_conserving, construction == "slots",
-                               float(p.peak_cost), float(p.tie_break), tasks, workers, 0, self.score)
+                               float(p.peak_cost), float(p.tie_break), tasks, workers, 0, self.score, p.spread)
         self.placed_task = tasks[:n].tolist()
         self.placed_worker = workers[:n].tolist()
 
-    def local_search(self, max_moves: int, max_candidates: int, max_pairs: int = 1024) -> int:
-        """Best-improvement local search on this construction; returns the moves applied.
+    def local_search(self, max_moves: int, max_candidates: int, max_pairs: int = 1024,
+                     deadline: float | None = None) -> tuple[int, bool]:
+        """Best-improvement local search on this construction; returns the moves applied and
+        whether ``deadline`` (a ``time.perf_counter()`` value) stopped it.
 
         Each round scores every candidate move exactly (as the change of the
         objective) and applies the best one: exchange (placed tasks on two
@@ -340,9 +391,25 @@ class _Search:
         workers = np.array(self.placed_worker, dtype=np.int64)
         has_score = self.score is not None
         score = self.score if self.score is not None else np.empty((0, 0))
-        moves = _kernels().local_search(self.loads, p.work, p.d, p.total, tasks, workers, tasks.size, self.unplaced,
-                                        self.free_left, p.forced, p.alive, float(p.peak_cost), score, has_score,
-                                        max_moves, max_candidates, max_pairs)
+        kernels = _kernels()
+
+        def run(n_moves):
+            return int(kernels.local_search(self.loads, p.work, p.d, p.total, tasks, workers, tasks.size,
+                                            self.unplaced, self.free_left, p.forced, p.alive, float(p.peak_cost),
+                                            score, has_score, n_moves, max_candidates, max_pairs))
+
+        stopped = False
+        if deadline is None:
+            moves = run(max_moves)
+        else:                       # one move a call, the clock read between moves
+            moves = 0
+            while moves < max_moves:
+                if time.perf_counter() >= deadline:
+                    stopped = True
+                    break
+                if not run(1):
+                    break
+                moves += 1
         self.placed_task = tasks.tolist()
         self.placed_worker = workers.tolist()
-        return int(moves)
+        return moves, stopped
