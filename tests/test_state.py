@@ -239,7 +239,8 @@ def test_memory_is_bounded_by_the_live_tasks_over_a_million_submissions():
 
 def test_per_task_reports_are_checked_before_anything_changes():
     state = ClusterState(2, 2)
-    state.submit_arrays(np.array([1, 2, 3]), np.array([10.0, 20.0, 30.0]), growth=1.0, prompt=np.array([10.0, 20.0, 30.0]))
+    work = np.array([10.0, 20.0, 30.0])
+    state.submit_arrays(np.array([1, 2, 3]), work, growth=1.0, prompt=work)
     state.place(Placement(np.array([1, 2]), np.array([0, 1])))
     state.set_progress([1], [5])
     assert state.current_load().tolist() == [15.0, 20.0]
