@@ -295,6 +295,10 @@ class Ledger:
         Raises ``ValueError`` (and changes nothing) when a task is not running or
         is named twice.
         """
+        self._remove(*self._running_slots(task_ids))
+
+    def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, slots)`` of running tasks, each named once; ``ValueError`` otherwise."""
         id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
         missing = [tid for tid in id_list if tid not in self._location]
         if missing:
@@ -303,8 +307,8 @@ class Ledger:
             raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(id_list))[:5]}")
         # The location dict, not a scan of every slot: a batch of one costs a few microseconds.
         where = [self._location[tid] for tid in id_list]
-        self._remove(np.array([g for g, _ in where], dtype=np.int64),
-                     np.array([s for _, s in where], dtype=np.int64))
+        return (np.fromiter((g for g, _ in where), dtype=np.int64, count=len(where)),
+                np.fromiter((s for _, s in where), dtype=np.int64, count=len(where)))
 
     def complete_slots(self, mask) -> np.ndarray:
         """Remove the tasks in the slots where ``mask`` (shape (G, S)) is true; returns their ids."""
@@ -351,16 +355,8 @@ class Ledger:
         shrink by the steps it gained. Raises ``ValueError`` (and changes nothing)
         for a task that is not running, one named twice or a negative count.
         """
-        id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
-        steps = check_array("steps", np.atleast_1d(steps), shape=(len(id_list),), dtype=np.int64, nonnegative=True)
-        missing = [tid for tid in id_list if tid not in self._location]
-        if missing:
-            raise ValueError(f"task {missing[0]} is not running on any worker")
-        if len(set(id_list)) != len(id_list):
-            raise ValueError(f"task_ids names a task twice: {sorted(_duplicates(id_list))[:5]}")
-        where = [self._location[tid] for tid in id_list]
-        rows = np.fromiter((w[0] for w in where), dtype=np.int64, count=len(where))
-        cols = np.fromiter((w[1] for w in where), dtype=np.int64, count=len(where))
+        rows, cols = self._running_slots(task_ids)
+        steps = check_array("steps", np.atleast_1d(steps), shape=rows.shape, dtype=np.int64, nonnegative=True)
         self._slot_remaining[rows, cols] -= steps - self._slot_age[rows, cols]
         self._slot_age[rows, cols] = steps
         self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
