@@ -366,6 +366,27 @@ def _shift_gain(values, index, peak, d, loads, work, ga, gb, ta, tb, peak_cost):
 
 
 @_kernel
+def _best_shift(values, index, peak, d, loads, work, task, worker, first, second, priority, count, exchange,
+                peak_cost, max_pairs):
+    """The best of the first ``count`` candidate shifts, scored in order of ``priority`` (the top
+    ``max_pairs``): task ``first[k]`` leaves its worker for the worker of task ``second[k]`` and that
+    task comes back (``exchange``), or it moves to worker ``second[k]`` (a relocation). Returns
+    (gain, first, second) of the lowest gain, the earliest scored on ties; (0, -1, -1) if none."""
+    if count == 0:
+        return 0.0, -1, -1
+    best, best_gain = -1, 0.0
+    for k in _top(priority[:count], max_pairs):
+        a, b = first[k], second[k]
+        if exchange:
+            gain = _shift_gain(values, index, peak, d, loads, work, worker[a], worker[b], task[a], task[b], peak_cost)
+        else:
+            gain = _shift_gain(values, index, peak, d, loads, work, worker[a], b, task[a], -1, peak_cost)
+        if best < 0 or gain < best_gain:
+            best, best_gain = k, gain
+    return best_gain, first[best], second[best]
+
+
+@_kernel
 def _best_exchange(values, index, peak, d, loads, work, total, task, worker, movers, room, peak_cost, max_pairs):
     """Exchanges: a task on a peak worker swaps with a lighter one elsewhere. Returns (gain, a, b), a < 0 if none."""
     first = np.empty(movers.size * task.size, dtype=np.int64)
@@ -379,15 +400,8 @@ def _best_exchange(values, index, peak, d, loads, work, total, task, worker, mov
                 second[count] = b
                 priority[count] = room[worker[b]]             # partners on the roomiest workers first
                 count += 1
-    if count == 0:
-        return 0.0, -1, -1
-    best, best_gain = -1, 0.0
-    for k in _top(priority[:count], max_pairs):
-        a, b = first[k], second[k]
-        gain = _shift_gain(values, index, peak, d, loads, work, worker[a], worker[b], task[a], task[b], peak_cost)
-        if best < 0 or gain < best_gain:
-            best, best_gain = k, gain
-    return best_gain, first[best], second[best]
+    return _best_shift(values, index, peak, d, loads, work, task, worker, first, second, priority, count, True,
+                       peak_cost, max_pairs)
 
 
 @_kernel
@@ -406,15 +420,8 @@ def _best_relocation(values, index, peak, d, loads, work, task, worker, movers, 
                 second[count] = target
                 priority[count] = room[target]
                 count += 1
-    if count == 0:
-        return 0.0, -1, -1
-    best, best_gain = -1, 0.0
-    for k in _top(priority[:count], max_pairs):
-        a, target = first[k], second[k]
-        gain = _shift_gain(values, index, peak, d, loads, work, worker[a], target, task[a], -1, peak_cost)
-        if best < 0 or gain < best_gain:
-            best, best_gain = k, gain
-    return best_gain, first[best], second[best]
+    return _best_shift(values, index, peak, d, loads, work, task, worker, first, second, priority, count, False,
+                       peak_cost, max_pairs)
 
 
 @_kernel
