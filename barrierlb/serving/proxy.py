@@ -56,7 +56,7 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated", "reported")
+                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -72,6 +72,8 @@ class _Flight:
         self.task: asyncio.Task | None = None
         self.generated = 0          # tokens seen so far
         self.reported = 0           # tokens the router knows of
+        self.count_args: tuple | None = None       # (text, chat, body) while its /tokenize call is to start
+        self.counting: asyncio.Future | None = None
 
 
 class Proxy:
@@ -88,6 +90,7 @@ class Proxy:
         self.router = DecodeRouter(g, config.slots, policy=policy, predictor=self._predictor,
                                    max_wait_s=config.max_wait_s)
         self._flights: dict[int, _Flight] = {}
+        self._uncounted: list[_Flight] = []       # enqueued since the last decision, /tokenize not started
         self._ids = itertools.count()
         self._wake: asyncio.Event | None = None
         self._up = [True] * g
@@ -152,6 +155,8 @@ class Proxy:
                                 queued_at=flight.queued_at)
         flight.released = False
         self._flights[flight.task_id] = flight
+        if flight.count_args is not None:
+            self._uncounted.append(flight)
         self._wake.set()
 
     def _release(self, flight: _Flight, output_tokens: int | None = None, *, cancelled: bool = False) -> None:
@@ -193,6 +198,7 @@ class Proxy:
                 pass
             self._wake.clear()
             if not self.router.queued:
+                self._uncounted.clear()
                 continue
             self._sync_progress()
             started = time.perf_counter()
@@ -203,6 +209,7 @@ class Proxy:
                 await asyncio.sleep(0.1)
                 continue
             if not placements:
+                self._count_waiting()
                 continue
             self.decision_s.append(time.perf_counter() - started)
             if len(self.decision_s) > 100_000:
@@ -214,6 +221,19 @@ class Proxy:
                 flight.rank = rank
                 if not flight.placed.done():
                     flight.placed.set_result(rank)
+            self._count_waiting()
+
+    def _count_waiting(self) -> None:
+        """Start ``/tokenize`` for the requests a decision left waiting; a placed one starts it once sent."""
+        uncounted, self._uncounted = self._uncounted, []
+        for flight in uncounted:
+            if flight.rank < 0 and not flight.released:
+                self._start_count(flight)
+
+    def _start_count(self, flight: _Flight) -> None:
+        if flight.count_args is not None and flight.counting is None and not self._tokenize_missing:
+            flight.counting = asyncio.ensure_future(self._count_prompt(flight, *flight.count_args))
+        flight.count_args = None
 
     def _sync_progress(self) -> None:
         """Tell the router every running request's tokens, in one call before a decision.
@@ -304,9 +324,10 @@ class Proxy:
         exact = prompt_ids is not None
         prompt_tokens = prompt_ids if exact else estimate_tokens(text)
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
-        counting = None
         if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
-            counting = asyncio.ensure_future(self._count_prompt(flight, text, chat, body))
+            # Started once the request is sent (or left waiting by a decision): the first decision
+            # uses the estimate either way, and the call no longer delays the request on its way.
+            flight.count_args = (text, chat, body)
         if self.config.pin == "sglang":
             raw = None                                 # rebuilt per attempt with the rank in it
         try:
@@ -343,8 +364,8 @@ class Proxy:
                 self._release(flight, cancelled=True)
             if flight.task is not None and not flight.task.done():
                 flight.task.cancel()
-            if counting is not None and not counting.done():
-                counting.cancel()
+            if flight.counting is not None and not flight.counting.done():
+                flight.counting.cancel()
 
     async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
         """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
@@ -395,6 +416,7 @@ class Proxy:
         timeout = aiohttp.ClientTimeout(total=config.request_timeout_s, sock_connect=config.connect_timeout_s,
                                         sock_read=config.read_timeout_s)
         flight.sent_at = time.monotonic()
+        self._start_count(flight)              # its task runs once this request is written
         try:
             upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as error:
