@@ -330,11 +330,17 @@ class Proxy:
             flight.count_args = (text, chat, body)
         if self.config.pin == "sglang":
             raw = None                                 # rebuilt per attempt with the rank in it
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     self._enqueue(flight)
-                    rank = await asyncio.wait_for(asyncio.shield(flight.placed), self.config.queue_timeout_s)
+                    # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
+                    expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
+                    try:
+                        rank = await flight.placed
+                    finally:
+                        expiry.cancel()
                 except asyncio.TimeoutError:
                     self._release(flight, cancelled=True)
                     self.counters["timed_out"] += 1
@@ -587,6 +593,11 @@ def _policy_options(spec: str) -> dict:
     from barrierlb.policies import make_policy
 
     return make_policy(spec).options()
+
+
+def _expire(placed: asyncio.Future) -> None:
+    if not placed.done():
+        placed.set_exception(asyncio.TimeoutError())
 
 
 def _cancelling() -> bool:
