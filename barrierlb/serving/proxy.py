@@ -108,6 +108,10 @@ class Proxy:
         self._session = None
         self.url: str | None = None
         self._metrics = _Metrics(g)
+        self._probe_timeout = aiohttp.ClientTimeout(total=config.probe_timeout_s)
+        self._request_timeout = aiohttp.ClientTimeout(total=config.request_timeout_s,
+                                                      sock_connect=config.connect_timeout_s,
+                                                      sock_read=config.read_timeout_s)
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -268,9 +272,9 @@ class Proxy:
             await asyncio.sleep(config.health_interval_s)
 
     async def _probe(self, rank: int) -> bool:
-        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
         try:
-            async with self._session.get(self.config.rank_url(rank) + "/health", timeout=timeout) as response:
+            async with self._session.get(self.config.rank_url(rank) + "/health",
+                                         timeout=self._probe_timeout) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -383,10 +387,10 @@ class Proxy:
         if not up:
             return
         rank = up[next(self._ids) % len(up)]
-        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
         try:
             async with self._session.post(self.config.rank_url(rank) + "/tokenize",
-                                          json={"content": text, "prompt": text}, timeout=timeout) as response:
+                                          json={"content": text, "prompt": text},
+                                          timeout=self._probe_timeout) as response:
                 if response.status == 404:
                     self._tokenize_missing = True
                 if response.status != 200:
@@ -419,8 +423,7 @@ class Proxy:
     async def _forward(self, request, flight: _Flight, rank: int, path: str, body: dict, raw):
         config = self.config
         url, headers, payload = self._upstream(request, rank, path, body, raw)
-        timeout = aiohttp.ClientTimeout(total=config.request_timeout_s, sock_connect=config.connect_timeout_s,
-                                        sock_read=config.read_timeout_s)
+        timeout = self._request_timeout
         flight.sent_at = time.monotonic()
         self._start_count(flight)              # its task runs once this request is written
         try:
