@@ -21,6 +21,7 @@ Failure handling, request by request:
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import math
@@ -627,6 +628,9 @@ async def serve_forever(config: ServeConfig, *, ready=None) -> None:
     """Run a proxy until cancelled; ``ready(url)`` is called once it listens."""
     proxy = Proxy(config)
     await proxy.start()
+    # What was loaded to start (numpy, numba, the solvers' kernels) stays: keep the collector's full
+    # passes, which would walk all of it, off the requests' path.
+    gc.freeze()
     if ready is not None:
         ready(proxy.url)
     try:
