@@ -25,7 +25,11 @@ def uvloop_module(event_loop: str = "auto"):
 
 def run(main, event_loop: str = "auto"):
     """``asyncio.run(main)`` on the chosen loop (:func:`uvloop_module`)."""
-    uvloop = uvloop_module(event_loop)
+    try:
+        uvloop = uvloop_module(event_loop)
+    except (ValueError, ImportError):
+        main.close()                              # never started: no "never awaited" warning
+        raise
     return asyncio.run(main) if uvloop is None else uvloop.run(main)
 
 

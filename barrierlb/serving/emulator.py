@@ -539,6 +539,9 @@ def main(argv=None) -> int:
 
     try:
         return run_loop(run(), args.event_loop) or 0
+    except ImportError as error:
+        print(f"emulator: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 
