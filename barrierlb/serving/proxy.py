@@ -120,7 +120,9 @@ class Proxy:
         config = self.config
         self._wake = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No cookie jar: an engine's cookies are its clients', never kept here and sent on others' requests.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              cookie_jar=aiohttp.DummyCookieJar())
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
