@@ -28,6 +28,7 @@ request, and the highest rate swept whose added p99 stays under 5 ms.
 
     python benchmarks/serve.py --quick --json serve.json      # under 3 minutes: 32 ranks BurstGPT + proxy cost
     python benchmarks/serve.py --json serve.json              # 8 and 32 ranks, both traces
+    python benchmarks/serve.py --quick --skip-replay --overhead-estimate --event-loop asyncio  # cost, asyncio loop
 
 Every process is started by this script and stopped before it exits.
 """
