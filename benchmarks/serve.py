@@ -28,6 +28,7 @@ request, and the highest rate swept whose added p99 stays under 5 ms.
 
     python benchmarks/serve.py --quick --json serve.json      # under 3 minutes: 32 ranks BurstGPT + proxy cost
     python benchmarks/serve.py --json serve.json              # 8 and 32 ranks, both traces
+    python benchmarks/serve.py --quick --skip-replay --overhead-estimate --event-loop asyncio  # cost, asyncio loop
 
 Every process is started by this script and stopped before it exits.
 """
@@ -137,9 +138,9 @@ def hosted_proxy(loop, urls: str, slots: int, policy: str) -> Hosted:
     return Hosted(loop, server, loop.run(server.start()))
 
 
-def emulator(ranks: int, slots: int, base_s: float, token_s: float) -> Process:
+def emulator(ranks: int, slots: int, base_s: float, token_s: float, *extra: str) -> Process:
     return Process([sys.executable, "-m", "barrierlb.serving.emulator", "--ranks", str(ranks), "--slots", str(slots),
-                    "--step-base-s", repr(float(base_s)), "--step-token-s", repr(float(token_s))],
+                    "--step-base-s", repr(float(base_s)), "--step-token-s", repr(float(token_s)), *extra],
                    r"EMULATOR_URLS=(\S+)")
 
 
@@ -402,7 +403,9 @@ def _overhead(args, extra, *, sweep=True) -> dict:
     # Slots far above what 200 requests/s of 4-token requests occupy: a request never waits for
     # a slot, so what the proxy path adds is the proxy's own work, not queueing.
     ranks, slots = 8, 256
-    with emulator(ranks, slots, 0.001, 0.0) as engine, proxy(engine.found, slots, "auto", *extra) as server:
+    loop = ("--event-loop", args.event_loop)
+    with emulator(ranks, slots, 0.001, 0.0, *loop) as engine, \
+            proxy(engine.found, slots, "auto", *extra, *loop) as server:
         direct_urls = engine.found.split(",")
         asyncio.run(_timed_requests([server.found], 100, 1.0, 99))             # warm up: kernels, connections
 
@@ -441,13 +444,15 @@ def _overhead(args, extra, *, sweep=True) -> dict:
                 break
         passing = [p["rate_rps"] for p in points if p["overhead_p99_ms"] <= 5.0]
         status = asyncio.run(_status(server.found))
+        loop_used = re.search(r"(\w+) loop\)", server.output()).group(1)
     return {"policy": "proxy", "policy_spec": "auto", "engine": "emulator", "ranks": ranks, "slots": slots,
             "workload": "4-token requests, 1 in 4 streamed", **main,
             "max_rate_rps": (max(passing) if passing else None) if sweep else None,
             "sweep": [{k: p[k] for k in ("rate_rps", "overhead_p50_ms", "overhead_p99_ms", "cpu_ms_per_request")}
                       for p in points],
             "decision_ms_p50": status["decision_ms_p50"],
-            "prompt_tokens": "estimate" if "estimate" in extra else "tokenize"}
+            "prompt_tokens": "estimate" if "estimate" in extra else "tokenize",
+            "event_loop": loop_used}
 
 
 async def _status(url):
@@ -472,16 +477,28 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-overhead", action="store_true", help="only the trace replay")
     parser.add_argument("--overhead-estimate", action="store_true",
                         help="with --quick, also measure the proxy with --prompt-tokens estimate")
+    parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="the proxy's and the emulator's loop in the cost part (default auto: uvloop if installed)")
     parser.add_argument("--bfio", default="auto", help="the bfio row's --policy (default auto, serve's default)")
     parser.add_argument("--policies", default=",".join(p for p, _ in POLICIES),
                         help=f"comma-separated subset of {', '.join(p for p, _ in POLICIES)}")
+    parser.add_argument("--overhead-blocks", type=int, default=None,
+                        help="alternating blocks per path in the cost part (default 4, quick 2)")
+    parser.add_argument("--sweep", default=None, metavar="RATE,RATE,...",
+                        help="rates swept after 200/s in the cost part ('' for none; default 400..1600, quick 400,800)")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
-    args.overhead_blocks = 2 if args.quick else 4
+    args.overhead_blocks = args.overhead_blocks or (2 if args.quick else 4)
     args.overhead_block_s = 2.0 if args.quick else 3.0
-    args.sweep = (400.0, 800.0) if args.quick else (400.0, 600.0, 800.0, 1200.0, 1600.0)
+    if args.sweep is None:
+        args.sweep = (400.0, 800.0) if args.quick else (400.0, 600.0, 800.0, 1200.0, 1600.0)
+    else:
+        try:
+            args.sweep = tuple(float(rate) for rate in args.sweep.split(",") if rate.strip())
+        except ValueError:
+            parser.error(f"--sweep must list rates separated by commas, got {args.sweep!r}")
     started = time.monotonic()
     rows = [] if args.skip_replay else part1(args)
     columns = [("workload", "workload", "{}"), ("ranks", "G", "{}"), ("policy", "policy", "{}"),
@@ -513,7 +530,7 @@ def main(argv=None) -> int:
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
                                  ("max_rate_rps", "max rate/s (p99 <= 5 ms)", "{:.0f}"),
-                                 ("decision_ms_p50", "decide ms", "{:.2f}")],
+                                 ("decision_ms_p50", "decide ms", "{:.2f}"), ("event_loop", "loop", "{}")],
                 "The proxy's own cost (through the proxy minus directly, same emulator, alternating blocks)")
     sweep = (f"{p['rate_rps']:.0f}/s -> p99 +{p['overhead_p99_ms']:.2f} ms" for p in proxy_record["sweep"])
     print("sweep: " + ", ".join(sweep))

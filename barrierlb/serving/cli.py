@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
 
+from barrierlb.serving._loop import EVENT_LOOPS, uvloop_module
+from barrierlb.serving._loop import name as loop_name
+from barrierlb.serving._loop import run as run_loop
 from barrierlb.serving.config import PIN_MODES, ServeConfig
 
 DESCRIPTION = """\
@@ -61,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a request waiting this long for a slot gets a 503 (default %(default)s)")
     parser.add_argument("--max-wait-s", type=float, default=ServeConfig.max_wait_s,
                         help="bounded waiting: a request queued this long is placed first (default %(default)s)")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto",
+                        help="auto (default): uvloop when installed (part of the serve extra), else asyncio's")
 
 
 def config_from_args(args) -> ServeConfig:
@@ -90,6 +94,7 @@ def run(args) -> int:
 
             make_policy(config.policy)
         from barrierlb.serving.proxy import serve_forever
+        uvloop_module(args.event_loop)
     except (ValueError, TypeError, ImportError) as error:
         # ServeConfig names its fields; on the command line they are options.
         message = re.sub(r"^([a-z_]+) must", lambda m: f"--{m.group(1).replace('_', '-')} must", str(error))
@@ -98,10 +103,10 @@ def run(args) -> int:
 
     def ready(url):
         print(f"barrierlb serve: listening on {url} ({config.n_ranks} ranks x {config.slots} slots, "
-              f"policy {config.policy})", flush=True)
+              f"policy {config.policy}, {loop_name()} loop)", flush=True)
 
     try:
-        asyncio.run(serve_forever(config, ready=ready))
+        run_loop(serve_forever(config, ready=ready), args.event_loop)
     except OSError as error:
         print(f"barrierlb serve: error: cannot listen on {config.host}:{config.port}: {error.strerror or error}",
               file=sys.stderr)

@@ -57,6 +57,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from barrierlb.serving._deps import web
+from barrierlb.serving._loop import EVENT_LOOPS
+from barrierlb.serving._loop import run as run_loop
 
 RANK_HEADER = "X-Emulator-Rank"
 
@@ -506,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"step cost per resident token of the most loaded rank (default "
                              f"{EmulatorConfig.step_token_s})")
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies every step (default 1)")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto",
+                        help="auto (default): uvloop when installed, else asyncio's")
     return parser
 
 
@@ -534,7 +538,10 @@ def main(argv=None) -> int:
             await emulator.stop()
 
     try:
-        return asyncio.run(run()) or 0
+        return run_loop(run(), args.event_loop) or 0
+    except ImportError as error:
+        print(f"emulator: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

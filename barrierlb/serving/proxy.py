@@ -21,6 +21,7 @@ Failure handling, request by request:
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import math
@@ -56,7 +57,7 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated", "reported")
+                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -72,6 +73,8 @@ class _Flight:
         self.task: asyncio.Task | None = None
         self.generated = 0          # tokens seen so far
         self.reported = 0           # tokens the router knows of
+        self.count_args: tuple | None = None       # (text, chat, body) while its /tokenize call is to start
+        self.counting: asyncio.Future | None = None
 
 
 class Proxy:
@@ -88,6 +91,7 @@ class Proxy:
         self.router = DecodeRouter(g, config.slots, policy=policy, predictor=self._predictor,
                                    max_wait_s=config.max_wait_s)
         self._flights: dict[int, _Flight] = {}
+        self._uncounted: list[_Flight] = []       # enqueued since the last decision, /tokenize not started
         self._ids = itertools.count()
         self._wake: asyncio.Event | None = None
         self._up = [True] * g
@@ -105,6 +109,10 @@ class Proxy:
         self._session = None
         self.url: str | None = None
         self._metrics = _Metrics(g)
+        self._probe_timeout = aiohttp.ClientTimeout(total=config.probe_timeout_s)
+        self._request_timeout = aiohttp.ClientTimeout(total=config.request_timeout_s,
+                                                      sock_connect=config.connect_timeout_s,
+                                                      sock_read=config.read_timeout_s)
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -112,7 +120,9 @@ class Proxy:
         config = self.config
         self._wake = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No cookie jar: an engine's cookies are its clients', never kept here and sent on others' requests.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              cookie_jar=aiohttp.DummyCookieJar())
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -152,6 +162,8 @@ class Proxy:
                                 queued_at=flight.queued_at)
         flight.released = False
         self._flights[flight.task_id] = flight
+        if flight.count_args is not None:
+            self._uncounted.append(flight)
         self._wake.set()
 
     def _release(self, flight: _Flight, output_tokens: int | None = None, *, cancelled: bool = False) -> None:
@@ -193,6 +205,7 @@ class Proxy:
                 pass
             self._wake.clear()
             if not self.router.queued:
+                self._uncounted.clear()
                 continue
             self._sync_progress()
             started = time.perf_counter()
@@ -203,6 +216,7 @@ class Proxy:
                 await asyncio.sleep(0.1)
                 continue
             if not placements:
+                self._count_waiting()
                 continue
             self.decision_s.append(time.perf_counter() - started)
             if len(self.decision_s) > 100_000:
@@ -214,6 +228,19 @@ class Proxy:
                 flight.rank = rank
                 if not flight.placed.done():
                     flight.placed.set_result(rank)
+            self._count_waiting()
+
+    def _count_waiting(self) -> None:
+        """Start ``/tokenize`` for the requests a decision left waiting; a placed one starts it once sent."""
+        uncounted, self._uncounted = self._uncounted, []
+        for flight in uncounted:
+            if flight.rank < 0 and not flight.released:
+                self._start_count(flight)
+
+    def _start_count(self, flight: _Flight) -> None:
+        if flight.count_args is not None and flight.counting is None and not self._tokenize_missing:
+            flight.counting = asyncio.ensure_future(self._count_prompt(flight, *flight.count_args))
+        flight.count_args = None
 
     def _sync_progress(self) -> None:
         """Tell the router every running request's tokens, in one call before a decision.
@@ -248,9 +275,9 @@ class Proxy:
             await asyncio.sleep(config.health_interval_s)
 
     async def _probe(self, rank: int) -> bool:
-        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
         try:
-            async with self._session.get(self.config.rank_url(rank) + "/health", timeout=timeout) as response:
+            async with self._session.get(self.config.rank_url(rank) + "/health",
+                                         timeout=self._probe_timeout) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -304,16 +331,23 @@ class Proxy:
         exact = prompt_ids is not None
         prompt_tokens = prompt_ids if exact else estimate_tokens(text)
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
-        counting = None
         if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
-            counting = asyncio.ensure_future(self._count_prompt(flight, text, chat, body))
+            # Started once the request is sent (or left waiting by a decision): the first decision
+            # uses the estimate either way, and the call no longer delays the request on its way.
+            flight.count_args = (text, chat, body)
         if self.config.pin == "sglang":
             raw = None                                 # rebuilt per attempt with the rank in it
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     self._enqueue(flight)
-                    rank = await asyncio.wait_for(asyncio.shield(flight.placed), self.config.queue_timeout_s)
+                    # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
+                    expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
+                    try:
+                        rank = await flight.placed
+                    finally:
+                        expiry.cancel()
                 except asyncio.TimeoutError:
                     self._release(flight, cancelled=True)
                     self.counters["timed_out"] += 1
@@ -343,8 +377,8 @@ class Proxy:
                 self._release(flight, cancelled=True)
             if flight.task is not None and not flight.task.done():
                 flight.task.cancel()
-            if counting is not None and not counting.done():
-                counting.cancel()
+            if flight.counting is not None and not flight.counting.done():
+                flight.counting.cancel()
 
     async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
         """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
@@ -356,10 +390,10 @@ class Proxy:
         if not up:
             return
         rank = up[next(self._ids) % len(up)]
-        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s)
         try:
             async with self._session.post(self.config.rank_url(rank) + "/tokenize",
-                                          json={"content": text, "prompt": text}, timeout=timeout) as response:
+                                          json={"content": text, "prompt": text},
+                                          timeout=self._probe_timeout) as response:
                 if response.status == 404:
                     self._tokenize_missing = True
                 if response.status != 200:
@@ -392,9 +426,9 @@ class Proxy:
     async def _forward(self, request, flight: _Flight, rank: int, path: str, body: dict, raw):
         config = self.config
         url, headers, payload = self._upstream(request, rank, path, body, raw)
-        timeout = aiohttp.ClientTimeout(total=config.request_timeout_s, sock_connect=config.connect_timeout_s,
-                                        sock_read=config.read_timeout_s)
+        timeout = self._request_timeout
         flight.sent_at = time.monotonic()
+        self._start_count(flight)              # its task runs once this request is written
         try:
             upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as error:
@@ -567,6 +601,11 @@ def _policy_options(spec: str) -> dict:
     return make_policy(spec).options()
 
 
+def _expire(placed: asyncio.Future) -> None:
+    if not placed.done():
+        placed.set_exception(asyncio.TimeoutError())
+
+
 def _cancelling() -> bool:
     task = asyncio.current_task()
     return bool(task is not None and getattr(task, "cancelling", lambda: 0)())
@@ -591,6 +630,9 @@ async def serve_forever(config: ServeConfig, *, ready=None) -> None:
     """Run a proxy until cancelled; ``ready(url)`` is called once it listens."""
     proxy = Proxy(config)
     await proxy.start()
+    # What was loaded to start (numpy, numba, the solvers' kernels) stays: keep the collector's full
+    # passes, which would walk all of it, off the requests' path.
+    gc.freeze()
     if ready is not None:
         ready(proxy.url)
     try:
