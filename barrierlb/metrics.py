@@ -11,7 +11,9 @@ The *idle fraction* is the share of worker-time spent waiting at the barrier,
 energy are taken over the *measurement window*: from the first step to the last
 step in which a request was assigned, as the authors' reference simulator does,
 so the drain at the end (when the pool is empty and no policy can act) does not
-dilute the comparison. Latencies (TTFT, TPOT) cover every finished request.
+dilute the comparison. ``avg_imbalance_after`` is the reference's own reading of the
+same window: the imbalance of the loads *after* each step (tokens grown, finished
+requests gone), which is what the authors' simulator records. Latencies (TTFT, TPOT) cover every finished request.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class RunMetrics:
     """Summary of one simulated run (units in the field names)."""
 
     avg_imbalance: float
+    avg_imbalance_after: float
     idle_fraction: float
     balancedness: float
     max_minus_min: float
@@ -52,8 +55,12 @@ def _percentile(values: np.ndarray, q: float) -> float:
 
 
 def summarize(*, max_load, sum_load, min_load, n_alive, step_time_s, energy_j, tokens, window_steps,
-              decision_s, ttft_s, tpot_s, completed) -> RunMetrics:
-    """Compute :class:`RunMetrics` from per-step arrays (length ``steps``) and per-request latencies."""
+              decision_s, ttft_s, tpot_s, completed, max_after=None, sum_after=None) -> RunMetrics:
+    """Compute :class:`RunMetrics` from per-step arrays (length ``steps``) and per-request latencies.
+
+    ``max_after`` and ``sum_after`` (optional, length ``steps``) are the alive loads after
+    each step; without them ``avg_imbalance_after`` is NaN.
+    """
     steps = int(max_load.size)
     w = slice(0, max(1, min(window_steps, steps))) if steps else slice(0, 0)
     peak, total, low, alive = max_load[w], sum_load[w], min_load[w], n_alive[w]
@@ -62,8 +69,13 @@ def summarize(*, max_load, sum_load, min_load, n_alive, step_time_s, energy_j, t
     window_time = float(step_time_s[w].sum())
     window_tokens = float(tokens[w].sum())
     window_energy = float(energy_j[w].sum())
+    if max_after is None or sum_after is None:
+        after = float("nan")
+    else:
+        after = float((alive * np.asarray(max_after)[w] - np.asarray(sum_after)[w]).mean()) if steps else 0.0
     return RunMetrics(
         avg_imbalance=float((capacity_work - total).mean()) if steps else 0.0,
+        avg_imbalance_after=after,
         idle_fraction=float((capacity_work - total).sum() / capacity_work.sum()) if capacity_work.sum() else 0.0,
         balancedness=float((total[busy] / capacity_work[busy]).mean()) if busy.any() else 1.0,
         max_minus_min=float((peak - low).mean()) if steps else 0.0,

@@ -163,7 +163,7 @@ class Simulator:
         self.steps = 0
         self._last_assign_step = 0
         self._series: dict[str, list] = {k: [] for k in ("time", "max", "sum", "min", "alive", "energy",
-                                                         "tokens", "loads")}
+                                                         "tokens", "loads", "max_after", "sum_after")}
         self._decision_s: list[float] = []
         self._branches: dict[str, int] = {}
 
@@ -240,6 +240,9 @@ class Simulator:
             finished = state.complete_slots(finished_mask)
             self._finish_s[finished] = self.clock_s
             self.predictor.observe(self._output[finished])
+        after = state.current_load()[alive]
+        series["max_after"].append(float(after.max()))
+        series["sum_after"].append(float(after.sum()))
         self.steps += 1
         return True
 
@@ -275,7 +278,8 @@ class Simulator:
         metrics = summarize(max_load=s["max"], sum_load=s["sum"], min_load=s["min"], n_alive=s["alive"],
                             step_time_s=s["time"], energy_j=s["energy"], tokens=s["tokens"],
                             window_steps=self._last_assign_step + 1, decision_s=np.asarray(self._decision_s),
-                            ttft_s=ttft, tpot_s=tpot, completed=int(finished.sum()))
+                            ttft_s=ttft, tpot_s=tpot, completed=int(finished.sum()),
+                            max_after=s["max_after"], sum_after=s["sum_after"])
         loads = np.asarray(self._series["loads"]) if self.config.record_loads else None
         return SimulationResult(policy=self.policy_name, metrics=metrics, step_time_s=s["time"],
                                 max_load=s["max"], sum_load=s["sum"], loads=loads,
