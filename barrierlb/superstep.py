@@ -50,7 +50,7 @@ from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.predictors import PersistencePredictor
 from barrierlb.state import ClusterState, Placement
 
-__all__ = ["SuperstepPlanner", "as_policy"]
+__all__ = ["SuperstepPlanner", "as_policy", "run_until_idle"]
 
 
 def as_policy(policy) -> Policy:
@@ -61,6 +61,18 @@ def as_policy(policy) -> Policy:
     return resolved
 
 
+def run_until_idle(balancer, max_steps: int) -> None:
+    """A backend's ``run``: ``balancer.step()`` until no task ``waiting`` or ``active``, at most ``max_steps`` times."""
+    max_steps = check_int("max_steps", max_steps, minimum=1)
+    for _ in range(max_steps):
+        if not balancer.waiting and not balancer.active:
+            return
+        balancer.step()
+    if balancer.waiting or balancer.active:
+        raise RuntimeError(f"tasks still running after {max_steps} supersteps: {balancer.active} placed, "
+                           f"{balancer.waiting} waiting")
+
+
 class SuperstepPlanner:
     """Ledger and decision of a balanced superstep loop, free of communication.
 
@@ -68,19 +80,18 @@ class SuperstepPlanner:
     ----------
     n_workers : int
         Workers at the start (more can join: :meth:`add_worker`).
-    policy : Policy
-        Decides where waiting tasks go (its ``horizon`` sets the lookahead).
+    policy : str or Policy
+        Decides where waiting tasks go (its ``horizon`` sets the lookahead); a
+        name is built with :func:`barrierlb.make_policy`.
     capacity : int, optional
         Most tasks a worker may hold; default unlimited.
     window : int
         Measurements kept per task to predict it from its measured cost.
     """
 
-    def __init__(self, n_workers: int, *, policy: Policy, capacity: int | None = None, window: int = 4):
-        if not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a Policy, got {type(policy).__name__}")
-        self.policy = policy
-        self.horizon = int(getattr(policy, "horizon", 0))
+    def __init__(self, n_workers: int, *, policy: str | Policy, capacity: int | None = None, window: int = 4):
+        self.policy = as_policy(policy)
+        self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.predictor = PersistencePredictor(window)
         n_workers = check_int("n_workers", n_workers, minimum=1)
