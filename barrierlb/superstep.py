@@ -211,7 +211,7 @@ class SuperstepPlanner:
             Measured seconds summed over ``count`` task-steps, when the
             per-task costs stay on the worker.
         """
-        worker = self._check_worker(worker)
+        worker = self._ledger.check_worker(worker)
         finished = [int(t) for t in finished]
         if costs:
             ids = [t for t in costs if t not in self._modelled]
@@ -240,7 +240,7 @@ class SuperstepPlanner:
 
     def lose_worker(self, worker: int) -> list[int]:
         """A worker died: its tasks come back, to be placed first; returns their ids (to re-create)."""
-        worker = self._check_worker(worker)
+        worker = self._ledger.check_worker(worker)
         lost = sorted(self.ledger.fail_worker(worker).tolist())
         self._load.pop(worker, None)
         if lost:
@@ -351,12 +351,6 @@ class SuperstepPlanner:
         if waiting.size:
             new.submit_arrays(waiting, 0.0)
         self._ledger, self._slots = new, slots
-
-    def _check_worker(self, worker) -> int:
-        worker = check_int("worker", worker, minimum=0)
-        if worker >= self.n_workers:
-            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
-        return worker
 
 
 def _idle() -> Decision:

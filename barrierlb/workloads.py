@@ -184,12 +184,8 @@ def long_context(n_requests: int, *, seed: int = 0, prompt_median: float = 7000.
     check_real("prompt_sigma", prompt_sigma, minimum=0.0)
     check_real("output_mean", output_mean)
     check_real("output_std", output_std, minimum=0.0)
-    bounds = {}
-    for name, value in (("prompt_min", prompt_min), ("prompt_max", prompt_max), ("output_min", output_min),
-                        ("output_max", output_max)):
-        bounds[name] = check_int(name, value, minimum=1)
-        if bounds[name] > MAX_TOKENS:
-            raise ValueError(f"{name} must be <= MAX_TOKENS ({MAX_TOKENS}), got {value}")
+    bounds = {name: check_int(name, value, minimum=1, maximum=MAX_TOKENS) for name, value in (
+        ("prompt_min", prompt_min), ("prompt_max", prompt_max), ("output_min", output_min), ("output_max", output_max))}
     for low, high in (("prompt_min", "prompt_max"), ("output_min", "output_max")):
         if bounds[low] > bounds[high]:
             raise ValueError(f"{low} ({bounds[low]}) must be <= {high} ({bounds[high]})")
@@ -342,13 +338,12 @@ class _Rows:
         return self.limit is None or len(self.prompt) < self.limit
 
     def workload(self, name: str) -> Workload:
-        prompt = np.frombuffer(self.prompt, dtype=np.int64) if self.prompt else np.zeros(0, np.int64)
-        output = np.frombuffer(self.output, dtype=np.int64) if self.output else np.zeros(0, np.int64)
+        prompt, output = np.frombuffer(self.prompt, dtype=np.int64), np.frombuffer(self.output, dtype=np.int64)
         zero = int((output == 0).sum())
         output = np.maximum(output, 1)
         arrival = None
         if self.time is not None:
-            times = np.frombuffer(self.time, dtype=np.float64) if self.time else np.zeros(0)
+            times = np.frombuffer(self.time, dtype=np.float64)
             order = np.argsort(times, kind="stable")
             prompt, output, times = prompt[order], output[order], times[order]
             arrival = times - times[0] if times.size else times
