@@ -219,9 +219,7 @@ class CudaExecutor:
     kind = "cuda"
 
     def __init__(self, workers):
-        cupy = _cupy()
-        self.xp = cupy
-        self._cupy = cupy
+        self.xp = cupy = _cupy()
         self._devices, self._streams, self._events = [], [], []
         for g, worker in enumerate(workers):
             if isinstance(worker, cupy.cuda.Stream):
@@ -259,7 +257,7 @@ class CudaExecutor:
         seconds = np.zeros(self.n_workers)
         for g, (start, stop) in enumerate(self._events):
             stop.synchronize()
-            seconds[g] = self._cupy.cuda.get_elapsed_time(start, stop) / 1e3
+            seconds[g] = self.xp.cuda.get_elapsed_time(start, stop) / 1e3
         return seconds
 
     def describe(self, worker: int) -> str:

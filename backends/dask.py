@@ -398,11 +398,8 @@ class DaskBalancer:
         calls = self._call("run_step", {address: (self._step, want) for address in self._hosts})
         busy, finished = {}, 0
         for address, report in sorted(calls.items()):
-            g = self._index[address]
             busy[address] = report["busy_s"]
-            ended = []
             for task_id, result in report["finished"].items():
-                ended.append(task_id)
                 if task_id in self.results:
                     self.duplicates += 1
                     continue
@@ -410,11 +407,10 @@ class DaskBalancer:
                 self._specs.pop(task_id, None)          # finished: never rebuilt again
                 finished += 1
             for task_id, failure in sorted(report["errors"].items()):
-                ended.append(task_id)
                 self._failed(task_id, address, failure, new_failures)
-            for task_id, spec in report["checkpoints"].items():
-                self._specs[task_id] = spec
-            self.planner.report(g, finished=ended, costs=report["costs"], lookahead=report["ahead"])
+            self._specs.update(report["checkpoints"])
+            self.planner.report(self._index[address], finished=[*report["finished"], *sorted(report["errors"])],
+                                costs=report["costs"], lookahead=report["ahead"])
         slowest = max(busy.values(), default=0.0)
         stats = SuperstepStats(step=self._step, wall_s=time.perf_counter() - started, busy_s=busy,
                                barrier_wait_s=sum(slowest - b for b in busy.values()), balance_s=balance_s,

@@ -393,11 +393,9 @@ def print_table(results, workload_name: str) -> None:
         print(plain_table(header, rows))
         return
     table = Table(title=title, caption=f"ratios vs {results[0][0]}; all metrics: --json")
-    for i, h in enumerate(header):
-        if i == 0:      # long policy strings fold; the numbers are never cut
-            table.add_column(h, justify="left", overflow="fold")
-        else:
-            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(r[i]) for r in rows))
+    table.add_column(header[0], justify="left", overflow="fold")     # long policy strings fold
+    for i, h in enumerate(header[1:], start=1):                      # the numbers are never cut
+        table.add_column(h, justify="right", no_wrap=True, min_width=max(len(r[i]) for r in rows))
     for row in rows:
         table.add_row(*row)
     console = Console()

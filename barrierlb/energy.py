@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.hardware import ACCELERATOR_PRESETS, Accelerator, ModelSpec, accelerator_preset
+from barrierlb.hardware import ACCELERATOR_PRESETS, Accelerator, ModelSpec, _lookup, accelerator_preset
 
 #: The paper's fixed per-step cost is ``(B * 0.6e-3 + 35e-3) / 16`` s; its batch-independent
 #: part, 35 ms / 16, is the roofline's default overhead (launches, sampling, collectives).
@@ -298,10 +298,7 @@ POWER_PRESETS: dict[str, PowerModel] = {
 
 def power_preset(name: str) -> PowerModel:
     """A named relative :class:`PowerModel`; ``ValueError`` lists the names on a miss."""
-    try:
-        return POWER_PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown power preset {name!r}; known: {', '.join(POWER_PRESETS)}") from None
+    return _lookup(POWER_PRESETS, "power preset", name)
 
 
 def relative_power(accelerator: Accelerator, *, tensor_parallel: int = 1, exponent: float = 0.7) -> PowerModel:

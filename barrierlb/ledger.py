@@ -155,9 +155,7 @@ class Ledger:
     # ------------------------------------------------------------- mutation
     def submit(self, tasks: Task | Iterable[Task]) -> None:
         """Append tasks to the waiting pool, in order."""
-        if isinstance(tasks, Task):
-            tasks = [tasks]
-        tasks = list(tasks)
+        tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
         for task in tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"tasks must be Task objects, got {type(task).__name__}")

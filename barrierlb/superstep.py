@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from barrierlb._validate import check_int
+from barrierlb._validate import check_array, check_int
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.predictors import PersistencePredictor
 from barrierlb.state import ClusterState, Placement
@@ -169,14 +169,9 @@ class SuperstepPlanner:
 
     def submit_many(self, task_ids, lookaheads=None) -> None:
         """Queue many tasks at once; ``lookaheads`` has shape ``(n, horizon + 1)`` (or ``(n,)``)."""
-        raw = np.asarray(task_ids).reshape(-1)
-        if raw.size == 0:
+        ids = check_array("task_ids", np.reshape(task_ids, -1), nonnegative=True, dtype=np.int64)
+        if ids.size == 0:
             return
-        if raw.dtype.kind not in "iu":
-            raise TypeError(f"task_ids must be integers, got {raw.dtype} values such as {raw[0]!r}")
-        ids = raw.astype(np.int64)
-        if (ids < 0).any():
-            raise ValueError(f"task_ids must be non-negative, got {int(ids[ids < 0][0])}")
         rows = self.horizon + 1
         if lookaheads is not None:
             work = np.asarray(lookaheads, dtype=np.float64)

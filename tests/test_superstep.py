@@ -80,7 +80,7 @@ def test_bad_input_names_the_problem():
         SuperstepPlanner(2, policy=3)
     assert SuperstepPlanner(2, policy="bfio:horizon=3").horizon == 3       # a name, as the backends take
     planner = SuperstepPlanner(2, policy=make_policy("fcfs"), capacity=1)
-    with pytest.raises(TypeError, match="task_ids must be integers"):
+    with pytest.raises(ValueError, match="task_ids must hold integers, got 1.5"):
         planner.submit_many([1.5])
     with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
         planner.submit(1, [-1.0])
