@@ -379,13 +379,8 @@ class CudaBalancer:
     def worker_of(self, task_id: int) -> int:
         return self.planner.worker_of(task_id)
 
-    @property
-    def active(self) -> int:
-        return len(self._tasks)
-
-    @property
-    def waiting(self) -> int:
-        return self.planner.n_waiting
+    active = property(lambda self: len(self._tasks), doc="Tasks placed on workers.")
+    waiting = property(lambda self: self.planner.n_waiting, doc="Tasks not placed yet.")
 
     # ------------------------------------------------------------- supersteps
     def _place(self) -> tuple[int, str]:

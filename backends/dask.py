@@ -286,15 +286,8 @@ class DaskBalancer:
         for task_id, spec in items:
             self.submit(task_id, spec)
 
-    @property
-    def active(self) -> int:
-        """Tasks placed on workers."""
-        return self.planner.n_active
-
-    @property
-    def waiting(self) -> int:
-        """Tasks not placed yet."""
-        return self.planner.n_waiting
+    active = property(lambda self: self.planner.n_active, doc="Tasks placed on workers.")
+    waiting = property(lambda self: self.planner.n_waiting, doc="Tasks not placed yet.")
 
     def placement(self) -> dict[int, str]:
         """``{task_id: worker address}`` of the running tasks."""

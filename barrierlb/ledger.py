@@ -373,7 +373,7 @@ class Ledger:
             index = np.flatnonzero(self._pool["ids"] == task_id)
             if not index.size:
                 raise ValueError(f"task {task_id} is neither waiting nor running")
-            self._pool["work"][index] += prompt - self._pool["prompt"][index]
+            self._pool["work"][index] = self._pool["work"][index] + (prompt - self._pool["prompt"][index])
             self._pool["prompt"][index] = prompt
         self.version += 1
 

@@ -298,17 +298,15 @@ def _tokens(value, what: str, where: str) -> int:
     """A token count from a trace field: a non-negative integer up to MAX_TOKENS, never rounded."""
     if isinstance(value, bool):
         raise WorkloadError(f"{where}: {what} is not a number: {value!r}")
-    if isinstance(value, int):
-        number = value
-    else:
-        try:
-            number = int(value) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() else float(value)
-        except (TypeError, ValueError):
-            raise WorkloadError(f"{where}: {what} is not a number: {value!r}") from None
-        if isinstance(number, float):
-            if not math.isfinite(number) or number != int(number):
-                raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
-            number = int(number)
+    try:
+        number = value if isinstance(value, int) else \
+            int(value) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() else float(value)
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{where}: {what} is not a number: {value!r}") from None
+    if isinstance(number, float):
+        if not number.is_integer():           # also NaN and infinities
+            raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
+        number = int(number)
     if number < 0:
         raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
     if number > MAX_TOKENS:
