@@ -73,7 +73,6 @@ from barrierlb.superstep import SuperstepPlanner, as_policy
 INLINE_BYTES = 2048
 _HEADER = 6         # task count, new-task count, ended-task count, measured seconds, measured tasks, extra words
 _INLINE_WORDS = (INLINE_BYTES + 7) // 8
-_CONFIG_FIELDS = ("policy", "options", "capacity", "mode", "window", "timeout_s", "create", "cost")
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ class MPIBalancer:
             return
         configs = self.comm.allgather(mine)      # every rank is here: it sent its digest
         bad = next(r for r, other in enumerate(configs) if other != configs[0])
-        fields = [f"{name}: {configs[bad][name]!r} vs {configs[0][name]!r}" for name in _CONFIG_FIELDS
+        fields = [f"{name}: {configs[bad][name]!r} vs {configs[0][name]!r}" for name in configs[0]
                   if configs[bad][name] != configs[0][name]]
         raise ValueError(f"barrierlb: rank {bad} was configured differently from rank 0 ({'; '.join(fields)})")
 
