@@ -57,9 +57,9 @@ from typing import Any
 import numpy as np
 
 from barrierlb import ClusterState
-from barrierlb._validate import check_int
+from barrierlb._validate import check_callable, check_int
 from barrierlb.policies import Policy
-from barrierlb.superstep import SuperstepPlanner, as_policy
+from barrierlb.superstep import SuperstepPlanner, run_until_idle
 
 DEVICES = ("cuda", "cpu")
 
@@ -219,9 +219,7 @@ class CudaExecutor:
     kind = "cuda"
 
     def __init__(self, workers):
-        cupy = _cupy()
-        self.xp = cupy
-        self._cupy = cupy
+        self.xp = cupy = _cupy()
         self._devices, self._streams, self._events = [], [], []
         for g, worker in enumerate(workers):
             if isinstance(worker, cupy.cuda.Stream):
@@ -259,7 +257,7 @@ class CudaExecutor:
         seconds = np.zeros(self.n_workers)
         for g, (start, stop) in enumerate(self._events):
             stop.synchronize()
-            seconds[g] = self._cupy.cuda.get_elapsed_time(start, stop) / 1e3
+            seconds[g] = self.xp.cuda.get_elapsed_time(start, stop) / 1e3
         return seconds
 
     def describe(self, worker: int) -> str:
@@ -316,11 +314,9 @@ class CudaBalancer:
                  window: int = 16, host_clock: str = "wall"):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        if not callable(create) or not callable(step):
-            raise TypeError("create and step must be callable: create(spec, xp) -> task, step(task, xp) -> bool")
-        if cost is not None and not callable(cost):
-            raise TypeError("cost must be callable: cost(spec) -> (work, growth, steps)")
-        self.policy = as_policy(policy)
+        check_callable("create", create, "create(spec, xp) -> task")
+        check_callable("step", step, "step(task, xp) -> bool")
+        check_callable("cost", cost, "cost(spec) -> (work, growth, steps)", optional=True)
         if device == "cpu":
             if isinstance(workers, bool) or not isinstance(workers, int):
                 raise TypeError(f'with device="cpu", workers must be the number of host lanes, got {workers!r}')
@@ -333,10 +329,10 @@ class CudaBalancer:
         self.device = device
         self.xp = self.executor.xp
         self.n_workers = self.executor.n_workers
-        self.capacity = check_int("capacity", capacity, minimum=1)
         self.create, self.run_step, self.cost = create, step, cost
-        self.planner = SuperstepPlanner(self.n_workers, policy=self.policy, capacity=self.capacity)
-        self.horizon = self.planner.horizon
+        capacity = check_int("capacity", capacity, minimum=1)        # required here: None is not unlimited
+        self.planner = SuperstepPlanner(self.n_workers, policy=policy, capacity=capacity)
+        self.policy, self.capacity, self.horizon = self.planner.policy, self.planner.capacity, self.planner.horizon
         self.time_model = StepTimeModel(window)
         self._specs: dict[int, Any] = {}
         self._tasks: dict[int, Any] = {}
@@ -383,13 +379,8 @@ class CudaBalancer:
     def worker_of(self, task_id: int) -> int:
         return self.planner.worker_of(task_id)
 
-    @property
-    def active(self) -> int:
-        return len(self._tasks)
-
-    @property
-    def waiting(self) -> int:
-        return self.planner.n_waiting
+    active = property(lambda self: len(self._tasks), doc="Tasks placed on workers.")
+    waiting = property(lambda self: self.planner.n_waiting, doc="Tasks not placed yet.")
 
     # ------------------------------------------------------------- supersteps
     def _place(self) -> tuple[int, str]:
@@ -457,14 +448,9 @@ class CudaBalancer:
 
     def run(self, max_steps: int = 100_000) -> list[SuperstepReport]:
         """Superstep until no task is waiting or running; returns this run's reports."""
-        max_steps = check_int("max_steps", max_steps, minimum=1)
         first = len(self.reports)
-        for _ in range(max_steps):
-            if not self._tasks and not self.planner.n_waiting:
-                return self.reports[first:]
-            self.step()
-        raise RuntimeError(f"tasks still running after {max_steps} supersteps "
-                           f"({len(self._tasks)} running, {self.planner.n_waiting} waiting)")
+        run_until_idle(self, max_steps)
+        return self.reports[first:]
 
 
 def _lookahead(cost: list[float], horizon: int, *, running: bool) -> np.ndarray:

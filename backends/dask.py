@@ -40,10 +40,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_callable, check_int, check_real
 from barrierlb.policies import Policy
 from barrierlb.predictors import cost_lookahead
-from barrierlb.superstep import SuperstepPlanner, as_policy
+from barrierlb.superstep import SuperstepPlanner, run_until_idle
 
 log = logging.getLogger("barrierlb.dask")
 
@@ -223,18 +223,16 @@ class DaskBalancer:
 
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
-        if not callable(create) or not callable(step):
-            raise TypeError("create and step must be callable")
-        if cost is not None and not callable(cost):
-            raise TypeError("cost must be callable: cost(spec_or_task, horizon) -> work")
-        if checkpoint is not None and not callable(checkpoint):
-            raise TypeError("checkpoint must be callable: checkpoint(task) -> spec")
+        check_callable("create", create, "create(spec) -> task")
+        check_callable("step", step, "step(task, step_index)")
+        check_callable("cost", cost, "cost(spec_or_task, horizon) -> work", optional=True)
+        check_callable("checkpoint", checkpoint, "checkpoint(task) -> spec", optional=True)
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.client = client
-        self.policy = as_policy(policy)
-        self.horizon = int(getattr(self.policy, "horizon", 0))
-        self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
+        #: The ledger and decision; its worker 0 is the first host started, later ones join it.
+        self.planner = SuperstepPlanner(1, policy=policy, capacity=capacity)
+        self.policy, self.capacity, self.horizon = self.planner.policy, self.planner.capacity, self.planner.horizon
         self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
         self.timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)
         if not self.timeout_s > 0:
@@ -244,7 +242,6 @@ class DaskBalancer:
         self._dumps = dumps
         self._factory = (create, step, checkpoint, cost, self.horizon)
         self._checkpoint = checkpoint
-        self.planner: SuperstepPlanner | None = None     # made when the first workers are known
         self._hosts: dict[str, Any] = {}            # worker address -> actor proxy
         self._index: dict[str, int] = {}            # worker address -> planner worker index
         self._addresses: list[str] = []             # planner worker index -> address
@@ -258,7 +255,6 @@ class DaskBalancer:
         self.duplicates = 0
         self.submitted = 0
         self._step = 0
-        self._queued: list[tuple[int, Any]] = []    # submitted before the planner exists
 
     # ---------------------------------------------------------------- input
     def submit(self, task_id: int, spec: Any) -> None:
@@ -281,10 +277,7 @@ class DaskBalancer:
                 ahead = cost_lookahead(self.cost, spec, self.horizon)
             except Exception as error:
                 raise type(error)(f"task {task_id}: cost(spec) failed: {error}") from error
-        if self.planner is None:
-            self._queued.append((task_id, ahead))
-        else:
-            self.planner.submit(task_id, ahead)
+        self.planner.submit(task_id, ahead)
         self._specs[task_id] = spec
         self.submitted += 1
 
@@ -293,20 +286,11 @@ class DaskBalancer:
         for task_id, spec in items:
             self.submit(task_id, spec)
 
-    @property
-    def active(self) -> int:
-        """Tasks placed on workers."""
-        return 0 if self.planner is None else self.planner.n_active
-
-    @property
-    def waiting(self) -> int:
-        """Tasks not placed yet."""
-        return len(self._queued) if self.planner is None else self.planner.n_waiting
+    active = property(lambda self: self.planner.n_active, doc="Tasks placed on workers.")
+    waiting = property(lambda self: self.planner.n_waiting, doc="Tasks not placed yet.")
 
     def placement(self) -> dict[int, str]:
         """``{task_id: worker address}`` of the running tasks."""
-        if self.planner is None:
-            return {}
         return {task_id: address for g, address in enumerate(self._addresses)
                 for task_id in self.planner.tasks_on(g).tolist()}
 
@@ -324,15 +308,7 @@ class DaskBalancer:
             self.client.cancel(futures[address])
         for address in sorted(hosts):
             self._hosts[address] = hosts[address]
-            if self.planner is None:
-                self.planner = SuperstepPlanner(1, policy=self.policy, capacity=self.capacity)
-                for task_id, ahead in self._queued:
-                    self.planner.submit(task_id, ahead)
-                self._queued = []
-                index = 0
-            else:
-                index = self.planner.add_worker()
-            self._index[address] = index
+            self._index[address] = self.planner.add_worker() if self._addresses else 0
             self._addresses.append(address)
 
     def _gather(self, calls: dict) -> tuple[dict, dict]:
@@ -415,11 +391,8 @@ class DaskBalancer:
         calls = self._call("run_step", {address: (self._step, want) for address in self._hosts})
         busy, finished = {}, 0
         for address, report in sorted(calls.items()):
-            g = self._index[address]
             busy[address] = report["busy_s"]
-            ended = []
             for task_id, result in report["finished"].items():
-                ended.append(task_id)
                 if task_id in self.results:
                     self.duplicates += 1
                     continue
@@ -427,11 +400,10 @@ class DaskBalancer:
                 self._specs.pop(task_id, None)          # finished: never rebuilt again
                 finished += 1
             for task_id, failure in sorted(report["errors"].items()):
-                ended.append(task_id)
                 self._failed(task_id, address, failure, new_failures)
-            for task_id, spec in report["checkpoints"].items():
-                self._specs[task_id] = spec
-            self.planner.report(g, finished=ended, costs=report["costs"], lookahead=report["ahead"])
+            self._specs.update(report["checkpoints"])
+            self.planner.report(self._index[address], finished=[*report["finished"], *sorted(report["errors"])],
+                                costs=report["costs"], lookahead=report["ahead"])
         slowest = max(busy.values(), default=0.0)
         stats = SuperstepStats(step=self._step, wall_s=time.perf_counter() - started, busy_s=busy,
                                barrier_wait_s=sum(slowest - b for b in busy.values()), balance_s=balance_s,
@@ -464,15 +436,8 @@ class DaskBalancer:
 
     def run(self, max_steps: int = 10_000) -> dict[int, Any]:
         """Superstep until every submitted task has finished (or failed); returns ``{task_id: result}``."""
-        max_steps = check_int("max_steps", max_steps, minimum=1)
-        for _ in range(max_steps):
-            if not self.waiting and not self.active:
-                return dict(self.results)
-            self.step()
-        if not self.waiting and not self.active:
-            return dict(self.results)
-        raise RuntimeError(f"tasks still running after {max_steps} supersteps: {self.active} placed, "
-                           f"{self.waiting} waiting")
+        run_until_idle(self, max_steps)
+        return dict(self.results)
 
     def results_bag(self, npartitions: int | None = None):
         """The results as a ``dask.bag`` of ``(task_id, result)``, in task-id order."""

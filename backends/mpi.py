@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_callable, check_int, check_real
 from barrierlb.policies import Policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
 from barrierlb.superstep import SuperstepPlanner, as_policy
@@ -73,7 +73,6 @@ from barrierlb.superstep import SuperstepPlanner, as_policy
 INLINE_BYTES = 2048
 _HEADER = 6         # task count, new-task count, ended-task count, measured seconds, measured tasks, extra words
 _INLINE_WORDS = (INLINE_BYTES + 7) // 8
-_CONFIG_FIELDS = ("policy", "options", "capacity", "mode", "window", "timeout_s", "create", "cost")
 
 
 @dataclass(frozen=True)
@@ -132,13 +131,10 @@ class MPIBalancer:
 
         if not isinstance(comm, MPI.Comm):
             raise TypeError(f"comm must be an mpi4py communicator, got {type(comm).__name__}")
-        if not callable(create):
-            raise TypeError("create must be callable: create(spec) -> task")
-        if cost is not None and not callable(cost):
-            raise TypeError("cost must be callable: cost(task_or_spec, horizon) -> work")
+        check_callable("create", create, "create(spec) -> task")
+        check_callable("cost", cost, "cost(task_or_spec, horizon) -> work", optional=True)
         if mode not in ("replicated", "root"):
             raise ValueError(f"mode must be 'replicated' or 'root', got {mode!r}")
-        self._MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -184,7 +180,7 @@ class MPIBalancer:
             return
         configs = self.comm.allgather(mine)      # every rank is here: it sent its digest
         bad = next(r for r, other in enumerate(configs) if other != configs[0])
-        fields = [f"{name}: {configs[bad][name]!r} vs {configs[0][name]!r}" for name in _CONFIG_FIELDS
+        fields = [f"{name}: {configs[bad][name]!r} vs {configs[0][name]!r}" for name in configs[0]
                   if configs[bad][name] != configs[0][name]]
         raise ValueError(f"barrierlb: rank {bad} was configured differently from rank 0 ({'; '.join(fields)})")
 
@@ -307,11 +303,8 @@ class MPIBalancer:
         ids = np.concatenate([part[1] for part in parts]) if news.any() else np.zeros(0, dtype=np.int64)
         self._pending = {}
         placement = np.full(ids.size, -1, dtype=np.int64)
-        branch = "root"
-        if self.mode == "root":
-            branch = self._decide_at_root(table, rows, counts, parts, ids, placement)
-        else:
-            branch = self._decide(table, rows, counts, parts, ids, placement)
+        decide = self._decide_at_root if self.mode == "root" else self._decide
+        branch = decide(table, rows, counts, parts, ids, placement)
         if self.mode == "replicated" and self.size > 1 and ids.size:
             self._check_agreement(ids, placement)
         if not ids.size:
@@ -531,18 +524,15 @@ del _name
 DONE = object()
 
 
-def balance(create: Callable[[Any], Any], *, comm, policy: str | Policy = "bfio", capacity: int | None = None,
-            cost: Callable | None = None, mode: str = "replicated", window: int = 4,
-            yield_cpu: bool | None = None, timeout_s: float = 600.0):
+def balance(create: Callable[[Any], Any], **options):
     """Decorator: balance an existing per-task step function across MPI ranks.
 
-    See :class:`MPIBalancer` for the parameters and :class:`BalancedStep` for
-    what calling the decorated function does. Collective: every rank must
-    decorate with the same configuration (checked).
+    The keyword ``options`` (``comm`` required) are :class:`MPIBalancer`'s and
+    :class:`BalancedStep` says what calling the decorated function does.
+    Collective: every rank must decorate with the same configuration (checked).
     """
     def wrap(fn: Callable) -> BalancedStep:
-        return BalancedStep(fn, MPIBalancer(create, comm=comm, policy=policy, capacity=capacity, cost=cost,
-                                            mode=mode, window=window, yield_cpu=yield_cpu, timeout_s=timeout_s))
+        return BalancedStep(fn, MPIBalancer(create, **options))
     return wrap
 
 
@@ -553,8 +543,5 @@ def _oversubscribed(comm, MPI) -> bool:
         ranks_here = local.Get_size()
     finally:
         local.Free()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                       # not Linux
-        cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return ranks_here > cores

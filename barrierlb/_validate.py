@@ -49,17 +49,18 @@ def check_real(name: str, value: Any, *, minimum: float | None = None, maximum: 
 
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` as a bool: a bool, 0 or 1, or one of true/false/1/0/yes/no/on/off."""
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, Integral) and int(value) in (0, 1)):
         return bool(value)
-    if isinstance(value, Integral) and int(value) in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
+    if isinstance(value, str) and parse_bool(value) is not None:
+        return bool(parse_bool(value))
     raise ValueError(f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
+
+
+def check_callable(name: str, value: Any, usage: str, *, optional: bool = False) -> Any:
+    """Return ``value`` if it is callable (or ``None`` and ``optional``), else ``TypeError`` showing ``usage``."""
+    if callable(value) or (optional and value is None):
+        return value
+    raise TypeError(f"{name} must be callable: {usage}, got {value!r}")
 
 
 def parse_bool(text: str) -> bool | None:

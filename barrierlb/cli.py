@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,6 +40,15 @@ DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;{decode}"
 
 class CLIError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def _user_errors(*kinds: type[Exception], prefix: str = ""):
+    """Re-raise the ``kinds`` of error (default ``TypeError``, ``ValueError``) as :class:`CLIError`."""
+    try:
+        yield
+    except tuple(kinds or (TypeError, ValueError)) as error:
+        raise CLIError(f"{prefix}{error}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,7 +155,7 @@ def energy_models(args) -> tuple:
                        "DeepSeek-V3-like ones)")
     if args.wait_w is not None and args.power != "absolute":
         raise CLIError("--wait-w applies to --power absolute only (the relative model has no barrier wait)")
-    try:
+    with _user_errors():
         chip = accelerator_preset(args.accelerator or "paper")
         model = model_preset(args.model or "deepseek-v3") if args.step_time == "roofline" else None
         if model is None:
@@ -160,8 +170,6 @@ def energy_models(args) -> tuple:
             raise ValueError(f"--wait-w must lie between {chip.name}'s idle {chip.idle_w:g} W and max "
                              f"{chip.max_w:g} W, got {args.wait_w:g}")
         return step_time, AbsolutePowerModel.for_worker(chip, tensor_parallel=parallel, wait_w=args.wait_w)
-    except (TypeError, ValueError) as error:
-        raise CLIError(str(error)) from None
 
 
 def _energy_config(args) -> dict:
@@ -231,58 +239,48 @@ def split_policies(text: str) -> list[str]:
 
 def _policy(spec: str, args):
     defaults = {"seed": args.seed} if args.horizon is None else {"seed": args.seed, "horizon": args.horizon}
-    try:
+    with _user_errors():
         return make_policy(spec, defaults=defaults)
-    except (TypeError, ValueError) as error:
-        raise CLIError(str(error)) from None
 
 
 def _config(args, record_loads: bool) -> SimulationConfig:
     step_time, power = energy_models(args)
-    try:
+    with _user_errors():
         return SimulationConfig(n_workers=args.workers, slots=args.slots, pool=args.pool, arrivals=args.arrivals,
                                 rate_scale=args.rate_scale, step_time=step_time, power=power,
                                 record_loads=record_loads, max_steps=args.max_steps)
-    except (TypeError, ValueError) as error:
-        raise CLIError(str(error)) from None
 
 
-def _progress_factory(enabled: bool, width: int = 28):
-    """A context manager yielding ``advance(label, done, total)``; rich if installed, else plain lines."""
-    import contextlib
-
+@contextlib.contextmanager
+def _progress(enabled: bool, width: int = 28):
+    """Yields ``advance(label, done, total)``: a rich progress bar if installed, else plain lines."""
     if not enabled:
-        @contextlib.contextmanager
-        def silent():
-            yield lambda label, done, total: None
-        return silent
+        yield lambda label, done, total: None
+        return
     try:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        fancy = True
     except ImportError:
-        @contextlib.contextmanager
-        def plain():
-            last = {}
+        fancy = False
+    if not fancy:
+        last = {}
 
-            def advance(label, done, total):
-                step = int(10 * done / max(total, 1))
-                if last.get(label) != step:
-                    last[label] = step
-                    print(f"  {label}: {done}/{total} requests", file=sys.stderr, flush=True)
-            yield advance
-        return plain
+        def print_tenths(label, done, total):
+            step = int(10 * done / max(total, 1))
+            if last.get(label) != step:
+                last[label] = step
+                print(f"  {label}: {done}/{total} requests", file=sys.stderr, flush=True)
+        yield print_tenths
+        return
+    with Progress(TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("requests"), TimeElapsedColumn(), transient=False) as progress:
+        tasks = {}
 
-    @contextlib.contextmanager
-    def fancy():
-        with Progress(TextColumn(f"{{task.description:<{width}}}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("requests"), TimeElapsedColumn(), transient=False) as progress:
-            tasks = {}
-
-            def advance(label, done, total):
-                if label not in tasks:
-                    tasks[label] = progress.add_task(label, total=total)
-                progress.update(tasks[label], completed=done)
-            yield advance
-    return fancy
+        def advance(label, done, total):
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+        yield advance
 
 
 def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, SimulationResult]]:
@@ -293,19 +291,15 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
         raise CLIError(f"request {longest} of {workload.name} has {int(workload.output_tokens[longest]):,} output "
                        f"tokens, more than --max-steps {args.max_steps:,} steps; the run could not finish")
     policies = [(spec, _policy(spec, args)) for spec in specs]
-    try:
+    with _user_errors(ValueError):
         # Build every predictor before the first run so a bad spec fails fast.
         make_predictor(args.predictor, workload.output_tokens, seed=args.seed)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
     results = []
-    with _progress_factory(not args.no_progress, max(len(spec) for spec, _ in policies))() as advance:
+    with _progress(not args.no_progress, max(len(spec) for spec, _ in policies)) as advance:
         for spec, policy in policies:
             predictor = make_predictor(args.predictor, workload.output_tokens, seed=args.seed)
-            try:
+            with _user_errors(ValueError):
                 simulator = Simulator(workload, policy, config=config, predictor=predictor, policy_name=spec)
-            except ValueError as error:
-                raise CLIError(str(error)) from None
             result = simulator.run(progress=lambda done, total, spec=spec: advance(spec, done, total))
             if result.truncated:
                 left = len(workload) - result.metrics.requests_completed
@@ -346,19 +340,13 @@ def _check_outputs(args, outputs: dict) -> None:
     if "--plot" in given:
         from barrierlb.plots import check_plot_path
 
-        try:
+        with _user_errors(ValueError, prefix="--plot: "):
             check_plot_path(given["--plot"])
-        except ValueError as error:
-            raise CLIError(f"--plot: {error}") from None
 
 
 def _load(args):
-    try:
+    with _user_errors(WorkloadError), _user_errors(OSError, prefix="cannot read workload: "):
         return load_workload(args.workload, n_requests=args.requests, seed=args.seed)
-    except WorkloadError as error:
-        raise CLIError(str(error)) from None
-    except OSError as error:
-        raise CLIError(f"cannot read workload: {error}") from None
 
 
 _COLUMNS = [("idle_fraction", "idle", "{:.2%}"), ("avg_imbalance", "imbalance", "{:,.0f}"),
@@ -405,11 +393,9 @@ def print_table(results, workload_name: str) -> None:
         print(plain_table(header, rows))
         return
     table = Table(title=title, caption=f"ratios vs {results[0][0]}; all metrics: --json")
-    for i, h in enumerate(header):
-        if i == 0:      # long policy strings fold; the numbers are never cut
-            table.add_column(h, justify="left", overflow="fold")
-        else:
-            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(r[i]) for r in rows))
+    table.add_column(header[0], justify="left", overflow="fold")     # long policy strings fold
+    for i, h in enumerate(header[1:], start=1):                      # the numbers are never cut
+        table.add_column(h, justify="right", no_wrap=True, min_width=max(len(r[i]) for r in rows))
     for row in rows:
         table.add_row(*row)
     console = Console()
@@ -426,18 +412,12 @@ def _config_dict(args, workload) -> dict:
 
 
 def _result_dict(spec: str, result: SimulationResult) -> dict:
-    out = {"policy": spec}
-    out.update(metrics_dict(result))
-    out["decisions"] = result.decisions
-    out["truncated"] = result.truncated
-    return out
+    return {"policy": spec, **metrics_dict(result), "decisions": result.decisions, "truncated": result.truncated}
 
 
 def _write_json(path: str, payload: dict) -> None:
-    try:
+    with _user_errors(OSError, prefix=f"cannot write {path}: "):
         Path(path).write_text(json.dumps(payload, indent=2) + "\n")
-    except OSError as error:
-        raise CLIError(f"cannot write {path}: {error}") from None
 
 
 def default_policies(workload, predictor: str = "oracle") -> str:
@@ -461,10 +441,8 @@ def cmd_compare(args) -> int:
     if args.plot:
         from barrierlb.plots import plot_loads
 
-        try:
+        with _user_errors(RuntimeError, OSError, ValueError):
             plot_loads([r for _, r in results], args.plot)
-        except (RuntimeError, OSError, ValueError) as error:
-            raise CLIError(str(error)) from None
     return 0
 
 
@@ -474,13 +452,10 @@ def cmd_simulate(args) -> int:
     [(spec, result)] = _run(workload, [args.policy], args, record_loads=bool(args.csv))
     print_table([(spec, result)], workload.name)
     if args.csv:
-        try:
-            with open(args.csv, "w") as handle:
-                handle.write("step,step_time_s," + ",".join(f"worker_{g}" for g in range(args.workers)) + "\n")
-                for k, (duration, loads) in enumerate(zip(result.step_time_s, result.loads)):
-                    handle.write(f"{k},{duration:.9g}," + ",".join(f"{v:.0f}" for v in loads) + "\n")
-        except OSError as error:
-            raise CLIError(f"cannot write {args.csv}: {error}") from None
+        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), open(args.csv, "w") as handle:
+            handle.write("step,step_time_s," + ",".join(f"worker_{g}" for g in range(args.workers)) + "\n")
+            for k, (duration, loads) in enumerate(zip(result.step_time_s, result.loads)):
+                handle.write(f"{k},{duration:.9g}," + ",".join(f"{v:.0f}" for v in loads) + "\n")
     if args.json:
         _write_json(args.json, {"config": _config_dict(args, workload), "results": [_result_dict(spec, result)]})
     return 0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.hardware import ACCELERATOR_PRESETS, Accelerator, ModelSpec, accelerator_preset
+from barrierlb.hardware import ACCELERATOR_PRESETS, Accelerator, ModelSpec, _lookup, accelerator_preset
 
 #: The paper's fixed per-step cost is ``(B * 0.6e-3 + 35e-3) / 16`` s; its batch-independent
 #: part, 35 ms / 16, is the roofline's default overhead (launches, sampling, collectives).
@@ -171,10 +171,6 @@ class PowerModel:
         return self.idle_w + (self.max_w - self.idle_w) * u**self.exponent
 
 
-#: The reference code's model under the name that says what it measures.
-RelativePowerModel = PowerModel
-
-
 @dataclass(frozen=True)
 class AbsolutePowerModel:
     """The paper's power formula on an absolute utilization (W per worker).
@@ -259,14 +255,12 @@ def step_cost(step_time, power, loads, tokens, alive, speeds=None) -> tuple[floa
         # The reference code's arithmetic, operation for operation, so its figures reproduce exactly.
         effective = loads / speeds if speeds is not None else loads
         duration = step_time.step_time_s(float(effective[alive].max()))
-        max_load = float(alive_loads.max())
-        utilization = alive_loads / max_load if max_load > 0 else np.zeros_like(alive_loads)
-        return duration, float(power.power_w(utilization).sum()) * duration
-    busy = step_time.busy_s(loads, tokens, alive)
-    if speeds is not None:
-        busy = busy / speeds
-    busy = busy[alive]
-    duration = step_time.overhead_s + float(busy.max())
+    else:
+        busy = step_time.busy_s(loads, tokens, alive)
+        if speeds is not None:
+            busy = busy / speeds
+        busy = busy[alive]
+        duration = step_time.overhead_s + float(busy.max())
     if isinstance(power, PowerModel):
         max_load = float(alive_loads.max())
         utilization = alive_loads / max_load if max_load > 0 else np.zeros_like(alive_loads)
@@ -304,10 +298,7 @@ POWER_PRESETS: dict[str, PowerModel] = {
 
 def power_preset(name: str) -> PowerModel:
     """A named relative :class:`PowerModel`; ``ValueError`` lists the names on a miss."""
-    try:
-        return POWER_PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown power preset {name!r}; known: {', '.join(POWER_PRESETS)}") from None
+    return _lookup(POWER_PRESETS, "power preset", name)
 
 
 def relative_power(accelerator: Accelerator, *, tensor_parallel: int = 1, exponent: float = 0.7) -> PowerModel:
@@ -317,6 +308,6 @@ def relative_power(accelerator: Accelerator, *, tensor_parallel: int = 1, expone
                       f"{tensor_parallel} x {accelerator.name}: {accelerator.source}")
 
 
-__all__ = ["AbsolutePowerModel", "PAPER_FIXED_OVERHEAD_S", "POWER_PRESETS", "PowerModel", "RelativePowerModel",
+__all__ = ["AbsolutePowerModel", "PAPER_FIXED_OVERHEAD_S", "POWER_PRESETS", "PowerModel",
            "RooflineStepTime", "StepTimeModel", "accelerator_preset", "average_power_w", "power_preset",
            "relative_power", "step_cost"]

@@ -14,6 +14,7 @@ so that a step of a 32 x 72 cluster ages every task in a few vector operations.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -42,7 +43,6 @@ class Placement:
     task_ids: np.ndarray
     workers: np.ndarray
     pool_index: np.ndarray | None = None
-
 
 
 class Ledger:
@@ -148,16 +148,14 @@ class Ledger:
 
     def tasks_on(self, worker: int) -> np.ndarray:
         """Ids of the tasks placed on ``worker``."""
-        worker = self._check_worker(worker)
+        worker = self.check_worker(worker)
         ids = self._slot_id[worker]
         return ids[ids >= 0].copy()
 
     # ------------------------------------------------------------- mutation
     def submit(self, tasks: Task | Iterable[Task]) -> None:
         """Append tasks to the waiting pool, in order."""
-        if isinstance(tasks, Task):
-            tasks = [tasks]
-        tasks = list(tasks)
+        tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
         for task in tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"tasks must be Task objects, got {type(task).__name__}")
@@ -329,7 +327,7 @@ class Ledger:
 
     def fail_worker(self, worker: int) -> np.ndarray:
         """Mark ``worker`` dead and drop its tasks; returns their ids so they can be re-created."""
-        worker = self._check_worker(worker)
+        worker = self.check_worker(worker)
         slots = np.flatnonzero(self._slot_id[worker] >= 0)
         ids = self._remove(np.full(slots.size, worker, dtype=np.int64), slots)
         self.alive[worker] = False
@@ -338,7 +336,7 @@ class Ledger:
 
     def set_alive(self, worker: int, alive: bool = True) -> None:
         """Bring a worker (back) up, or mark an empty worker down."""
-        worker = self._check_worker(worker)
+        worker = self.check_worker(worker)
         alive = check_bool("alive", alive)
         if not alive and self._active_count[worker]:
             raise ValueError(f"worker {worker} still holds tasks; use fail_worker to drop them")
@@ -375,9 +373,8 @@ class Ledger:
             index = np.flatnonzero(self._pool["ids"] == task_id)
             if not index.size:
                 raise ValueError(f"task {task_id} is neither waiting nor running")
-            pool_work, pool_prompt = self._pool["work"], self._pool["prompt"]
-            pool_work[index] = pool_work[index] + (prompt - pool_prompt[index])
-            pool_prompt[index] = prompt
+            self._pool["work"][index] = self._pool["work"][index] + (prompt - self._pool["prompt"][index])
+            self._pool["prompt"][index] = prompt
         self.version += 1
 
     def withdraw(self, task_id: int) -> None:
@@ -394,7 +391,6 @@ class Ledger:
         """Mean initial work and growth of the tasks placed so far (``None`` before any)."""
         count, work, growth = self._placed.tolist()
         return (work / count, growth / count) if count else None
-
 
     def apply_moves(self, plan) -> None:
         """Move placed tasks as a priced :class:`~barrierlb.migration.MovePlan` decided (the only way one moves).
@@ -427,12 +423,12 @@ class Ledger:
             self._active_count[destination] += 1
         self.version += 1
 
-    def _check_worker(self, worker) -> int:
+    def check_worker(self, worker) -> int:
+        """``worker`` as an int if it is one of this ledger's workers, else an error naming it."""
         worker = check_int("worker", worker, minimum=0)
         if worker >= self.n_workers:
             raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
         return worker
-
 
 
 def _column(name: str, value, n: int, **checks) -> np.ndarray:
@@ -446,17 +442,10 @@ def _column(name: str, value, n: int, **checks) -> np.ndarray:
     return check_array(name, broadcast(name, value, n), **checks)
 
 
-def _duplicates(values: list) -> set:
-    seen: set = set()
-    dup: set = set()
-    for v in values:
-        (dup if v in seen else seen).add(v)
-    return dup
+def _duplicates(values: list) -> list:
+    return [value for value, count in Counter(values).items() if count > 1]
 
 
 def _index_matches(pool_ids: np.ndarray, index, id_list: list) -> bool:
     positions = np.asarray(index, dtype=np.int64).tolist()
-    n = pool_ids.size
-    if any(p < 0 or p >= n for p in positions):
-        return False
-    return pool_ids[positions].tolist() == id_list
+    return all(0 <= p < pool_ids.size for p in positions) and pool_ids[positions].tolist() == id_list

@@ -45,12 +45,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from barrierlb._validate import check_int
+from barrierlb._validate import check_array, check_int
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.predictors import PersistencePredictor
 from barrierlb.state import ClusterState, Placement
 
-__all__ = ["SuperstepPlanner", "as_policy"]
+__all__ = ["SuperstepPlanner", "as_policy", "run_until_idle"]
 
 
 def as_policy(policy) -> Policy:
@@ -61,6 +61,18 @@ def as_policy(policy) -> Policy:
     return resolved
 
 
+def run_until_idle(balancer, max_steps: int) -> None:
+    """A backend's ``run``: ``balancer.step()`` until no task ``waiting`` or ``active``, at most ``max_steps`` times."""
+    max_steps = check_int("max_steps", max_steps, minimum=1)
+    for _ in range(max_steps):
+        if not balancer.waiting and not balancer.active:
+            return
+        balancer.step()
+    if balancer.waiting or balancer.active:
+        raise RuntimeError(f"tasks still running after {max_steps} supersteps: {balancer.active} placed, "
+                           f"{balancer.waiting} waiting")
+
+
 class SuperstepPlanner:
     """Ledger and decision of a balanced superstep loop, free of communication.
 
@@ -68,19 +80,18 @@ class SuperstepPlanner:
     ----------
     n_workers : int
         Workers at the start (more can join: :meth:`add_worker`).
-    policy : Policy
-        Decides where waiting tasks go (its ``horizon`` sets the lookahead).
+    policy : str or Policy
+        Decides where waiting tasks go (its ``horizon`` sets the lookahead); a
+        name is built with :func:`barrierlb.make_policy`.
     capacity : int, optional
         Most tasks a worker may hold; default unlimited.
     window : int
         Measurements kept per task to predict it from its measured cost.
     """
 
-    def __init__(self, n_workers: int, *, policy: Policy, capacity: int | None = None, window: int = 4):
-        if not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a Policy, got {type(policy).__name__}")
-        self.policy = policy
-        self.horizon = int(getattr(policy, "horizon", 0))
+    def __init__(self, n_workers: int, *, policy: str | Policy, capacity: int | None = None, window: int = 4):
+        self.policy = as_policy(policy)
+        self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.predictor = PersistencePredictor(window)
         n_workers = check_int("n_workers", n_workers, minimum=1)
@@ -158,14 +169,9 @@ class SuperstepPlanner:
 
     def submit_many(self, task_ids, lookaheads=None) -> None:
         """Queue many tasks at once; ``lookaheads`` has shape ``(n, horizon + 1)`` (or ``(n,)``)."""
-        raw = np.asarray(task_ids).reshape(-1)
-        if raw.size == 0:
+        ids = check_array("task_ids", np.reshape(task_ids, -1), nonnegative=True, dtype=np.int64)
+        if ids.size == 0:
             return
-        if raw.dtype.kind not in "iu":
-            raise TypeError(f"task_ids must be integers, got {raw.dtype} values such as {raw[0]!r}")
-        ids = raw.astype(np.int64)
-        if (ids < 0).any():
-            raise ValueError(f"task_ids must be non-negative, got {int(ids[ids < 0][0])}")
         rows = self.horizon + 1
         if lookaheads is not None:
             work = np.asarray(lookaheads, dtype=np.float64)
@@ -200,7 +206,7 @@ class SuperstepPlanner:
             Measured seconds summed over ``count`` task-steps, when the
             per-task costs stay on the worker.
         """
-        worker = self._check_worker(worker)
+        worker = self._ledger.check_worker(worker)
         finished = [int(t) for t in finished]
         if costs:
             ids = [t for t in costs if t not in self._modelled]
@@ -229,7 +235,7 @@ class SuperstepPlanner:
 
     def lose_worker(self, worker: int) -> list[int]:
         """A worker died: its tasks come back, to be placed first; returns their ids (to re-create)."""
-        worker = self._check_worker(worker)
+        worker = self._ledger.check_worker(worker)
         lost = sorted(self.ledger.fail_worker(worker).tolist())
         self._load.pop(worker, None)
         if lost:
@@ -340,12 +346,6 @@ class SuperstepPlanner:
         if waiting.size:
             new.submit_arrays(waiting, 0.0)
         self._ledger, self._slots = new, slots
-
-    def _check_worker(self, worker) -> int:
-        worker = check_int("worker", worker, minimum=0)
-        if worker >= self.n_workers:
-            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
-        return worker
 
 
 def _idle() -> Decision:

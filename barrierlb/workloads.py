@@ -184,12 +184,8 @@ def long_context(n_requests: int, *, seed: int = 0, prompt_median: float = 7000.
     check_real("prompt_sigma", prompt_sigma, minimum=0.0)
     check_real("output_mean", output_mean)
     check_real("output_std", output_std, minimum=0.0)
-    bounds = {}
-    for name, value in (("prompt_min", prompt_min), ("prompt_max", prompt_max), ("output_min", output_min),
-                        ("output_max", output_max)):
-        bounds[name] = check_int(name, value, minimum=1)
-        if bounds[name] > MAX_TOKENS:
-            raise ValueError(f"{name} must be <= MAX_TOKENS ({MAX_TOKENS}), got {value}")
+    bounds = {name: check_int(name, value, minimum=1, maximum=MAX_TOKENS) for name, value in (
+        ("prompt_min", prompt_min), ("prompt_max", prompt_max), ("output_min", output_min), ("output_max", output_max))}
     for low, high in (("prompt_min", "prompt_max"), ("output_min", "output_max")):
         if bounds[low] > bounds[high]:
             raise ValueError(f"{low} ({bounds[low]}) must be <= {high} ({bounds[high]})")
@@ -302,17 +298,15 @@ def _tokens(value, what: str, where: str) -> int:
     """A token count from a trace field: a non-negative integer up to MAX_TOKENS, never rounded."""
     if isinstance(value, bool):
         raise WorkloadError(f"{where}: {what} is not a number: {value!r}")
-    if isinstance(value, int):
-        number = value
-    else:
-        try:
-            number = int(value) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() else float(value)
-        except (TypeError, ValueError):
-            raise WorkloadError(f"{where}: {what} is not a number: {value!r}") from None
-        if isinstance(number, float):
-            if not math.isfinite(number) or number != int(number):
-                raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
-            number = int(number)
+    try:
+        number = value if isinstance(value, int) else \
+            int(value) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() else float(value)
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{where}: {what} is not a number: {value!r}") from None
+    if isinstance(number, float):
+        if not number.is_integer():           # also NaN and infinities
+            raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
+        number = int(number)
     if number < 0:
         raise WorkloadError(f"{where}: {what} must be a non-negative integer, got {value!r}")
     if number > MAX_TOKENS:
@@ -342,13 +336,12 @@ class _Rows:
         return self.limit is None or len(self.prompt) < self.limit
 
     def workload(self, name: str) -> Workload:
-        prompt = np.frombuffer(self.prompt, dtype=np.int64) if self.prompt else np.zeros(0, np.int64)
-        output = np.frombuffer(self.output, dtype=np.int64) if self.output else np.zeros(0, np.int64)
+        prompt, output = np.frombuffer(self.prompt, dtype=np.int64), np.frombuffer(self.output, dtype=np.int64)
         zero = int((output == 0).sum())
         output = np.maximum(output, 1)
         arrival = None
         if self.time is not None:
-            times = np.frombuffer(self.time, dtype=np.float64) if self.time else np.zeros(0)
+            times = np.frombuffer(self.time, dtype=np.float64)
             order = np.argsort(times, kind="stable")
             prompt, output, times = prompt[order], output[order], times[order]
             arrival = times - times[0] if times.size else times

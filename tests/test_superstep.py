@@ -76,10 +76,11 @@ def test_unlimited_capacity_grows_the_ledger_and_keeps_every_task():
 
 
 def test_bad_input_names_the_problem():
-    with pytest.raises(TypeError, match="policy must be a Policy"):
-        SuperstepPlanner(2, policy="bfio")
+    with pytest.raises(TypeError, match="policy must be a name or a Policy"):
+        SuperstepPlanner(2, policy=3)
+    assert SuperstepPlanner(2, policy="bfio:horizon=3").horizon == 3       # a name, as the backends take
     planner = SuperstepPlanner(2, policy=make_policy("fcfs"), capacity=1)
-    with pytest.raises(TypeError, match="task_ids must be integers"):
+    with pytest.raises(ValueError, match="task_ids must hold integers, got 1.5"):
         planner.submit_many([1.5])
     with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
         planner.submit(1, [-1.0])
