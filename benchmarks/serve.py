@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -63,12 +64,13 @@ class Process:
     :meth:`output` reads it back.
     """
 
-    def __init__(self, argv, pattern: str, timeout_s: float = 120.0):
+    def __init__(self, argv, pattern: str, timeout_s: float = 120.0, env: dict | None = None):
         import tempfile
 
         self.argv = argv
         self.log = tempfile.NamedTemporaryFile("w+", prefix="barrierlb-serve-bench-", suffix=".log")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                     env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             match = re.search(pattern, self.output())
@@ -144,9 +146,11 @@ def emulator(ranks: int, slots: int, base_s: float, token_s: float, *extra: str)
                    r"EMULATOR_URLS=(\S+)")
 
 
-def proxy(urls: str, slots: int, policy: str, *extra: str) -> Process:
+def proxy(urls: str, slots: int, policy: str, *extra: str, src: str | None = None) -> Process:
+    """``barrierlb serve`` in a child process; ``src``: import barrierlb from that source tree instead."""
     return Process([sys.executable, "-m", "barrierlb", "serve", "--ranks", urls, "--slots", str(slots), "--port", "0",
-                    "--policy", policy, *extra], r"listening on (\S+)")
+                    "--policy", policy, *extra], r"listening on (\S+)",
+                   env=None if src is None else {"PYTHONPATH": str(Path(src).resolve())})
 
 
 # --------------------------------------------------------------------- client
@@ -395,7 +399,9 @@ def part2(args) -> dict:
         estimate = _overhead(args, ("--prompt-tokens", "estimate"), sweep=False)
         for key in ("overhead_p50_ms", "overhead_p99_ms", "chunk_overhead_p50_ms", "chunk_overhead_p99_ms",
                     "cpu_ms_per_request"):
-            record[f"estimate_{key}"] = estimate[key]
+            for prefix in ("", "baseline_"):
+                if prefix + key in estimate:
+                    record[f"estimate_{prefix}{key}"] = estimate[prefix + key]
     return record
 
 
@@ -404,36 +410,50 @@ def _overhead(args, extra, *, sweep=True) -> dict:
     # a slot, so what the proxy path adds is the proxy's own work, not queueing.
     ranks, slots = 8, 256
     loop = ("--event-loop", args.event_loop)
-    with emulator(ranks, slots, 0.001, 0.0, *loop) as engine, \
-            proxy(engine.found, slots, "auto", *extra, *loop) as server:
+    baseline = args.baseline_src
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(emulator(ranks, slots, 0.001, 0.0, *loop))
+        server = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop))
+        servers = {"proxy": server}
+        if baseline:
+            servers["baseline"] = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop, src=baseline))
         direct_urls = engine.found.split(",")
-        asyncio.run(_timed_requests([server.found], 100, 1.0, 99))             # warm up: kernels, connections
+        for warm in servers.values():
+            asyncio.run(_timed_requests([warm.found], 100, 1.0, 99))           # warm up: kernels, connections
 
         def measure(rate, blocks, block_s):
-            wire = {"direct": [], "proxy": []}
-            chunks = {"direct": [], "proxy": []}
-            cpu, requests = 0.0, 0
+            paths = ("direct", *servers)
+            wire = {path: [] for path in paths}
+            chunks = {path: [] for path in paths}
+            cpu = dict.fromkeys(servers, 0.0)
+            requests = dict.fromkeys(servers, 0)
             for block in range(blocks):
-                for path in ("direct", "proxy"):
-                    cpu_before = server.cpu_s()
-                    w, c, failures, n = asyncio.run(_timed_requests(direct_urls if path == "direct" else [server.found],
+                for path in paths:
+                    through = servers.get(path)
+                    cpu_before = through.cpu_s() if through else 0.0
+                    w, c, failures, n = asyncio.run(_timed_requests(direct_urls if through is None else [through.found],
                                                                     rate, block_s, 1000 * block + int(rate)))
                     if failures:
                         raise RuntimeError(f"{failures} of {n} requests failed on the {path} path")
                     wire[path].append(w)
                     chunks[path].append(c)
-                    if path == "proxy":
-                        cpu += server.cpu_s() - cpu_before
-                        requests += n
+                    if through:
+                        cpu[path] += through.cpu_s() - cpu_before
+                        requests[path] += n
             w = {k: np.concatenate(v) * 1e3 for k, v in wire.items()}
             c = {k: np.concatenate(v) * 1e3 for k, v in chunks.items()}
-            added = {q: float(np.percentile(w["proxy"], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
-            added_chunk = {q: float(np.percentile(c["proxy"], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
-            return {"rate_rps": rate, "overhead_p50_ms": added[50], "overhead_p99_ms": added[99],
-                    "chunk_overhead_p50_ms": added_chunk[50], "chunk_overhead_p99_ms": added_chunk[99],
-                    "direct_wire_p50_ms": float(np.percentile(w["direct"], 50)),
-                    "proxy_wire_p50_ms": float(np.percentile(w["proxy"], 50)),
-                    "cpu_ms_per_request": 1e3 * cpu / requests, "requests": requests}
+            out = {"rate_rps": rate}
+            for path in servers:
+                prefix = "" if path == "proxy" else "baseline_"
+                added = {q: float(np.percentile(w[path], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
+                added_chunk = {q: float(np.percentile(c[path], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
+                out.update({f"{prefix}overhead_p50_ms": added[50], f"{prefix}overhead_p99_ms": added[99],
+                            f"{prefix}chunk_overhead_p50_ms": added_chunk[50],
+                            f"{prefix}chunk_overhead_p99_ms": added_chunk[99],
+                            f"{prefix}proxy_wire_p50_ms": float(np.percentile(w[path], 50)),
+                            f"{prefix}cpu_ms_per_request": 1e3 * cpu[path] / requests[path]})
+            out.update(direct_wire_p50_ms=float(np.percentile(w["direct"], 50)), requests=requests["proxy"])
+            return out
 
         main = measure(200.0, args.overhead_blocks, args.overhead_block_s)
         points = [main]
@@ -446,7 +466,7 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         status = asyncio.run(_status(server.found))
         loop_used = re.search(r"(\w+) loop\)", server.output()).group(1)
     return {"policy": "proxy", "policy_spec": "auto", "engine": "emulator", "ranks": ranks, "slots": slots,
-            "workload": "4-token requests, 1 in 4 streamed", **main,
+            "workload": "4-token requests, 1 in 4 streamed", **main, "baseline_src": baseline,
             "max_rate_rps": (max(passing) if passing else None) if sweep else None,
             "sweep": [{k: p[k] for k in ("rate_rps", "overhead_p50_ms", "overhead_p99_ms", "cpu_ms_per_request")}
                       for p in points],
@@ -486,6 +506,9 @@ def main(argv=None) -> int:
                         help="alternating blocks per path in the cost part (default 4, quick 2)")
     parser.add_argument("--sweep", default=None, metavar="RATE,RATE,...",
                         help="rates swept after 200/s in the cost part ('' for none; default 400..1600, quick 400,800)")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
+                             "its blocks alternating with the others' (keys baseline_*)")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
@@ -526,9 +549,15 @@ def main(argv=None) -> int:
                                  ("chunk_overhead_p50_ms", "chunk p50 ms", "{:.3f}"),
                                  ("chunk_overhead_p99_ms", "chunk p99 ms", "{:.3f}"),
                                  ("cpu_ms_per_request", "CPU ms/req", "{:.2f}"),
+                                 ("baseline_overhead_p50_ms", "baseline p50 ms", "{:.3f}"),
+                                 ("baseline_overhead_p99_ms", "baseline p99 ms", "{:.3f}"),
+                                 ("baseline_cpu_ms_per_request", "baseline CPU ms/req", "{:.2f}"),
                                  ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
+                                 ("estimate_baseline_overhead_p50_ms", "baseline p50, estimated", "{:.3f}"),
+                                 ("estimate_baseline_overhead_p99_ms", "baseline p99, estimated", "{:.3f}"),
+                                 ("estimate_baseline_cpu_ms_per_request", "baseline CPU, estimated", "{:.2f}"),
                                  ("max_rate_rps", "max rate/s (p99 <= 5 ms)", "{:.0f}"),
                                  ("decision_ms_p50", "decide ms", "{:.2f}"), ("event_loop", "loop", "{}")],
                 "The proxy's own cost (through the proxy minus directly, same emulator, alternating blocks)")
