@@ -141,8 +141,10 @@ class DecodeRouter:
         steps = check_real("predicted_output_tokens", predicted_output_tokens, minimum=0.0, allow_inf=True)
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
-        self.state.submit_arrays([request_id], [prompt], growth=1.0, steps=[steps], prompt=[prompt])
-        request_id = int(request_id)
+        request_id = check_int("request_id", request_id, minimum=0)
+        # Scalars for one task: the ledger checks a scalar once instead of as an array.
+        self.state.submit_arrays(np.array([request_id], dtype=np.int64), prompt, growth=1.0, steps=steps,
+                                 prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
         self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)

@@ -455,7 +455,7 @@ def _overhead(args, extra, *, sweep=True) -> dict:
             out.update(direct_wire_p50_ms=float(np.percentile(w["direct"], 50)), requests=requests["proxy"])
             return out
 
-        main = measure(200.0, args.overhead_blocks, args.overhead_block_s)
+        main = measure(args.overhead_rate, args.overhead_blocks, args.overhead_block_s)
         points = [main]
         for rate in (args.sweep if sweep else ()):
             point = measure(rate, 1, args.overhead_block_s)
@@ -506,6 +506,9 @@ def main(argv=None) -> int:
                         help="alternating blocks per path in the cost part (default 4, quick 2)")
     parser.add_argument("--sweep", default=None, metavar="RATE,RATE,...",
                         help="rates swept after 200/s in the cost part ('' for none; default 400..1600, quick 400,800)")
+    parser.add_argument("--overhead-rate", type=float, default=200.0,
+                        help="requests/s of the cost part's main record (default 200, the issue's rate; a lower "
+                             "one compares CPU per request on a machine too busy to serve 200/s)")
     parser.add_argument("--baseline-src", metavar="DIR",
                         help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
                              "its blocks alternating with the others' (keys baseline_*)")

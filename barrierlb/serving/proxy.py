@@ -57,7 +57,7 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting")
+                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting", "count_timer")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -75,6 +75,7 @@ class _Flight:
         self.reported = 0           # tokens the router knows of
         self.count_args: tuple | None = None       # (text, chat, body) while its /tokenize call is to start
         self.counting: asyncio.Future | None = None
+        self.count_timer: asyncio.TimerHandle | None = None
 
 
 class Proxy:
@@ -164,7 +165,10 @@ class Proxy:
         self._flights[flight.task_id] = flight
         if flight.count_args is not None:
             self._uncounted.append(flight)
-        self._wake.set()
+        if self.router.queued != 1 or not self._decide():
+            # Alone in the pool it was decided now, not one loop pass later; a decision of several
+            # requests is the admission loop's, when slots free up for a waiting pool.
+            self._wake.set()
 
     def _release(self, flight: _Flight, output_tokens: int | None = None, *, cancelled: bool = False) -> None:
         """Free the flight's place in the router (its slot, or its place in the queue)."""
@@ -207,17 +211,19 @@ class Proxy:
             if not self.router.queued:
                 self._uncounted.clear()
                 continue
-            self._sync_progress()
-            started = time.perf_counter()
-            try:
-                placements = self.router.route()
-            except Exception as error:                  # a bug must not stop admission for everyone
-                print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
+            if not self._decide():
                 await asyncio.sleep(0.1)
-                continue
-            if not placements:
-                self._count_waiting()
-                continue
+
+    def _decide(self) -> bool:
+        """Place what waits (one decision of the router) and wake the placed requests; False if it failed."""
+        self._sync_progress()
+        started = time.perf_counter()
+        try:
+            placements = self.router.route()
+        except Exception as error:                  # a bug must not stop admission for everyone
+            print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return False
+        if placements:
             self.decision_s.append(time.perf_counter() - started)
             if len(self.decision_s) > 100_000:
                 del self.decision_s[:50_000]
@@ -228,7 +234,8 @@ class Proxy:
                 flight.rank = rank
                 if not flight.placed.done():
                     flight.placed.set_result(rank)
-            self._count_waiting()
+        self._count_waiting()
+        return True
 
     def _count_waiting(self) -> None:
         """Start ``/tokenize`` for the requests a decision left waiting; a placed one starts it once sent."""
@@ -238,7 +245,11 @@ class Proxy:
                 self._start_count(flight)
 
     def _start_count(self, flight: _Flight) -> None:
-        if flight.count_args is not None and flight.counting is None and not self._tokenize_missing:
+        if flight.count_timer is not None:
+            flight.count_timer.cancel()
+            flight.count_timer = None
+        if (flight.count_args is not None and flight.counting is None and not self._tokenize_missing
+                and not flight.released):
             flight.counting = asyncio.ensure_future(self._count_prompt(flight, *flight.count_args))
         flight.count_args = None
 
@@ -379,6 +390,8 @@ class Proxy:
                 flight.task.cancel()
             if flight.counting is not None and not flight.counting.done():
                 flight.counting.cancel()
+            if flight.count_timer is not None:
+                flight.count_timer.cancel()
 
     async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
         """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
@@ -428,7 +441,15 @@ class Proxy:
         url, headers, payload = self._upstream(request, rank, path, body, raw)
         timeout = self._request_timeout
         flight.sent_at = time.monotonic()
-        self._start_count(flight)              # its task runs once this request is written
+        if flight.count_args is not None:
+            # Counted once it has run a while: a count that arrives after the request ended changes nothing.
+            delay = config.tokenize_delay_s
+            if flight.count_timer is not None:        # from an attempt that never reached its rank
+                flight.count_timer.cancel()
+            if delay > 0:
+                flight.count_timer = asyncio.get_running_loop().call_later(delay, self._start_count, flight)
+            else:
+                self._start_count(flight)      # its task runs once this request is written
         try:
             upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as error:
