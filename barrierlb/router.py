@@ -156,7 +156,7 @@ class DecodeRouter:
         (the BF-IO step problem), never more than a rank's free slots.
         """
         state, policy = self.state, self._policy
-        self._flush_outputs()
+        self._flush_outputs(all_of_them=False)
         if state.n_waiting == 0 or not state.free_slots.any():
             return {}
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
@@ -273,8 +273,13 @@ class DecodeRouter:
         self._flush_outputs()
         self._bounded.observe(output_tokens)
 
-    def _flush_outputs(self) -> None:
-        if self._outputs:
+    def _flush_outputs(self, *, all_of_them: bool = True) -> None:
+        """Give the finished lengths to the predictor. Before a decision only once they are a
+        64th of what it has learned: a learning predictor sorts its whole window per batch
+        (4,096 lengths for the survival predictor), and a decision per request would pay that
+        for every request."""
+        learned = getattr(self.predictor, "n_observed", 0) or 0
+        if self._outputs and (all_of_them or 64 * len(self._outputs) >= learned):
             outputs, self._outputs = self._outputs, []
             self._bounded.observe(outputs)
 

@@ -146,6 +146,52 @@ def emulator(ranks: int, slots: int, base_s: float, token_s: float, *extra: str)
                    r"EMULATOR_URLS=(\S+)")
 
 
+def bare_forwarder(urls: str, *extra: str) -> Process:
+    """This script's :func:`run_bare_forwarder` in a child process."""
+    return Process([sys.executable, str(Path(__file__).resolve()), "--bare-forwarder", urls, *extra],
+                   r"listening on (\S+)")
+
+
+def run_bare_forwarder(urls: str, event_loop: str) -> int:
+    """A bare aiohttp forwarder, the floor of an aiohttp proxy's cost: each request goes to the next
+    rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting."""
+    import itertools
+
+    from barrierlb.serving._deps import aiohttp, web
+    from barrierlb.serving._loop import run as run_loop
+
+    targets = itertools.cycle(url.rstrip("/") for url in urls.split(","))
+    skip = {"host", "content-length", "transfer-encoding", "connection"}
+
+    async def main():
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+
+        async def forward(request):
+            raw = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+            async with session.post(next(targets) + request.path, data=raw, headers=headers) as upstream:
+                answer = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
+                if upstream.content_type != "text/event-stream":
+                    return web.Response(body=await upstream.read(), status=upstream.status, headers=answer)
+                response = web.StreamResponse(status=upstream.status, headers=answer)
+                await response.prepare(request)
+                async for data in upstream.content.iter_any():
+                    await response.write(data)
+                await response.write_eof()
+                return response
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    run_loop(main(), event_loop)
+    return 0
+
+
 def proxy(urls: str, slots: int, policy: str, *extra: str, src: str | None = None) -> Process:
     """``barrierlb serve`` in a child process; ``src``: import barrierlb from that source tree instead."""
     return Process([sys.executable, "-m", "barrierlb", "serve", "--ranks", urls, "--slots", str(slots), "--port", "0",
@@ -399,7 +445,7 @@ def part2(args) -> dict:
         estimate = _overhead(args, ("--prompt-tokens", "estimate"), sweep=False)
         for key in ("overhead_p50_ms", "overhead_p99_ms", "chunk_overhead_p50_ms", "chunk_overhead_p99_ms",
                     "cpu_ms_per_request"):
-            for prefix in ("", "baseline_"):
+            for prefix in ("", "baseline_", "bare_"):
                 if prefix + key in estimate:
                     record[f"estimate_{prefix}{key}"] = estimate[prefix + key]
     return record
@@ -417,6 +463,8 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         servers = {"proxy": server}
         if baseline:
             servers["baseline"] = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop, src=baseline))
+        if args.bare and sweep:                  # once: it does not depend on the proxy's options
+            servers["bare"] = stack.enter_context(bare_forwarder(engine.found, *loop))
         direct_urls = engine.found.split(",")
         for warm in servers.values():
             asyncio.run(_timed_requests([warm.found], 100, 1.0, 99))           # warm up: kernels, connections
@@ -444,7 +492,7 @@ def _overhead(args, extra, *, sweep=True) -> dict:
             c = {k: np.concatenate(v) * 1e3 for k, v in chunks.items()}
             out = {"rate_rps": rate}
             for path in servers:
-                prefix = "" if path == "proxy" else "baseline_"
+                prefix = "" if path == "proxy" else f"{path}_"
                 added = {q: float(np.percentile(w[path], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
                 added_chunk = {q: float(np.percentile(c[path], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
                 out.update({f"{prefix}overhead_p50_ms": added[50], f"{prefix}overhead_p99_ms": added[99],
@@ -512,8 +560,14 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-src", metavar="DIR",
                         help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
                              "its blocks alternating with the others' (keys baseline_*)")
+    parser.add_argument("--bare", action="store_true",
+                        help="the cost part also runs a bare aiohttp forwarder (no pool, no decision, no counting), "
+                             "its blocks alternating with the others': the floor of an aiohttp proxy (keys bare_*)")
+    parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
+    if args.bare_forwarder:
+        return run_bare_forwarder(args.bare_forwarder, args.event_loop)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
     args.overhead_blocks = args.overhead_blocks or (2 if args.quick else 4)
@@ -555,6 +609,9 @@ def main(argv=None) -> int:
                                  ("baseline_overhead_p50_ms", "baseline p50 ms", "{:.3f}"),
                                  ("baseline_overhead_p99_ms", "baseline p99 ms", "{:.3f}"),
                                  ("baseline_cpu_ms_per_request", "baseline CPU ms/req", "{:.2f}"),
+                                 ("bare_overhead_p50_ms", "bare aiohttp p50 ms", "{:.3f}"),
+                                 ("bare_overhead_p99_ms", "bare aiohttp p99 ms", "{:.3f}"),
+                                 ("bare_cpu_ms_per_request", "bare CPU ms/req", "{:.2f}"),
                                  ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
