@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count prompt tokens with the engine's /tokenize (default; falls back to the "
                              "estimate) or estimate them from the text (4 characters a token)")
     parser.add_argument("--tokenize-delay-s", type=float, default=ServeConfig.tokenize_delay_s,
-                        help="a placed request is tokenized once it has run this long (default %(default)s; "
-                             "shorter ones end before the count would matter)")
+                        help="a placed request's /tokenize call starts once it has run this long (default "
+                             "%(default)s: when it is sent); shorter requests then cost one engine call, not two, "
+                             "but until the count arrives decisions see the estimate")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--connect-timeout-s", type=float, default=ServeConfig.connect_timeout_s)

@@ -39,10 +39,10 @@ class ServeConfig:
         back to the estimate where it has none), or estimate from the text.
     tokenize_delay_s : float
         With ``tokenize``, a placed request's ``/tokenize`` call starts once it
-        has run this long (default 0.05 s; 0: as soon as it is sent): a count that
-        arrives after the request ended changes no decision, and short requests
-        then cost one engine call, not two. A request left waiting by a decision
-        is counted at once.
+        has run this long (default 0: as soon as it is sent). A request that ends
+        sooner costs one engine call instead of two, but decisions taken until its
+        count arrives see its estimate (in the emulator replay a 0.05 s delay
+        measured worse). A request left waiting by a decision is counted at once.
     host, port : str, int
         Where the proxy listens (default 127.0.0.1:8000; 0: any free port).
     connect_timeout_s, read_timeout_s, request_timeout_s : float
@@ -69,7 +69,7 @@ class ServeConfig:
     policy: str = "auto"
     draws: int = 0
     prompt_tokens: str = "tokenize"
-    tokenize_delay_s: float = 0.05
+    tokenize_delay_s: float = 0.0
     host: str = "127.0.0.1"
     port: int = 8000
     connect_timeout_s: float = 5.0

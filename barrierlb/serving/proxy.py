@@ -353,12 +353,14 @@ class Proxy:
             while True:
                 try:
                     self._enqueue(flight)
-                    # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
-                    expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
-                    try:
-                        rank = await flight.placed
-                    finally:
-                        expiry.cancel()
+                    if not flight.placed.done():         # else placed on arrival
+                        # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
+                        expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
+                        try:
+                            await flight.placed
+                        finally:
+                            expiry.cancel()
+                    rank = flight.placed.result()
                 except asyncio.TimeoutError:
                     self._release(flight, cancelled=True)
                     self.counters["timed_out"] += 1
@@ -442,7 +444,7 @@ class Proxy:
         timeout = self._request_timeout
         flight.sent_at = time.monotonic()
         if flight.count_args is not None:
-            # Counted once it has run a while: a count that arrives after the request ended changes nothing.
+            # Counted once sent, or once it has run --tokenize-delay-s: a short request then costs one call.
             delay = config.tokenize_delay_s
             if flight.count_timer is not None:        # from an attempt that never reached its rank
                 flight.count_timer.cancel()
