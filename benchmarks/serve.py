@@ -64,12 +64,12 @@ class Process:
     :meth:`output` reads it back.
     """
 
-    def __init__(self, argv, pattern: str, timeout_s: float = 120.0, env: dict | None = None):
+    def __init__(self, argv, pattern: str, timeout_s: float = 120.0, env: dict | None = None, cwd=ROOT):
         import tempfile
 
         self.argv = argv
         self.log = tempfile.NamedTemporaryFile("w+", prefix="barrierlb-serve-bench-", suffix=".log")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                                      env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -193,10 +193,12 @@ def run_bare_forwarder(urls: str, event_loop: str) -> int:
 
 
 def proxy(urls: str, slots: int, policy: str, *extra: str, src: str | None = None) -> Process:
-    """``barrierlb serve`` in a child process; ``src``: import barrierlb from that source tree instead."""
+    """``barrierlb serve`` in a child process; ``src``: import barrierlb from that source tree instead
+    (run there: ``python -m`` puts the working directory first on the path)."""
+    where = ROOT if src is None else Path(src).resolve()
     return Process([sys.executable, "-m", "barrierlb", "serve", "--ranks", urls, "--slots", str(slots), "--port", "0",
                     "--policy", policy, *extra], r"listening on (\S+)",
-                   env=None if src is None else {"PYTHONPATH": str(Path(src).resolve())})
+                   env=None if src is None else {"PYTHONPATH": str(where)}, cwd=where)
 
 
 # --------------------------------------------------------------------- client
