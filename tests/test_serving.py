@@ -132,6 +132,22 @@ def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
     assert proxy.status()["counters"]["completed"] == 4
 
 
+def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4)                # the emulator: one token a word
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            for i in range(10):
+                body = {"prompt": "w " * (50 + i), "max_tokens": 200, "emulator_output_tokens": 100}
+                status, _, _ = await _post(session, proxy.url + "/v1/completions", body)
+                assert status == 200
+
+    assert proxy.chars_per_token() == 4.0
+    _run(go())
+    assert emulator.tokenize_calls == 10
+    assert proxy.chars_per_token() == pytest.approx(2.0, rel=0.02)        # "w " is two characters a token
+
+
 async def _resident(proxy, rank):
     tokens = proxy.status()["ranks"][rank]["resident_tokens"]          # what /barrierlb/status and /metrics show
     flight = next(f for f in proxy._flights.values() if f.rank == rank)

@@ -98,6 +98,9 @@ class Proxy:
         self._up = [True] * g
         self._probe_failures = [0] * g
         self._tokenize_missing = False
+        self._counted_chars = 0                   # text of the prompts /tokenize counted, and their tokens
+        self._counted_tokens = 0
+        self._counted_prompts = 0
         self._tpot_s = 0.05                       # time per token, for non-streaming progress (learned)
         self._finished_since_auto = 0
         self._outputs_sum = 0.0
@@ -340,7 +343,7 @@ class Proxy:
             self.counters["rejected"] += 1
             return web.json_response(error.body(), status=400)
         exact = prompt_ids is not None
-        prompt_tokens = prompt_ids if exact else estimate_tokens(text)
+        prompt_tokens = prompt_ids if exact else estimate_tokens(text, self.chars_per_token())
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
         if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
             # Started once the request is sent (or left waiting by a decision): the first decision
@@ -422,10 +425,21 @@ class Proxy:
             if not isinstance(tokens, list):
                 return
             count = len(tokens)
+        if count > 0:
+            self._counted_prompts += 1
+            self._counted_chars += len(text)
+            self._counted_tokens += count
         count = max(1, count + 4 * (len(body.get("messages") or ()) if chat else 0))   # chat template: a few a message
         flight.prompt_tokens = float(count)
         if not flight.released:
             self.router.set_prompt_tokens(flight.task_id, count)
+
+    def chars_per_token(self) -> float:
+        """Characters a token in the prompts the engine counted so far (4 until 8 were counted, and
+        without ``/tokenize``): what a prompt's estimate assumes until its own count arrives."""
+        if self._counted_prompts < 8:
+            return 4.0
+        return min(max(self._counted_chars / self._counted_tokens, 0.5), 64.0)
 
     def _upstream(self, request, rank: int, path: str, body: dict, raw: bytes | None):
         config = self.config
