@@ -39,8 +39,10 @@ import time
 import numpy as np
 
 from barrierlb._validate import check_int, check_real
-from barrierlb.policies import Policy, make_policy
-from barrierlb.policies.bfio import LLM_DECODE
+from barrierlb.policies import Decision, Policy, make_policy
+from barrierlb.policies.bfio import BFIO, LLM_DECODE
+from barrierlb.problem import imbalance_of_loads
+from barrierlb.projection import _kept_weights
 from barrierlb.state import ClusterState
 
 
@@ -112,6 +114,7 @@ class DecodeRouter:
         self._queued_at: dict[int, float] = {}
         self._outputs: list[int] = []          # finished lengths not yet given to the predictor
         self.last_decision = None
+        self._one_request = True              # the shortcut for one waiting request (off: always the full decision)
 
     @property
     def policy(self) -> Policy:
@@ -138,8 +141,10 @@ class DecodeRouter:
         steps = check_real("predicted_output_tokens", predicted_output_tokens, minimum=0.0, allow_inf=True)
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
-        self.state.submit_arrays([request_id], [prompt], growth=1.0, steps=[steps], prompt=[prompt])
-        request_id = int(request_id)
+        request_id = check_int("request_id", request_id, minimum=0)
+        # Scalars for one task: the ledger checks a scalar once instead of as an array.
+        self.state.submit_arrays(np.array([request_id], dtype=np.int64), prompt, growth=1.0, steps=steps,
+                                 prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
         self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
@@ -151,10 +156,14 @@ class DecodeRouter:
         (the BF-IO step problem), never more than a rank's free slots.
         """
         state, policy = self.state, self._policy
-        self._flush_outputs()
+        self._flush_outputs(all_of_them=False)
         if state.n_waiting == 0 or not state.free_slots.any():
             return {}
-        if self.predictor is not None and getattr(self.predictor, "adaptive", False) or self._bounded.cap:
+        refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
+        if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
+            decision = _place_one(state, policy, self._bounded if refresh else None)
+            return self._placed(decision)
+        if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
         problem = state.step_problem(policy.horizon, gamma=policy.gamma, max_wait=policy.max_wait,
@@ -167,8 +176,10 @@ class DecodeRouter:
                 from dataclasses import replace
 
                 problem = replace(problem, forced=problem.forced | late)
-        decision = policy.decide_problem(problem, started=started)
-        state.place(decision)
+        return self._placed(policy.decide_problem(problem, started=started))
+
+    def _placed(self, decision: Decision) -> dict[int, int]:
+        self.state.place(decision)
         self.last_decision = decision
         placed = decision.task_ids.tolist()
         for request_id in placed:
@@ -262,8 +273,13 @@ class DecodeRouter:
         self._flush_outputs()
         self._bounded.observe(output_tokens)
 
-    def _flush_outputs(self) -> None:
-        if self._outputs:
+    def _flush_outputs(self, *, all_of_them: bool = True) -> None:
+        """Give the finished lengths to the predictor. Before a decision only once they are a
+        64th of what it has learned: a learning predictor sorts its whole window per batch
+        (4,096 lengths for the survival predictor), and a decision per request would pay that
+        for every request."""
+        learned = getattr(self.predictor, "n_observed", 0) or 0
+        if self._outputs and (all_of_them or 64 * len(self._outputs) >= learned):
             outputs, self._outputs = self._outputs, []
             self._bounded.observe(outputs)
 
@@ -294,3 +310,85 @@ class DecodeRouter:
         if rank >= self.state.n_workers:
             raise ValueError(f"rank {rank} does not exist (n_ranks={self.state.n_workers})")
         return rank
+
+
+# ----------------------------------------------------------- one waiting request
+def _one_request_path(policy: Policy, state: ClusterState, bounded: _Bounded) -> bool:
+    """Whether :func:`_place_one` gives this decision: plain ``bfio``, work-conserving, one point
+    prediction per request (no sampled futures, no refill), affine requests only (the router's own)."""
+    return (type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
+            and not state._profiles)
+
+
+def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> Decision:
+    """The ``bfio`` decision for a state whose pool holds one request, without building the step problem.
+
+    At 200 requests a second a proxy's requests rarely share a decision, and
+    the full decision (predictions written to the ledger, the
+    :class:`~barrierlb.problem.StepProblem`, the solver's setup, the objective
+    recomputed) cost more than the rest of the serving path. For one waiting
+    task the fast solver runs one construction, the ``pairs`` greedy, whose
+    first pair is final (no local search for one placement): the alive rank
+    with a free slot of the lowest exact score, ties to the most room. Here
+    that same compiled greedy runs on the arrays the solver would get: the
+    running requests projected over the kept steps as
+    :func:`barrierlb.projection.step_problem` builds them (the same bincounts
+    over the same slots, so the same sums) and the waiting request's
+    lookahead. The tests compare the placement with the full decision's on
+    random states.
+
+    ``bounded`` is the router's bounded predictor when the full decision would
+    refresh predictions (asked here for the running requests and the waiting
+    one; the ledger's stored predictions are left as they are, since every
+    decision that uses them refreshes them first), ``None`` to use the stored ones.
+    """
+    started = time.perf_counter()
+    horizon = policy.horizon
+    stride = policy.stride if horizon else 1
+    rows = horizon + 1
+    kept = np.arange(0, rows, stride)
+    n_kept = kept.size
+    h = kept.astype(np.float64)
+    g = state.n_workers
+    slot_id = state._slot_id
+    worker, slot = np.nonzero(slot_id >= 0)
+    pool = state._pool
+    if bounded is not None:
+        # One question for the running requests and the waiting one (predictors answer per request).
+        predicted = bounded.remaining(np.append(slot_id[worker, slot], pool["ids"]),
+                                      np.append(state._slot_prompt[worker, slot], pool["prompt"]),
+                                      np.append(state._slot_age[worker, slot], 0))
+        remaining, steps = predicted[:-1], predicted[-1]
+    else:
+        remaining, steps = state._slot_remaining[worker, slot], pool["steps"][0]
+    count = np.clip(np.ceil(remaining), 1, rows).astype(np.int64)
+    key = worker * (n_kept + 1) + -(-count // stride)
+    size = g * (n_kept + 1)
+    base = np.bincount(key, weights=state._slot_work[worker, slot], minlength=size).reshape(g, n_kept + 1)
+    slope = np.bincount(key, weights=state._slot_growth[worker, slot], minlength=size).reshape(g, n_kept + 1)
+    base = np.cumsum(base[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    slope = np.cumsum(slope[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    loads = np.ascontiguousarray(np.maximum(base + slope * h, 0.0).T)                     # (R, G)
+    work = np.where(h < steps, np.maximum(pool["work"][0] + pool["growth"][0] * h, 0.0), 0.0)[None]
+    d = _kept_weights(horizon, policy.gamma, stride)
+    alive = state.alive
+    free = state.free_slots
+    n_alive = int(alive.sum())
+    peak = np.where(alive[None, :], loads, -np.inf).max(axis=1)
+    placed = np.zeros(2, dtype=np.int64)
+    one = np.ones(1, dtype=bool)
+    # The fast solver's own greedy (no copy of its scores), on the arrays it would get.
+    _greedy_kernel()(loads, peak, work, work.max(axis=1), d, work @ d, free, one, ~one, 1, True, False,
+                     float(n_alive * policy.peak_weight),
+                     0.0 if policy.spread and policy.strict_ties else 1e-6 / max(float(d.sum()), 1e-12),
+                     placed[:1], placed[1:], 0, np.empty((1, int((free > 0).sum()))), policy.spread)
+    objective = float(imbalance_of_loads(loads, alive, d))     # the kernel added the task to its rank's loads
+    return Decision(task_ids=pool["ids"].copy(), workers=placed[1:], pool_index=placed[:1],
+                    branch="heuristic", objective=objective, solve_time_s=time.perf_counter() - started,
+                    info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
+
+
+def _greedy_kernel():
+    from barrierlb.solvers.fast import _kernels
+
+    return _kernels().greedy

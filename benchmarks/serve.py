@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -63,12 +64,13 @@ class Process:
     :meth:`output` reads it back.
     """
 
-    def __init__(self, argv, pattern: str, timeout_s: float = 120.0):
+    def __init__(self, argv, pattern: str, timeout_s: float = 120.0, env: dict | None = None, cwd=ROOT):
         import tempfile
 
         self.argv = argv
         self.log = tempfile.NamedTemporaryFile("w+", prefix="barrierlb-serve-bench-", suffix=".log")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                                     env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             match = re.search(pattern, self.output())
@@ -144,9 +146,59 @@ def emulator(ranks: int, slots: int, base_s: float, token_s: float, *extra: str)
                    r"EMULATOR_URLS=(\S+)")
 
 
-def proxy(urls: str, slots: int, policy: str, *extra: str) -> Process:
+def bare_forwarder(urls: str, *extra: str) -> Process:
+    """This script's :func:`run_bare_forwarder` in a child process."""
+    return Process([sys.executable, str(Path(__file__).resolve()), "--bare-forwarder", urls, *extra],
+                   r"listening on (\S+)")
+
+
+def run_bare_forwarder(urls: str, event_loop: str) -> int:
+    """A bare aiohttp forwarder, the floor of an aiohttp proxy's cost: each request goes to the next
+    rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting."""
+    import itertools
+
+    from barrierlb.serving._deps import aiohttp, web
+    from barrierlb.serving._loop import run as run_loop
+
+    targets = itertools.cycle(url.rstrip("/") for url in urls.split(","))
+    skip = {"host", "content-length", "transfer-encoding", "connection"}
+
+    async def main():
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+
+        async def forward(request):
+            raw = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+            async with session.post(next(targets) + request.path, data=raw, headers=headers) as upstream:
+                answer = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
+                if upstream.content_type != "text/event-stream":
+                    return web.Response(body=await upstream.read(), status=upstream.status, headers=answer)
+                response = web.StreamResponse(status=upstream.status, headers=answer)
+                await response.prepare(request)
+                async for data in upstream.content.iter_any():
+                    await response.write(data)
+                await response.write_eof()
+                return response
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    run_loop(main(), event_loop)
+    return 0
+
+
+def proxy(urls: str, slots: int, policy: str, *extra: str, src: str | None = None) -> Process:
+    """``barrierlb serve`` in a child process; ``src``: import barrierlb from that source tree instead
+    (run there: ``python -m`` puts the working directory first on the path)."""
+    where = ROOT if src is None else Path(src).resolve()
     return Process([sys.executable, "-m", "barrierlb", "serve", "--ranks", urls, "--slots", str(slots), "--port", "0",
-                    "--policy", policy, *extra], r"listening on (\S+)")
+                    "--policy", policy, *extra], r"listening on (\S+)",
+                   env=None if src is None else {"PYTHONPATH": str(where)}, cwd=where)
 
 
 # --------------------------------------------------------------------- client
@@ -395,7 +447,9 @@ def part2(args) -> dict:
         estimate = _overhead(args, ("--prompt-tokens", "estimate"), sweep=False)
         for key in ("overhead_p50_ms", "overhead_p99_ms", "chunk_overhead_p50_ms", "chunk_overhead_p99_ms",
                     "cpu_ms_per_request"):
-            record[f"estimate_{key}"] = estimate[key]
+            for prefix in ("", "baseline_", "bare_"):
+                if prefix + key in estimate:
+                    record[f"estimate_{prefix}{key}"] = estimate[prefix + key]
     return record
 
 
@@ -404,38 +458,54 @@ def _overhead(args, extra, *, sweep=True) -> dict:
     # a slot, so what the proxy path adds is the proxy's own work, not queueing.
     ranks, slots = 8, 256
     loop = ("--event-loop", args.event_loop)
-    with emulator(ranks, slots, 0.001, 0.0, *loop) as engine, \
-            proxy(engine.found, slots, "auto", *extra, *loop) as server:
+    baseline = args.baseline_src
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(emulator(ranks, slots, 0.001, 0.0, *loop))
+        server = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop))
+        servers = {"proxy": server}
+        if baseline:
+            servers["baseline"] = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop, src=baseline))
+        if args.bare and sweep:                  # once: it does not depend on the proxy's options
+            servers["bare"] = stack.enter_context(bare_forwarder(engine.found, *loop))
         direct_urls = engine.found.split(",")
-        asyncio.run(_timed_requests([server.found], 100, 1.0, 99))             # warm up: kernels, connections
+        for warm in servers.values():
+            asyncio.run(_timed_requests([warm.found], 100, 1.0, 99))           # warm up: kernels, connections
 
         def measure(rate, blocks, block_s):
-            wire = {"direct": [], "proxy": []}
-            chunks = {"direct": [], "proxy": []}
-            cpu, requests = 0.0, 0
+            paths = ("direct", *servers)
+            wire = {path: [] for path in paths}
+            chunks = {path: [] for path in paths}
+            cpu = dict.fromkeys(servers, 0.0)
+            requests = dict.fromkeys(servers, 0)
             for block in range(blocks):
-                for path in ("direct", "proxy"):
-                    cpu_before = server.cpu_s()
-                    w, c, failures, n = asyncio.run(_timed_requests(direct_urls if path == "direct" else [server.found],
+                for path in paths:
+                    through = servers.get(path)
+                    cpu_before = through.cpu_s() if through else 0.0
+                    w, c, failures, n = asyncio.run(_timed_requests(direct_urls if through is None else [through.found],
                                                                     rate, block_s, 1000 * block + int(rate)))
                     if failures:
                         raise RuntimeError(f"{failures} of {n} requests failed on the {path} path")
                     wire[path].append(w)
                     chunks[path].append(c)
-                    if path == "proxy":
-                        cpu += server.cpu_s() - cpu_before
-                        requests += n
+                    if through:
+                        cpu[path] += through.cpu_s() - cpu_before
+                        requests[path] += n
             w = {k: np.concatenate(v) * 1e3 for k, v in wire.items()}
             c = {k: np.concatenate(v) * 1e3 for k, v in chunks.items()}
-            added = {q: float(np.percentile(w["proxy"], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
-            added_chunk = {q: float(np.percentile(c["proxy"], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
-            return {"rate_rps": rate, "overhead_p50_ms": added[50], "overhead_p99_ms": added[99],
-                    "chunk_overhead_p50_ms": added_chunk[50], "chunk_overhead_p99_ms": added_chunk[99],
-                    "direct_wire_p50_ms": float(np.percentile(w["direct"], 50)),
-                    "proxy_wire_p50_ms": float(np.percentile(w["proxy"], 50)),
-                    "cpu_ms_per_request": 1e3 * cpu / requests, "requests": requests}
+            out = {"rate_rps": rate}
+            for path in servers:
+                prefix = "" if path == "proxy" else f"{path}_"
+                added = {q: float(np.percentile(w[path], q) - np.percentile(w["direct"], q)) for q in (50, 99)}
+                added_chunk = {q: float(np.percentile(c[path], q) - np.percentile(c["direct"], q)) for q in (50, 99)}
+                out.update({f"{prefix}overhead_p50_ms": added[50], f"{prefix}overhead_p99_ms": added[99],
+                            f"{prefix}chunk_overhead_p50_ms": added_chunk[50],
+                            f"{prefix}chunk_overhead_p99_ms": added_chunk[99],
+                            f"{prefix}proxy_wire_p50_ms": float(np.percentile(w[path], 50)),
+                            f"{prefix}cpu_ms_per_request": 1e3 * cpu[path] / requests[path]})
+            out.update(direct_wire_p50_ms=float(np.percentile(w["direct"], 50)), requests=requests["proxy"])
+            return out
 
-        main = measure(200.0, args.overhead_blocks, args.overhead_block_s)
+        main = measure(args.overhead_rate, args.overhead_blocks, args.overhead_block_s)
         points = [main]
         for rate in (args.sweep if sweep else ()):
             point = measure(rate, 1, args.overhead_block_s)
@@ -446,7 +516,7 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         status = asyncio.run(_status(server.found))
         loop_used = re.search(r"(\w+) loop\)", server.output()).group(1)
     return {"policy": "proxy", "policy_spec": "auto", "engine": "emulator", "ranks": ranks, "slots": slots,
-            "workload": "4-token requests, 1 in 4 streamed", **main,
+            "workload": "4-token requests, 1 in 4 streamed", **main, "baseline_src": baseline,
             "max_rate_rps": (max(passing) if passing else None) if sweep else None,
             "sweep": [{k: p[k] for k in ("rate_rps", "overhead_p50_ms", "overhead_p99_ms", "cpu_ms_per_request")}
                       for p in points],
@@ -486,8 +556,20 @@ def main(argv=None) -> int:
                         help="alternating blocks per path in the cost part (default 4, quick 2)")
     parser.add_argument("--sweep", default=None, metavar="RATE,RATE,...",
                         help="rates swept after 200/s in the cost part ('' for none; default 400..1600, quick 400,800)")
+    parser.add_argument("--overhead-rate", type=float, default=200.0,
+                        help="requests/s of the cost part's main record (default 200, the issue's rate; a lower "
+                             "one compares CPU per request on a machine too busy to serve 200/s)")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
+                             "its blocks alternating with the others' (keys baseline_*)")
+    parser.add_argument("--bare", action="store_true",
+                        help="the cost part also runs a bare aiohttp forwarder (no pool, no decision, no counting), "
+                             "its blocks alternating with the others': the floor of an aiohttp proxy (keys bare_*)")
+    parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
+    if args.bare_forwarder:
+        return run_bare_forwarder(args.bare_forwarder, args.event_loop)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
     args.overhead_blocks = args.overhead_blocks or (2 if args.quick else 4)
@@ -526,9 +608,18 @@ def main(argv=None) -> int:
                                  ("chunk_overhead_p50_ms", "chunk p50 ms", "{:.3f}"),
                                  ("chunk_overhead_p99_ms", "chunk p99 ms", "{:.3f}"),
                                  ("cpu_ms_per_request", "CPU ms/req", "{:.2f}"),
+                                 ("baseline_overhead_p50_ms", "baseline p50 ms", "{:.3f}"),
+                                 ("baseline_overhead_p99_ms", "baseline p99 ms", "{:.3f}"),
+                                 ("baseline_cpu_ms_per_request", "baseline CPU ms/req", "{:.2f}"),
+                                 ("bare_overhead_p50_ms", "bare aiohttp p50 ms", "{:.3f}"),
+                                 ("bare_overhead_p99_ms", "bare aiohttp p99 ms", "{:.3f}"),
+                                 ("bare_cpu_ms_per_request", "bare CPU ms/req", "{:.2f}"),
                                  ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
+                                 ("estimate_baseline_overhead_p50_ms", "baseline p50, estimated", "{:.3f}"),
+                                 ("estimate_baseline_overhead_p99_ms", "baseline p99, estimated", "{:.3f}"),
+                                 ("estimate_baseline_cpu_ms_per_request", "baseline CPU, estimated", "{:.2f}"),
                                  ("max_rate_rps", "max rate/s (p99 <= 5 ms)", "{:.0f}"),
                                  ("decision_ms_p50", "decide ms", "{:.2f}"), ("event_loop", "loop", "{}")],
                 "The proxy's own cost (through the proxy minus directly, same emulator, alternating blocks)")

@@ -84,7 +84,7 @@ def test_tokens_counted_from_the_stream_and_learned():
 
 
 def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4)
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.0)
     lengths = [3, 150, 17, 4, 200, 11]
     seen = []
 
@@ -112,6 +112,40 @@ def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
     assert len(seen) == 2
     for prompt, resident, generated in seen:
         assert generated >= 2 and resident == prompt + generated      # tokenized prompt + tokens counted so far
+
+
+def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.1)
+
+    async def go(n, stream):
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "word " * 30, "max_tokens": 400, "emulator_output_tokens": n, "stream": stream}
+            status, _, _ = await _post(session, proxy.url + "/v1/completions", body)
+            assert status == 200
+
+    for stream in (True, False):
+        _run(go(2, stream))                                      # about 6 ms: ends before its count would start
+    assert emulator.tokenize_calls == 0
+    for stream in (True, False):
+        _run(go(150, stream))                                    # about 0.3 s: counted while it runs
+    assert emulator.tokenize_calls == 2
+    assert proxy.status()["counters"]["completed"] == 4
+
+
+def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4)                # the emulator: one token a word
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            for i in range(10):
+                body = {"prompt": "w " * (50 + i), "max_tokens": 200, "emulator_output_tokens": 100}
+                status, _, _ = await _post(session, proxy.url + "/v1/completions", body)
+                assert status == 200
+
+    assert proxy.chars_per_token() == 4.0
+    _run(go())
+    assert emulator.tokenize_calls == 10
+    assert proxy.chars_per_token() == pytest.approx(2.0, rel=0.02)        # "w " is two characters a token
 
 
 async def _resident(proxy, rank):
@@ -305,3 +339,6 @@ def test_serve_config_names_the_bad_field():
     with pytest.raises(ValueError, match="pin"):
         ServeConfig(ranks=("http://127.0.0.1:1",), pin="vllm", slots=1)
     assert ServeConfig(engine="http://127.0.0.1:1", dp_size=4, pin="vllm", slots=1).n_ranks == 4
+    for bad in (-0.1, float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="tokenize_delay_s"):
+            ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_delay_s=bad)

@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-tokens", choices=("tokenize", "estimate"), default="tokenize",
                         help="count prompt tokens with the engine's /tokenize (default; falls back to the "
                              "estimate) or estimate them from the text (4 characters a token)")
+    parser.add_argument("--tokenize-delay-s", type=float, default=ServeConfig.tokenize_delay_s,
+                        help="a placed request's /tokenize call starts once it has run this long (default "
+                             "%(default)s: when it is sent); shorter requests then cost one engine call, not two, "
+                             "but until the count arrives decisions see the estimate")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--connect-timeout-s", type=float, default=ServeConfig.connect_timeout_s)
@@ -78,7 +82,8 @@ def config_from_args(args) -> ServeConfig:
     if args.ranks and args.pin:
         raise ValueError("--pin is for --engine; with --ranks every rank is its own URL")
     return ServeConfig(ranks=ranks, engine=args.engine, dp_size=args.dp_size or 1, pin=args.pin, slots=args.slots,
-                       policy=args.policy, draws=args.draws, prompt_tokens=args.prompt_tokens, host=args.host,
+                       policy=args.policy, draws=args.draws, prompt_tokens=args.prompt_tokens,
+                       tokenize_delay_s=args.tokenize_delay_s, host=args.host,
                        port=args.port, connect_timeout_s=args.connect_timeout_s, read_timeout_s=args.read_timeout_s,
                        request_timeout_s=args.request_timeout_s, health_interval_s=args.health_interval_s,
                        queue_timeout_s=args.queue_timeout_s,

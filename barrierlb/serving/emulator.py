@@ -186,13 +186,14 @@ class Emulator:
         self.cancelled = [0] * g
         self.max_in_flight = [0] * g
         self.tokens_out = 0
+        self.tokenize_calls = 0
 
     def stats(self) -> dict:
         in_flight = [len(self._waiting[r]) + len(self._running[r]) for r in range(self.config.n_ranks)]
         return {"n_ranks": self.config.n_ranks, "slots": self.config.slots, "received": self.received,
                 "completed": self.completed, "cancelled": self.cancelled, "in_flight": in_flight,
                 "max_in_flight": self.max_in_flight, "tokens_out": self.tokens_out,
-                "killed": self._killed, "steps": self.steps}
+                "tokenize_calls": self.tokenize_calls, "killed": self._killed, "steps": self.steps}
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, host: str = "127.0.0.1", ports: list[int] | None = None) -> list[str]:
@@ -257,6 +258,7 @@ class Emulator:
                                                                    "owned_by": "barrierlb"}]})
 
         async def tokenize(request):
+            self.tokenize_calls += 1
             try:
                 body = await request.json()
                 if not isinstance(body, dict):

@@ -57,7 +57,7 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting")
+                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting", "count_timer")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -75,6 +75,7 @@ class _Flight:
         self.reported = 0           # tokens the router knows of
         self.count_args: tuple | None = None       # (text, chat, body) while its /tokenize call is to start
         self.counting: asyncio.Future | None = None
+        self.count_timer: asyncio.TimerHandle | None = None
 
 
 class Proxy:
@@ -97,6 +98,9 @@ class Proxy:
         self._up = [True] * g
         self._probe_failures = [0] * g
         self._tokenize_missing = False
+        self._counted_chars = 0                   # text of the prompts /tokenize counted, and their tokens
+        self._counted_tokens = 0
+        self._counted_prompts = 0
         self._tpot_s = 0.05                       # time per token, for non-streaming progress (learned)
         self._finished_since_auto = 0
         self._outputs_sum = 0.0
@@ -164,7 +168,10 @@ class Proxy:
         self._flights[flight.task_id] = flight
         if flight.count_args is not None:
             self._uncounted.append(flight)
-        self._wake.set()
+        if self.router.queued != 1 or not self._decide():
+            # Alone in the pool it was decided now, not one loop pass later; a decision of several
+            # requests is the admission loop's, when slots free up for a waiting pool.
+            self._wake.set()
 
     def _release(self, flight: _Flight, output_tokens: int | None = None, *, cancelled: bool = False) -> None:
         """Free the flight's place in the router (its slot, or its place in the queue)."""
@@ -207,17 +214,19 @@ class Proxy:
             if not self.router.queued:
                 self._uncounted.clear()
                 continue
-            self._sync_progress()
-            started = time.perf_counter()
-            try:
-                placements = self.router.route()
-            except Exception as error:                  # a bug must not stop admission for everyone
-                print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
+            if not self._decide():
                 await asyncio.sleep(0.1)
-                continue
-            if not placements:
-                self._count_waiting()
-                continue
+
+    def _decide(self) -> bool:
+        """Place what waits (one decision of the router) and wake the placed requests; False if it failed."""
+        self._sync_progress()
+        started = time.perf_counter()
+        try:
+            placements = self.router.route()
+        except Exception as error:                  # a bug must not stop admission for everyone
+            print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return False
+        if placements:
             self.decision_s.append(time.perf_counter() - started)
             if len(self.decision_s) > 100_000:
                 del self.decision_s[:50_000]
@@ -228,7 +237,8 @@ class Proxy:
                 flight.rank = rank
                 if not flight.placed.done():
                     flight.placed.set_result(rank)
-            self._count_waiting()
+        self._count_waiting()
+        return True
 
     def _count_waiting(self) -> None:
         """Start ``/tokenize`` for the requests a decision left waiting; a placed one starts it once sent."""
@@ -238,7 +248,11 @@ class Proxy:
                 self._start_count(flight)
 
     def _start_count(self, flight: _Flight) -> None:
-        if flight.count_args is not None and flight.counting is None and not self._tokenize_missing:
+        if flight.count_timer is not None:
+            flight.count_timer.cancel()
+            flight.count_timer = None
+        if (flight.count_args is not None and flight.counting is None and not self._tokenize_missing
+                and not flight.released):
             flight.counting = asyncio.ensure_future(self._count_prompt(flight, *flight.count_args))
         flight.count_args = None
 
@@ -329,7 +343,7 @@ class Proxy:
             self.counters["rejected"] += 1
             return web.json_response(error.body(), status=400)
         exact = prompt_ids is not None
-        prompt_tokens = prompt_ids if exact else estimate_tokens(text)
+        prompt_tokens = prompt_ids if exact else estimate_tokens(text, self.chars_per_token())
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
         if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
             # Started once the request is sent (or left waiting by a decision): the first decision
@@ -342,12 +356,14 @@ class Proxy:
             while True:
                 try:
                     self._enqueue(flight)
-                    # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
-                    expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
-                    try:
-                        rank = await flight.placed
-                    finally:
-                        expiry.cancel()
+                    if not flight.placed.done():         # else placed on arrival
+                        # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
+                        expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
+                        try:
+                            await flight.placed
+                        finally:
+                            expiry.cancel()
+                    rank = flight.placed.result()
                 except asyncio.TimeoutError:
                     self._release(flight, cancelled=True)
                     self.counters["timed_out"] += 1
@@ -379,6 +395,8 @@ class Proxy:
                 flight.task.cancel()
             if flight.counting is not None and not flight.counting.done():
                 flight.counting.cancel()
+            if flight.count_timer is not None:
+                flight.count_timer.cancel()
 
     async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
         """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
@@ -407,10 +425,21 @@ class Proxy:
             if not isinstance(tokens, list):
                 return
             count = len(tokens)
+        if count > 0:
+            self._counted_prompts += 1
+            self._counted_chars += len(text)
+            self._counted_tokens += count
         count = max(1, count + 4 * (len(body.get("messages") or ()) if chat else 0))   # chat template: a few a message
         flight.prompt_tokens = float(count)
         if not flight.released:
             self.router.set_prompt_tokens(flight.task_id, count)
+
+    def chars_per_token(self) -> float:
+        """Characters a token in the prompts the engine counted so far (4 until 8 were counted, and
+        without ``/tokenize``): what a prompt's estimate assumes until its own count arrives."""
+        if self._counted_prompts < 8:
+            return 4.0
+        return min(max(self._counted_chars / self._counted_tokens, 0.5), 64.0)
 
     def _upstream(self, request, rank: int, path: str, body: dict, raw: bytes | None):
         config = self.config
@@ -428,7 +457,15 @@ class Proxy:
         url, headers, payload = self._upstream(request, rank, path, body, raw)
         timeout = self._request_timeout
         flight.sent_at = time.monotonic()
-        self._start_count(flight)              # its task runs once this request is written
+        if flight.count_args is not None:
+            # Counted once sent, or once it has run --tokenize-delay-s: a short request then costs one call.
+            delay = config.tokenize_delay_s
+            if flight.count_timer is not None:        # from an attempt that never reached its rank
+                flight.count_timer.cancel()
+            if delay > 0:
+                flight.count_timer = asyncio.get_running_loop().call_later(delay, self._start_count, flight)
+            else:
+                self._start_count(flight)      # its task runs once this request is written
         try:
             upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as error:

@@ -96,9 +96,9 @@ def parse_request(raw: bytes, *, chat: bool) -> tuple[dict, str, int | None, flo
     return body, text, prompt_ids, max_tokens
 
 
-def estimate_tokens(text: str) -> int:
-    """Prompt tokens estimated from text: about 4 characters a token (at least 1)."""
-    return max(1, math.ceil(len(text) / 4))
+def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
+    """Prompt tokens estimated from text: ``chars_per_token`` characters a token (default 4; at least 1)."""
+    return max(1, math.ceil(len(text) / chars_per_token))
 
 
 class StreamCounter:
