@@ -15,7 +15,7 @@ simlib/strategies/strategy_balance_future_h0.py, strategy_FCFS.py), run on the s
 figures the issue quotes from the original code exactly (315,586; 67,434; 394,768;
 sweep ratios 1.93, 2.51, 4.77, 4.06).
 
-    python benchmarks/reference.py --json reference.json          # every point, about 30 minutes on 2 busy cores
+    python benchmarks/reference.py --json reference.json          # every point; 14 minutes for two policies here
     python benchmarks/reference.py --only long-context            # one group
     python benchmarks/reference.py --policies bfio:horizon=0,peak_weight=1000,max_wait=none
 """
