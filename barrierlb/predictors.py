@@ -271,7 +271,7 @@ class LifetimeObserver:
     4.0
     """
 
-    def __init__(self, *, window: int = 2048, span: int = 2048):
+    def __init__(self, *, window: int = 16384, span: int = 2048):
         self.window = check_int("window", window, minimum=1)
         self.span = check_int("span", span, minimum=1)
         self._ids: np.ndarray | None = None
@@ -280,6 +280,8 @@ class LifetimeObserver:
         self._end = np.zeros(0)
         self.clock = 0                              # steps seen run
         self.n_finished = 0                         # lifetimes ever observed
+        #: Whether the last :meth:`quantile` was a lower bound (survival never fell to ``1 - q``).
+        self.censored = True
 
     def observe(self, slot_ids, slot_age) -> None:
         """Record the slots' task ids (-1: empty) and ages, both shape (G, S)."""
@@ -319,18 +321,20 @@ class LifetimeObserver:
         ends = self._life[self._end - self._life >= first]
         censored = self.running_ages()
         censored = censored[censored <= self.clock - first]
+        self.censored = True
         if not ends.size + censored.size:
             return 0.0
-        # Sorted by time; at a tie, ends before the censored (the key's odd part).
-        key = np.sort(np.concatenate([2.0 * ends, 2.0 * censored + 1.0]))
-        event = key % 2.0 == 0.0
-        times = np.floor(key / 2.0)
-        at_risk = times.size - np.arange(times.size)
-        # Survival after each observation: the product of (1 - 1/at_risk) over the ends so far.
-        with np.errstate(divide="ignore"):                # the last one at risk ends: log 0
-            survival = np.exp(np.cumsum(np.where(event, np.log1p(-1.0 / at_risk), 0.0)))
-        below = np.flatnonzero(event & (survival <= 1.0 - q + 1e-12))
-        return float(times[below[0]]) if below.size else float(times[-1])
+        # Counts per whole step (ages and lifetimes are whole steps; the cohort spans `span` of them).
+        ends_at = np.bincount(ends.astype(np.int64))
+        size = max(ends_at.size, int(censored.max(initial=0.0)) + 1)
+        ends_at = np.pad(ends_at, (0, size - ends_at.size))
+        gone = ends_at + np.bincount(censored.astype(np.int64), minlength=size)
+        at_risk = gone.sum() - np.concatenate([[0], np.cumsum(gone)[:-1]])     # still there at each step
+        hazard = np.divide(ends_at, at_risk, out=np.zeros(size), where=at_risk > 0)
+        survival = np.cumprod(1.0 - hazard)
+        below = np.flatnonzero((ends_at > 0) & (survival <= 1.0 - q + 1e-12))
+        self.censored = not below.size
+        return float(below[0]) if below.size else float(size - 1)
 
 
 def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
