@@ -23,7 +23,7 @@ and over G (B=72) for the paper's BF-IO (H=0, no waiting bound), with enough
 requests for about nine turnovers of the cluster, in both windows,
 and the simulator's own speed in simulated steps per second.
 
-    python benchmarks/paper.py --json paper.json          # about 6 minutes on 2 cores
+    python benchmarks/paper.py --json paper.json          # about 25 minutes on 2 busy cores
     python benchmarks/paper.py --quick                    # smaller, about 1 minute
 """
 
@@ -185,9 +185,10 @@ def main(argv=None) -> int:
             for g, b in grid:
                 count = max(n, 9 * g * b) if not args.quick else max(n, 3 * g * b)
                 cfg = SimulationConfig(n_workers=g, slots=b, pool=4 * g)
-                # Seed 0 is the headline; the B sweep repeats with other seeds (--sweep-seeds),
-                # because FCFS's imbalance, and so the ratio, moves with the draw.
-                seeds = range(args.sweep_seeds if key == "sweep_b" else 1)
+                # Seed 0 is the headline; the B sweep, and the G points the reference was measured
+                # at, repeat with other seeds (--sweep-seeds), because FCFS's imbalance, and so
+                # the ratio, moves with the draw.
+                seeds = range(args.sweep_seeds if key == "sweep_b" or (g, b) in REFERENCE_SWEEP else 1)
                 ratios, after = [], []
                 for seed in seeds:
                     workload = load_workload("synthetic", n_requests=count, seed=seed)
