@@ -27,15 +27,15 @@ from barrierlb.policies.bfio import (
     LLM_DECODE_NO_ORACLE,
     LLM_DECODE_SHORT,
     SHORT_OUTPUT_TOKENS,
-    decode_preset,
 )
 from barrierlb.predictors import make_predictor
 from barrierlb.simulator import DEFAULT_MAX_STEPS, SimulationConfig, SimulationResult, Simulator
 from barrierlb.workloads import MAX_REQUESTS, WorkloadError, load_workload, trace_path
 
-#: ``--policies`` default; ``{decode}`` becomes the BF-IO preset for the workload's
-#: mean output length (:func:`barrierlb.policies.bfio.decode_preset`).
-DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;{decode}"
+#: ``--policies`` default: plain ``bfio`` tunes itself online (issue 15), so the list does
+#: not depend on the workload's statistics. With sampled futures (``--predictor
+#: scenarios:K``) the no-oracle preset is added (:func:`default_policies`).
+DEFAULT_POLICIES = "fcfs;jsq-tokens;bfio:horizon=0;bfio"
 
 
 class CLIError(Exception):
@@ -191,11 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(compare)
     compare.add_argument("--policies", default=None,
                          help=f"list separated by ';' or ',' of policy specs, options after ':' "
-                              f"(default {DEFAULT_POLICIES!r}, where {{decode}} is {LLM_DECODE!r}, or "
-                              f"{LLM_DECODE_SHORT!r} when the workload's mean output is under "
-                              f"{SHORT_OUTPUT_TOKENS} tokens; with --predictor scenarios on longer outputs, "
-                              f"{LLM_DECODE_NO_ORACLE!r}); "
-                              f"known: {', '.join(available_policies())}")
+                              f"(default {DEFAULT_POLICIES!r}: plain bfio tunes itself online; with "
+                              f"--predictor scenarios, {LLM_DECODE_NO_ORACLE!r} is added; presets: "
+                              f"{LLM_DECODE!r} for long outputs, {LLM_DECODE_SHORT!r} for outputs under "
+                              f"{SHORT_OUTPUT_TOKENS} tokens); known: {', '.join(available_policies())}")
     compare.add_argument("--json", metavar="PATH", help="write config and results as JSON")
     compare.add_argument("--plot", metavar="PATH", help="write a plot of per-worker load and idle per policy "
                                                         "(.png, .pdf or .svg)")
@@ -421,10 +420,10 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def default_policies(workload, predictor: str = "oracle") -> str:
-    """:data:`DEFAULT_POLICIES` with the BF-IO preset that suits ``workload``'s output lengths
-    and the predictor (sampled futures: ``LLM_DECODE_NO_ORACLE`` on long outputs)."""
-    mean_output = float(workload.output_tokens.mean()) if len(workload) else 0.0
-    return DEFAULT_POLICIES.format(decode=decode_preset(mean_output, scenarios=predictor.startswith("scenarios")))
+    """:data:`DEFAULT_POLICIES`, plus ``LLM_DECODE_NO_ORACLE`` for sampled futures (``scenarios``).
+
+    ``workload`` is not read: plain ``bfio`` learns the traffic as it runs."""
+    return DEFAULT_POLICIES + (f";{LLM_DECODE_NO_ORACLE}" if predictor.startswith("scenarios") else "")
 
 
 def cmd_compare(args) -> int:

@@ -243,6 +243,100 @@ class PersistencePredictor:
         return np.maximum(last[:, None] + slope[:, None] * ahead, 0.0).sum(axis=0)
 
 
+class LifetimeObserver:
+    """Lifetimes of sticky tasks, learnt from what a ledger shows between calls; needs no oracle.
+
+    :meth:`observe` is given the ledger's slots (task id and age per slot) at each
+    decision point. A task whose slot holds another id (or none) since the last
+    call has left: its lifetime is the age it was last seen at plus the steps run
+    since (read from the tasks seen both times, which also keep a clock of steps).
+    The ``window`` most recent lifetimes are kept, with the step they ended at.
+
+    :meth:`quantile` is the Kaplan-Meier estimate of a lifetime quantile over the
+    tasks that started in the last ``span`` steps: those that left are ends,
+    those still running are censored at their age (they live at least that
+    long). One cohort, so neither the short tasks that end first nor the long
+    ones that make up most of a running batch bias it, and it follows a change
+    of traffic within about ``span`` steps. Where the estimated survival never
+    falls to ``1 - q``, it returns the oldest age in the cohort (a lower bound).
+
+    Examples
+    --------
+    >>> obs = LifetimeObserver()
+    >>> obs.observe(np.array([[1, 2]]), np.array([[3, 5]]))
+    >>> obs.observe(np.array([[-1, 2]]), np.array([[0, 6]]))    # task 1 left after 4 steps
+    >>> obs.lifetimes().tolist(), obs.n_finished, obs.clock
+    ([4.0], 1, 1)
+    >>> obs.quantile(0.5)          # task 2, censored at 6, outlives the estimate's only end
+    4.0
+    """
+
+    def __init__(self, *, window: int = 16384, span: int = 2048):
+        self.window = check_int("window", window, minimum=1)
+        self.span = check_int("span", span, minimum=1)
+        self._ids: np.ndarray | None = None
+        self._age: np.ndarray | None = None
+        self._life = np.zeros(0)
+        self._end = np.zeros(0)
+        self.clock = 0                              # steps seen run
+        self.n_finished = 0                         # lifetimes ever observed
+        #: Whether the last :meth:`quantile` was a lower bound (survival never fell to ``1 - q``).
+        self.censored = True
+
+    def observe(self, slot_ids, slot_age) -> None:
+        """Record the slots' task ids (-1: empty) and ages, both shape (G, S)."""
+        ids = np.asarray(slot_ids, dtype=np.int64)
+        age = np.asarray(slot_age, dtype=np.int64)
+        if ids.shape != age.shape:
+            raise ValueError(f"slot_ids and slot_age must have one shape, got {ids.shape} and {age.shape}")
+        previous, before = self._ids, self._age
+        if previous is not None and before is not None and previous.shape == ids.shape:
+            stayed = (previous >= 0) & (ids == previous)
+            elapsed = max(int((age[stayed] - before[stayed]).max()), 0) if stayed.any() else 1
+            self.clock += elapsed
+            left = (previous >= 0) & ~stayed
+            if left.any():
+                lifetimes = (before[left] + max(elapsed, 1)).astype(np.float64)
+                self._life = np.concatenate([self._life, lifetimes])[-self.window:]
+                self._end = np.concatenate([self._end, np.full(lifetimes.size, float(self.clock))])[-self.window:]
+                self.n_finished += int(lifetimes.size)
+        self._ids, self._age = ids.copy(), age.copy()
+
+    def lifetimes(self) -> np.ndarray:
+        """The kept lifetimes of tasks that left, oldest first."""
+        return self._life.copy()
+
+    def running_ages(self) -> np.ndarray:
+        """Ages of the tasks running at the last call."""
+        if self._ids is None or self._age is None:
+            return np.zeros(0)
+        return self._age[self._ids >= 0].astype(np.float64)
+
+    def quantile(self, q: float = 0.5) -> float:
+        """Kaplan-Meier ``q``-quantile of a lifetime in steps (0.0 before anything was seen)."""
+        q = check_real("q", q, minimum=0.0, maximum=1.0)
+        first = float(self.clock - self.span)                   # the cohort: started at or after this step
+        if self.n_finished > self._life.size:             # ends before the kept ones were dropped
+            first = max(first, float(self._end[0]))
+        ends = self._life[self._end - self._life >= first]
+        censored = self.running_ages()
+        censored = censored[censored <= self.clock - first]
+        self.censored = True
+        if not ends.size + censored.size:
+            return 0.0
+        # Counts per whole step (ages and lifetimes are whole steps; the cohort spans `span` of them).
+        ends_at = np.bincount(ends.astype(np.int64))
+        size = max(ends_at.size, int(censored.max(initial=0.0)) + 1)
+        ends_at = np.pad(ends_at, (0, size - ends_at.size))
+        gone = ends_at + np.bincount(censored.astype(np.int64), minlength=size)
+        at_risk = gone.sum() - np.concatenate([[0], np.cumsum(gone)[:-1]])     # still there at each step
+        hazard = np.divide(ends_at, at_risk, out=np.zeros(size), where=at_risk > 0)
+        survival = np.cumprod(1.0 - hazard)
+        below = np.flatnonzero((ends_at > 0) & (survival <= 1.0 - q + 1e-12))
+        self.censored = not below.size
+        return float(below[0]) if below.size else float(size - 1)
+
+
 def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
     """A user cost model's prediction for ``obj`` as ``horizon + 1`` non-negative numbers.
 

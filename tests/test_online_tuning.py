@@ -1,0 +1,77 @@
+"""Plain ``bfio``'s online controller (issue 15.1): what it learns, what it sets, what it leaves alone."""
+
+import numpy as np
+import pytest
+
+from barrierlb import make_policy
+from barrierlb.policies.bfio import FIXED_DEFAULTS, TUNED_OPTIONS, OnlineTuning
+from barrierlb.predictors import LifetimeObserver, OraclePredictor
+from barrierlb.simulator import SimulationConfig, Simulator
+from barrierlb.workloads import Workload, synthetic
+
+
+def test_observer_learns_lifetimes_from_slots_and_censors_running_tasks():
+    obs = LifetimeObserver(span=10_000)
+    ids, age = np.arange(8).reshape(2, 4), np.zeros((2, 4), dtype=np.int64)
+    for step in range(1, 60):
+        age += 1
+        obs.observe(ids, age)
+        if step % 10 == 0:                     # slot (0, 0) gets a new task every 10 steps
+            ids, age = ids.copy(), age.copy()
+            ids[0, 0] += 100
+            age[0, 0] = 0
+    # Seen at age 10, gone one step later: 11 steps.
+    assert obs.n_finished == 5 and obs.lifetimes().tolist() == [11.0] * 5 and obs.clock == 58
+    # Seven of eight tasks have run 59 steps and still run: the median lifetime is not the
+    # short ones' (the ends alone would say 11); survival stays above one half.
+    assert obs.quantile(0.5) == 59.0
+    assert obs.quantile(0.2) == 11.0
+
+
+def test_plain_bfio_tunes_and_explicit_options_win():
+    plain = make_policy("bfio")
+    assert plain.tuning is not None and set(plain.options()) >= set(TUNED_OPTIONS)
+    assert all(plain.options()[key] == "auto" for key in TUNED_OPTIONS)
+    h0 = make_policy("bfio:horizon=0")                 # today's meaning: every other option fixed
+    assert h0.tuning is None
+    assert {key: getattr(h0, key) for key in TUNED_OPTIONS} == dict(FIXED_DEFAULTS, horizon=0)
+    partial = make_policy("bfio:horizon=40,gamma=auto")
+    assert partial.tuning is not None and partial.tuning.fixed["horizon"] == 40 and "gamma" not in partial.tuning.fixed
+    with pytest.raises(ValueError, match="horizon"):
+        make_policy("bfio:horizon=fast")
+    with pytest.raises(ValueError, match="not tuned"):
+        OnlineTuning({"candidates": 3})
+
+
+def _switching_workload(n_half: int, seed: int = 0) -> Workload:
+    long = synthetic(n_half, seed=seed, prompt_mean=600, prompt_std=300, output_mean=1500, output_std=200)
+    short = synthetic(n_half, seed=seed + 1, prompt_mean=600, prompt_std=300, output_mean=12, output_std=4)
+    return Workload("switch", np.concatenate([long.prompt_tokens, short.prompt_tokens]),
+                    np.concatenate([long.output_tokens, short.output_tokens]))
+
+
+def test_tuning_follows_a_change_of_traffic():
+    """Outputs of about 1,500 tokens, then of about 12: the chosen options, read from each
+    decision's info, move from the long preset's to the short one's."""
+    workload = _switching_workload(1500)
+    policy = make_policy("bfio")
+    seen = []
+    decide = policy.decide
+
+    def recording(state):
+        decision = decide(state)
+        if "tuning" in decision.info:
+            seen.append(dict(decision.info["tuning"], placed=decision.task_ids.tolist()))
+        return decision
+
+    policy.decide = recording
+    Simulator(workload, policy, config=SimulationConfig(n_workers=4, slots=8, pool=16),
+              predictor=OraclePredictor(workload.output_tokens)).run()
+    last_long = max(i for i, d in enumerate(seen) if any(t < 1500 for t in d["placed"]))
+    first_short = min(i for i, d in enumerate(seen) if any(t >= 1500 for t in d["placed"]))
+    before = seen[first_short - 1]
+    assert before["lifetime"] > 1024 and before["gamma"] == 0.9 and before["stride"] == 1, before
+    after = [d for d in seen[max(last_long, first_short):] if d["lifetime"] <= 32]
+    assert after, "the controller never saw the short regime"
+    assert all(d["gamma"] == 0.7 and d["stride"] >= 8 for d in after)
+    assert all(d["peak_weight"] == 1000.0 and d["horizon"] <= 72 for d in seen)
