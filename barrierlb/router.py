@@ -159,6 +159,8 @@ class DecodeRouter:
         self._flush_outputs(all_of_them=False)
         if state.n_waiting == 0 or not state.free_slots.any():
             return {}
+        if isinstance(policy, BFIO):
+            policy.tune(state)      # plain bfio's online controller sees every decision's state
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
             decision = _place_one(state, policy, self._bounded if refresh else None)

@@ -75,3 +75,26 @@ def test_tuning_follows_a_change_of_traffic():
     assert after, "the controller never saw the short regime"
     assert all(d["gamma"] == 0.7 and d["stride"] >= 8 for d in after)
     assert all(d["peak_weight"] == 1000.0 and d["horizon"] <= 72 for d in seen)
+
+
+def test_router_feeds_plain_bfio_its_states():
+    """DecodeRouter builds its own step problems: plain bfio's controller still sees each decision."""
+    from barrierlb.router import DecodeRouter
+
+    router = DecodeRouter(4, 4, policy="bfio")
+    policy = router.policy
+    next_id, decisions, running = 0, 0, {}
+    for step in range(3000):
+        while router.queued < 8:
+            router.add_request(next_id, prompt_tokens=50 + next_id % 7)
+            next_id += 1
+        placed = router.route()
+        decisions += bool(placed)
+        running.update({rid: step for rid in placed})
+        finished = [rid for rid, start in running.items() if step - start >= 3]   # 4-step lives
+        router.step_report(finished)
+        for rid in finished:
+            del running[rid]
+    assert policy.tuning.decisions >= decisions > 1000
+    assert policy.tuning.lifetime < 16                  # learned from the router's slots, not the start-up guess
+    assert policy.gamma == 0.7 and policy.stride >= 8

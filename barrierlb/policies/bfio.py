@@ -288,9 +288,18 @@ class BFIO(Policy):
         self.horizon, self.gamma, self.stride = values["horizon"], values["gamma"], values["stride"]
         self.peak_weight, self.max_wait = values["peak_weight"], values["max_wait"]
 
-    def _step_problem(self, state):
+    def tune(self, state) -> None:
+        """Let the online controller observe ``state`` and set the tuned options for its decision.
+
+        :meth:`decide` does this itself; a driver that builds its own step problem
+        from the policy's options (:class:`~barrierlb.router.DecodeRouter`) calls it
+        first. Does nothing when every tuned option is fixed.
+        """
         if self.tuning is not None:
             self._set_tuned(self.tuning.update(state))
+
+    def _step_problem(self, state):
+        self.tune(state)
         positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()), self.candidates,
                                         self.max_wait)
         return step_problem(state, self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
