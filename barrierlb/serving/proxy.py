@@ -91,6 +91,7 @@ class Proxy:
         policy = decode_preset(0.0) if self._auto else config.policy
         self.router = DecodeRouter(g, config.slots, policy=policy, predictor=self._predictor,
                                    max_wait_s=config.max_wait_s)
+        _warm_up(policy)
         self._flights: dict[int, _Flight] = {}
         self._uncounted: list[_Flight] = []       # enqueued since the last decision, /tokenize not started
         self._ids = itertools.count()
@@ -661,6 +662,17 @@ async def _stream_error(response, message: str) -> None:
         await response.write_eof()
     except (ConnectionError, RuntimeError):
         pass
+
+
+def _warm_up(policy: str) -> None:
+    """Two throwaway decisions of ``policy`` (the one-request path and a full one), so that the
+    first requests do not wait for numba to load the solver's kernels (about half a second)."""
+    router = DecodeRouter(4, 8, policy=policy)
+    router.add_request(0, prompt_tokens=8)
+    router.route()
+    for request_id in range(1, 25):
+        router.add_request(request_id, prompt_tokens=8 + 5 * request_id)
+    router.route()
 
 
 async def serve_forever(config: ServeConfig, *, ready=None) -> None:
