@@ -139,24 +139,13 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
         steps = steps[:, positions]
     n_scen = remaining.shape[0]
     g = state.n_workers
-    # Only every stride-th step is kept (all when stride is 1). An affine task contributes
-    # (work + growth*h) for h < count = ceil(remaining), so to the kept rows k < j =
-    # ceil(count / stride); bucket tasks by j, and a reverse cumsum over the buckets gives
-    # P[k] = sum over tasks with j > k. A running task runs at least the next step, even
-    # past its predicted end.
     kept = np.arange(0, rows, stride)
     n_kept = kept.size
     h = kept.astype(np.float64)
-    count = np.clip(np.ceil(remaining[:, affine]), 1, rows).astype(np.int64)            # (S, m)
-    span = -(-count // stride)                                                        # kept rows covered
     worker = np.broadcast_to(np.arange(g)[:, None], occupied.shape)[affine]
-    key = ((np.arange(n_scen)[:, None] * g + worker) * (n_kept + 1) + span).ravel()
+    projected, key, count = running_projection(worker, state._slot_work[affine], state._slot_growth[affine],
+                                               remaining[:, affine], g, rows, stride)
     size = n_scen * g * (n_kept + 1)
-    base = np.bincount(key, weights=np.tile(state._slot_work[affine], n_scen), minlength=size)
-    slope = np.bincount(key, weights=np.tile(state._slot_growth[affine], n_scen), minlength=size)
-    base = np.cumsum(base.reshape(n_scen * g, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    slope = np.cumsum(slope.reshape(n_scen * g, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    projected = np.maximum(base + slope * h, 0.0)
     fill = state.mean_placed() if refill else None
     if fill is not None:
         # Each slot freed inside the horizon takes a task of the average placed size at
@@ -196,6 +185,35 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
                        active_load=state.current_load(), pool_prompt=pool["prompt"].copy(),
                        work_conserving=work_conserving, scenarios=n_scen, stride=stride)
 
+
+
+def running_projection(worker: np.ndarray, work: np.ndarray, growth: np.ndarray, remaining: np.ndarray,
+                       n_workers: int, rows: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The running affine tasks' load per worker at every kept step, per scenario.
+
+    ``worker``, ``work``, ``growth``: per running task; ``remaining``: its predicted
+    remaining steps, shape ``(S, m)`` (one row per scenario). Returns the loads, shape
+    ``(S * G, n_kept)`` (kept steps ``0, stride, ... < rows``), and the bucket ``key``
+    and step ``count`` of every (scenario, task), which the refill projection reuses.
+
+    Only every stride-th step is kept (all when stride is 1). An affine task contributes
+    (work + growth*h) for h < count = ceil(remaining), so to the kept rows k < j =
+    ceil(count / stride); bucket tasks by j, and a reverse cumsum over the buckets gives
+    P[k] = sum over tasks with j > k. A running task runs at least the next step, even
+    past its predicted end.
+    """
+    n_scen = remaining.shape[0]
+    kept = np.arange(0, rows, stride)
+    n_kept = kept.size
+    count = np.clip(np.ceil(remaining), 1, rows).astype(np.int64)                       # (S, m)
+    span = -(-count // stride)                                                        # kept rows covered
+    key = ((np.arange(n_scen)[:, None] * n_workers + worker) * (n_kept + 1) + span).ravel()
+    size = n_scen * n_workers * (n_kept + 1)
+    base = np.bincount(key, weights=np.tile(work, n_scen), minlength=size)
+    slope = np.bincount(key, weights=np.tile(growth, n_scen), minlength=size)
+    base = np.cumsum(base.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    slope = np.cumsum(slope.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    return np.maximum(base + slope * kept.astype(np.float64), 0.0), key, count
 
 
 @functools.lru_cache(maxsize=16)

@@ -42,7 +42,7 @@ from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
 from barrierlb.problem import imbalance_of_loads
-from barrierlb.projection import _kept_weights
+from barrierlb.projection import _kept_weights, running_projection
 from barrierlb.state import ClusterState
 
 
@@ -333,9 +333,10 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     first pair is final (no local search for one placement): the alive rank
     with a free slot of the lowest exact score, ties to the most room. Here
     that same compiled greedy runs on the arrays the solver would get: the
-    running requests projected over the kept steps as
-    :func:`barrierlb.projection.step_problem` builds them (the same bincounts
-    over the same slots, so the same sums) and the waiting request's
+    running requests projected over the kept steps by
+    :func:`barrierlb.projection.running_projection`, the function
+    :func:`~barrierlb.projection.step_problem` calls (the same slots in the
+    same order, so the same sums), and the waiting request's
     lookahead. The tests compare the placement with the full decision's on
     random states.
 
@@ -349,7 +350,6 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     stride = policy.stride if horizon else 1
     rows = horizon + 1
     kept = np.arange(0, rows, stride)
-    n_kept = kept.size
     h = kept.astype(np.float64)
     g = state.n_workers
     slot_id = state._slot_id
@@ -363,14 +363,9 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
         remaining, steps = predicted[:-1], predicted[-1]
     else:
         remaining, steps = state._slot_remaining[worker, slot], pool["steps"][0]
-    count = np.clip(np.ceil(remaining), 1, rows).astype(np.int64)
-    key = worker * (n_kept + 1) + -(-count // stride)
-    size = g * (n_kept + 1)
-    base = np.bincount(key, weights=state._slot_work[worker, slot], minlength=size).reshape(g, n_kept + 1)
-    slope = np.bincount(key, weights=state._slot_growth[worker, slot], minlength=size).reshape(g, n_kept + 1)
-    base = np.cumsum(base[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    slope = np.cumsum(slope[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    loads = np.ascontiguousarray(np.maximum(base + slope * h, 0.0).T)                     # (R, G)
+    projected, _, _ = running_projection(worker, state._slot_work[worker, slot], state._slot_growth[worker, slot],
+                                         np.asarray(remaining, dtype=np.float64)[None], g, rows, stride)
+    loads = np.ascontiguousarray(projected.T)                                             # (R, G)
     work = np.where(h < steps, np.maximum(pool["work"][0] + pool["growth"][0] * h, 0.0), 0.0)[None]
     d = _kept_weights(horizon, policy.gamma, stride)
     alive = state.alive
