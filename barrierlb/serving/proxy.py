@@ -91,7 +91,7 @@ class Proxy:
         policy = decode_preset(0.0) if self._auto else config.policy
         self.router = DecodeRouter(g, config.slots, policy=policy, predictor=self._predictor,
                                    max_wait_s=config.max_wait_s)
-        _warm_up(policy)
+        self._first_policy = policy               # the spec start() warms the solver with
         self._flights: dict[int, _Flight] = {}
         self._uncounted: list[_Flight] = []       # enqueued since the last decision, /tokenize not started
         self._ids = itertools.count()
@@ -123,6 +123,7 @@ class Proxy:
     async def start(self) -> str:
         """Listen and start the admission and health loops; returns the proxy's URL."""
         config = self.config
+        _warm_up(self._first_policy)
         self._wake = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         # No cookie jar: an engine's cookies are its clients', never kept here and sent on others' requests.
