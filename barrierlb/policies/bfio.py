@@ -151,18 +151,31 @@ class OnlineTuning:
         self.budget = check_int("budget", budget, minimum=1)
         self.lifetime = LONG_LIFETIME
         self.decisions = 0
+        self._derived: dict[int, dict] = {}          # placing -> options, for the current lifetime
         self.current = self._tune(0)
 
     def update(self, state) -> dict:
-        """Observe ``state`` and return the options for its decision (also kept as ``current``)."""
+        """Observe ``state`` and return the options for its decision (also kept as ``current``).
+
+        The options depend only on the lifetime estimate and on how many tasks the
+        decision places, so they are derived once per (estimate, count) and reused
+        until the estimate changes (every ``refresh`` decisions at most).
+        """
         self.observer.observe(state._slot_id, state._slot_age)      # read only; observe keeps copies
         if self.decisions % self.refresh == 0:
             median = self.observer.quantile(0.5)
             # Fewer than half of the cohort has ended: lifetimes are long until shown otherwise.
-            self.lifetime = max(median, LONG_LIFETIME) if self.observer.censored else median
+            lifetime = max(median, LONG_LIFETIME) if self.observer.censored else median
+            if lifetime != self.lifetime:
+                self.lifetime = lifetime
+                self._derived.clear()
         self.decisions += 1
-        self.current = self._tune(min(int(state.free_slots.sum()), state.n_waiting))
-        return self.current
+        placing = min(int(state.free_slots.sum()), state.n_waiting)
+        current = self._derived.get(placing)
+        if current is None:
+            current = self._derived[placing] = self._tune(placing)
+        self.current = current
+        return current
 
     def _tune(self, placing: int) -> dict:
         t = self.lifetime
