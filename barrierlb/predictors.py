@@ -249,7 +249,8 @@ class LifetimeObserver:
     :meth:`observe` is given the ledger's slots (task id and age per slot) at each
     decision point. A task whose slot holds another id (or none) since the last
     call has left: its lifetime is the age it was last seen at plus the steps run
-    since (read from the tasks seen both times, which also keep a clock of steps).
+    since (read from the tasks seen both times, which also keep a clock of steps;
+    when none was, from the oldest task that started since, at least one step).
     The ``window`` most recent lifetimes are kept, with the step they ended at.
 
     :meth:`quantile` is the Kaplan-Meier estimate of a lifetime quantile over the
@@ -304,8 +305,12 @@ class LifetimeObserver:
             return
         stayed = previous == ids
         stayed &= previous >= 0
-        delta = np.subtract(age, before, out=self._delta)
-        elapsed = max(int(delta.max(where=stayed, initial=0)), 0) if stayed.any() else 1
+        if stayed.any():
+            elapsed = max(int(np.subtract(age, before, out=self._delta).max(where=stayed, initial=0)), 0)
+        else:
+            # No task seen both times: a task that started since has run at most the steps between.
+            arrived = (ids >= 0) & (ids != previous)
+            elapsed = max(int(age.max(where=arrived, initial=0)), 1)
         self.clock += elapsed
         left = previous >= 0
         left &= ~stayed
