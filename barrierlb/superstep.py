@@ -375,13 +375,13 @@ class SuperstepPlanner:
         alive = np.ones(n_workers, dtype=bool)
         alive[:old.n_workers] = old.alive
         new = ClusterState(n_workers, slots, alive=alive)
-        ages = old.slot_age()
+        ages, occupied = old.slot_age(), old.slot_ids() >= 0
         for g in range(old.n_workers):
             ids = old.tasks_on(g)
             if ids.size:
                 new.submit_arrays(ids, 0.0)
                 new.place(Placement(ids, np.full(ids.size, g, dtype=np.int64)))
-                new.set_progress(ids, ages[g][old.slot_ids()[g] >= 0])     # tasks_on is in slot order
+                new.set_progress(ids, ages[g][occupied[g]])     # tasks_on is in slot order
         waiting = old.pool_ids
         if waiting.size:
             new.submit_arrays(waiting, 0.0)
