@@ -249,7 +249,8 @@ class LifetimeObserver:
     :meth:`observe` is given the ledger's slots (task id and age per slot) at each
     decision point. A task whose slot holds another id (or none) since the last
     call has left: its lifetime is the age it was last seen at plus the steps run
-    since (read from the tasks seen both times, which also keep a clock of steps).
+    since (read from the tasks seen both times, which also keep a clock of steps;
+    when none was, from the oldest task that started since, at least one step).
     The ``window`` most recent lifetimes are kept, with the step they ended at.
 
     :meth:`quantile` is the Kaplan-Meier estimate of a lifetime quantile over the
@@ -274,14 +275,23 @@ class LifetimeObserver:
     def __init__(self, *, window: int = 16384, span: int = 2048):
         self.window = check_int("window", window, minimum=1)
         self.span = check_int("span", span, minimum=1)
-        self._ids: np.ndarray | None = None
+        self._ids: np.ndarray | None = None         # the slots at the last call (own copies)
         self._age: np.ndarray | None = None
-        self._life = np.zeros(0)
-        self._end = np.zeros(0)
+        self._delta: np.ndarray | None = None       # scratch: age - previous age, per slot
+        # Ring buffers of the kept lifetimes and the step each ended at; the oldest at
+        # ``_head`` once ``window`` are kept, so recording costs what the new ends cost.
+        self._life = np.zeros(self.window)
+        self._end = np.zeros(self.window)
+        self._head = 0                              # where the next lifetime goes
         self.clock = 0                              # steps seen run
         self.n_finished = 0                         # lifetimes ever observed
         #: Whether the last :meth:`quantile` was a lower bound (survival never fell to ``1 - q``).
         self.censored = True
+
+    @property
+    def n_kept(self) -> int:
+        """Lifetimes kept (at most ``window``)."""
+        return min(self.n_finished, self.window)
 
     def observe(self, slot_ids, slot_age) -> None:
         """Record the slots' task ids (-1: empty) and ages, both shape (G, S)."""
@@ -290,21 +300,46 @@ class LifetimeObserver:
         if ids.shape != age.shape:
             raise ValueError(f"slot_ids and slot_age must have one shape, got {ids.shape} and {age.shape}")
         previous, before = self._ids, self._age
-        if previous is not None and before is not None and previous.shape == ids.shape:
-            stayed = (previous >= 0) & (ids == previous)
-            elapsed = max(int((age[stayed] - before[stayed]).max()), 0) if stayed.any() else 1
-            self.clock += elapsed
-            left = (previous >= 0) & ~stayed
-            if left.any():
-                lifetimes = (before[left] + max(elapsed, 1)).astype(np.float64)
-                self._life = np.concatenate([self._life, lifetimes])[-self.window:]
-                self._end = np.concatenate([self._end, np.full(lifetimes.size, float(self.clock))])[-self.window:]
-                self.n_finished += int(lifetimes.size)
-        self._ids, self._age = ids.copy(), age.copy()
+        if previous is None or before is None or previous.shape != ids.shape:
+            self._ids, self._age, self._delta = ids.copy(), age.copy(), np.empty(ids.shape, dtype=np.int64)
+            return
+        stayed = previous == ids
+        stayed &= previous >= 0
+        if stayed.any():
+            elapsed = max(int(np.subtract(age, before, out=self._delta).max(where=stayed, initial=0)), 0)
+        else:
+            # No task seen both times: a task that started since has run at most the steps between.
+            arrived = (ids >= 0) & (ids != previous)
+            elapsed = max(int(age.max(where=arrived, initial=0)), 1)
+        self.clock += elapsed
+        left = previous >= 0
+        left &= ~stayed
+        if left.any():
+            self._record(before[left] + max(elapsed, 1))
+        np.copyto(previous, ids)
+        np.copyto(before, age)
+
+    def _record(self, lifetimes: np.ndarray) -> None:
+        """Append ``lifetimes`` (ended at the current clock) to the ring buffers."""
+        self.n_finished += int(lifetimes.size)
+        lifetimes = lifetimes[-self.window:]
+        n, head = lifetimes.size, self._head
+        first = min(n, self.window - head)                  # up to the end of the buffer, then from 0
+        self._life[head:head + first] = lifetimes[:first]
+        self._life[:n - first] = lifetimes[first:]
+        self._end[head:head + first] = self.clock
+        self._end[:n - first] = self.clock
+        self._head = (head + n) % self.window
+
+    def _kept(self, buffer: np.ndarray) -> np.ndarray:
+        """The kept part of a ring buffer, oldest first."""
+        if self.n_finished < self.window:
+            return buffer[:self.n_finished]
+        return np.concatenate([buffer[self._head:], buffer[:self._head]])
 
     def lifetimes(self) -> np.ndarray:
         """The kept lifetimes of tasks that left, oldest first."""
-        return self._life.copy()
+        return self._kept(self._life).copy()
 
     def running_ages(self) -> np.ndarray:
         """Ages of the tasks running at the last call."""
@@ -316,9 +351,11 @@ class LifetimeObserver:
         """Kaplan-Meier ``q``-quantile of a lifetime in steps (0.0 before anything was seen)."""
         q = check_real("q", q, minimum=0.0, maximum=1.0)
         first = float(self.clock - self.span)                   # the cohort: started at or after this step
-        if self.n_finished > self._life.size:             # ends before the kept ones were dropped
-            first = max(first, float(self._end[0]))
-        ends = self._life[self._end - self._life >= first]
+        kept = self.n_kept
+        life, end = self._life[:kept], self._end[:kept]        # order does not matter below
+        if self.n_finished > self.window:                 # ends before the kept ones were dropped
+            first = max(first, float(self._end[self._head]))
+        ends = life[end - life >= first]
         censored = self.running_ages()
         censored = censored[censored <= self.clock - first]
         self.censored = True

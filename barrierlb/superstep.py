@@ -41,13 +41,18 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from barrierlb._validate import check_array, check_int
 from barrierlb.policies import Decision, Policy, make_policy
+from barrierlb.policies.bfio import BFIO
 from barrierlb.predictors import PersistencePredictor
+from barrierlb.problem import StepProblem, horizon_weights
+from barrierlb.projection import candidate_positions
 from barrierlb.state import ClusterState, Placement
 
 __all__ = ["SuperstepPlanner", "as_policy", "run_until_idle"]
@@ -254,6 +259,16 @@ class SuperstepPlanner:
     def plan(self) -> Decision:
         """Place the waiting tasks: the policy's decision, already recorded in the ledger.
 
+        Each call ends a superstep: every placed task has run one more (its age in
+        the ledger, which plain ``bfio``'s online controller reads, as
+        :meth:`DecodeRouter.route <barrierlb.router.DecodeRouter.route>` feeds it),
+        so a backend calls it once a superstep, also when nothing waits. The
+        policy's options hold as :meth:`Policy.decide` would apply them: plain
+        ``bfio`` tunes itself on the ledger first (:meth:`BFIO.tune`) and its
+        tuned horizon cuts the lookahead rows; a task passed over ``max_wait``
+        decisions is forced; a bounded ``candidates`` list keeps the oldest tasks
+        and every forced one.
+
         The returned decision's ``task_ids`` and ``workers`` are the placements to
         deliver (workers are ledger indices); tasks it leaves out stay waiting
         (no free slot). Resets this superstep's measurements and reported loads.
@@ -261,6 +276,7 @@ class SuperstepPlanner:
         measured, self._measured = self._measured, [0.0, 0]
         loads, self._load = self._load, {}
         ledger = self.ledger
+        ledger.advance()                             # one superstep run by every placed task
         n_waiting = ledger.n_waiting
         if n_waiting == 0:
             return _idle()
@@ -269,11 +285,16 @@ class SuperstepPlanner:
             needed = int(ledger.active_count.max()) + n_waiting
             if needed > self._slots:
                 self._rebuild(self.n_workers, max(2 * self._slots, needed))
+                ledger = self._ledger
             free = np.full(alive.size, n_waiting, dtype=np.int64)
         else:
             free = ledger.free_slots[alive]
         if not free.any():
             return _idle()
+        policy = self.policy
+        started = time.perf_counter()                # the decision's time: tuning, arrays, solver
+        if isinstance(policy, BFIO):
+            policy.tune(ledger)                      # plain bfio: its options for this decision
         ids, order = self._pool_order()
         rows = self.horizon + 1
         fallback = measured[0] / measured[1] if measured[1] else 1.0
@@ -285,11 +306,11 @@ class SuperstepPlanner:
         projected = np.zeros((rows, alive.size))
         for column, g in enumerate(alive.tolist()):
             projected[:, column] = loads[g] if g in loads else self._worker_load(g)
-        decision = self.policy.decide_arrays(projected, work, free, ids)
+        decision = self._decide(projected, work, free, ids, ledger.pool_wait[order], started)
         index = np.asarray(decision.pool_index, dtype=np.int64)
         workers = alive[np.asarray(decision.workers, dtype=np.int64)]
         task_ids = ids[index]
-        self.ledger.place(Placement(task_ids, workers, order[index]))
+        ledger.place(Placement(task_ids, workers, order[index]))
         placed = task_ids.tolist()
         self._row.update(zip(placed, work[index]))      # a placed task's prediction until it is measured
         self._given.difference_update(placed)
@@ -298,6 +319,23 @@ class SuperstepPlanner:
             self._front = [t for t in self._front if t not in placed_set]
         return Decision(task_ids, workers, index, branch=decision.branch, objective=decision.objective,
                         solve_time_s=decision.solve_time_s, info=decision.info)
+
+    def _decide(self, projected, work, free, ids, wait, started) -> Decision:
+        """The policy's decision on these arrays, its ``pool_index`` into ``ids``."""
+        policy = self.policy
+        rows = min(self.horizon, max(int(policy.horizon), 0)) + 1          # a tuned horizon may be shorter
+        max_wait = policy.max_wait
+        forced = wait >= max_wait if max_wait is not None else np.zeros(ids.size, dtype=bool)
+        positions = candidate_positions(wait, int(free.sum()), getattr(policy, "candidates", None), max_wait)
+        if positions is not None:
+            work, ids, forced = work[positions], ids[positions], forced[positions]
+        problem = StepProblem.from_arrays(projected[:rows], work[:, :rows], free, pool_ids=ids, forced=forced,
+                                          weights=horizon_weights(rows - 1, gamma=policy.gamma))
+        decision = policy.decide_problem(problem, started=started)
+        if positions is not None:
+            decision = dataclasses.replace(decision, pool_index=positions[np.asarray(decision.pool_index,
+                                                                                    dtype=np.int64)])
+        return decision
 
     # --------------------------------------------------------------- helpers
     def _pool_order(self) -> tuple[np.ndarray, np.ndarray]:
@@ -337,14 +375,17 @@ class SuperstepPlanner:
         alive = np.ones(n_workers, dtype=bool)
         alive[:old.n_workers] = old.alive
         new = ClusterState(n_workers, slots, alive=alive)
+        ages, occupied = old.slot_age(), old.slot_ids() >= 0
         for g in range(old.n_workers):
             ids = old.tasks_on(g)
             if ids.size:
                 new.submit_arrays(ids, 0.0)
                 new.place(Placement(ids, np.full(ids.size, g, dtype=np.int64)))
+                new.set_progress(ids, ages[g][occupied[g]])     # tasks_on is in slot order
         waiting = old.pool_ids
         if waiting.size:
             new.submit_arrays(waiting, 0.0)
+            new._pool["wait"][:] = old.pool_wait           # how often each was passed over (max_wait)
         self._ledger, self._slots = new, slots
 
 

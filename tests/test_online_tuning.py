@@ -98,3 +98,27 @@ def test_router_feeds_plain_bfio_its_states():
     assert policy.tuning.decisions >= decisions > 1000
     assert policy.tuning.lifetime < 16                  # learned from the router's slots, not the start-up guess
     assert policy.gamma == 0.7 and policy.stride >= 8
+
+
+def test_observer_ring_buffer_keeps_the_latest_window_and_its_cohort():
+    """The kept lifetimes are the ``window`` latest, oldest first, with the step each ended at,
+    through many wraps of the buffer and a burst of more ends than the window holds."""
+    rng = np.random.default_rng(3)
+    obs = LifetimeObserver(window=7, span=10_000)
+    ids = np.arange(24).reshape(3, 8)
+    age = np.zeros((3, 8), dtype=np.int64)
+    next_id, ended, ends_at = 100, [], []
+    for step in range(400):
+        age += 1
+        obs.observe(ids, age)
+        gone = rng.random(ids.shape) < (0.9 if step == 200 else 0.05)     # step 200: 9+ ends at once
+        ended += (age[gone] + 1).tolist()          # seen at `age`, gone one step later
+        ends_at += [step + 1] * int(gone.sum())    # the clock at the next call
+        ids, age = ids.copy(), age.copy()
+        ids[gone] = np.arange(next_id, next_id + gone.sum())
+        next_id += int(gone.sum())
+        age[gone] = 0
+    assert obs.n_finished == len(ended) - int(gone.sum()) > 7 * 10       # the last step's are not seen yet
+    ended, ends_at = ended[:obs.n_finished], ends_at[:obs.n_finished]
+    assert obs.lifetimes().tolist() == [float(x) for x in ended[-7:]] and obs.n_kept == 7
+    assert obs._kept(obs._end).tolist() == [float(x) for x in ends_at[-7:]]
