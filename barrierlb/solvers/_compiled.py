@@ -564,32 +564,37 @@ def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, un
 
 
 #: Largest capacity, in size units, of :func:`subset_fill`'s table: beyond it sizes are
-#: counted in units of the smallest power of two that brings the margin under it.
+#: counted in units of the smallest power of two that brings the margin (or ``k`` times the
+#: largest fitting task, if less) under it.
 FILL_UNITS = 1 << 14
 
 
 @_kernel
-def _shift_or_new(src, dst, shift, n_words, top_mask, new):
-    """``new = (src << shift) & ~dst`` over ``n_words`` words (the last masked by ``top_mask``);
-    ``dst |= new``. Returns whether any bit is new."""
+def _shift_or_mark(src, src_top, dst, shift, n_words, top_mask, via_row, e):
+    """``dst |= (src << shift)`` over ``n_words`` words (the last masked by ``top_mask``), where
+    ``src`` is zero beyond word ``src_top``; every bit new in ``dst`` gets ``via_row[bit] = e``.
+    Returns the highest word of the result that the shift reached, -1 if none."""
     word_shift = shift >> 6
     bit_shift = np.uint64(shift & 63)
     back = np.uint64(64) - bit_shift
-    any_new = False
-    for w in range(n_words - 1, word_shift - 1, -1):
-        value = src[w - word_shift] << bit_shift
-        if bit_shift != 0 and w - word_shift - 1 >= 0:
+    high = min(n_words - 1, src_top + word_shift + 1)
+    reached = -1
+    for w in range(high, word_shift - 1, -1):
+        value = src[w - word_shift] << bit_shift if w - word_shift <= src_top else np.uint64(0)
+        if bit_shift != 0 and 0 <= w - word_shift - 1 <= src_top:
             value |= src[w - word_shift - 1] >> back
         if w == n_words - 1:
             value &= top_mask
+        if value != 0 and reached < 0:
+            reached = w
         fresh = value & ~dst[w]
-        new[w] = fresh
         if fresh != 0:
             dst[w] |= fresh
-            any_new = True
-    for w in range(min(word_shift, n_words)):
-        new[w] = np.uint64(0)
-    return any_new
+            while fresh != 0:                                 # each new bit: lowest first
+                low = fresh & (~fresh + np.uint64(1))
+                via_row[w * 64 + int(np.log2(float(low)))] = e
+                fresh ^= low
+    return reached
 
 
 @_kernel
@@ -612,22 +617,17 @@ def subset_fill(sizes, capacity, k):
     top_mask = np.uint64(0xFFFFFFFFFFFFFFFF) if top_bits == 64 else (np.uint64(1) << np.uint64(top_bits)) - np.uint64(1)
     reach = np.zeros((k + 1, n_words), dtype=np.uint64)
     reach[0, 0] = np.uint64(1)
+    top = np.full(k + 1, -1, dtype=np.int64)                 # highest non-zero word per count
+    top[0] = 0
     via = np.empty((k + 1, capacity + 1), dtype=np.int32)
-    new = np.empty(n_words, dtype=np.uint64)
     for e in range(n):
         s = sizes[e]
         if s > capacity:
             continue
         for j in range(min(e + 1, k), 0, -1):
-            if _shift_or_new(reach[j - 1], reach[j], s, n_words, top_mask, new):
-                for w in range(n_words):
-                    bits = new[w]
-                    b = 0
-                    while bits != 0:
-                        if bits & np.uint64(1):
-                            via[j, w * 64 + b] = e
-                        bits >>= np.uint64(1)
-                        b += 1
+            if top[j - 1] >= 0:
+                reached = _shift_or_mark(reach[j - 1], top[j - 1], reach[j], s, n_words, top_mask, via[j], e)
+                top[j] = max(top[j], reached)
     for count in range(k, 0, -1):
         for w in range(n_words - 1, -1, -1):
             bits = reach[count, w]
@@ -688,23 +688,28 @@ def fill(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_p
             break
         done[g] = True
         margin = max(most, 0.0)
-        unit = 1.0
-        while margin / unit > FILL_UNITS:
-            unit *= 2.0
-        capacity = int(np.floor(margin / unit))
+        k = min(free_left[g], to_place - n_placed)
         eligible = np.empty(n_pool, dtype=np.int64)
         n_eligible = 0
+        largest = 0.0
         for i in range(n_pool):
             if unplaced[i] and peak_work[i] <= margin:
                 eligible[n_eligible] = i
                 n_eligible += 1
+                largest = max(largest, work[i, 0])
         if n_eligible == 0:
             continue
         eligible = eligible[:n_eligible]
+        # No k of them sum beyond k times the largest: the table need not either.
+        reach = min(margin, k * largest)
+        unit = 1.0
+        while reach / unit > FILL_UNITS:
+            unit *= 2.0
         sizes = np.empty(n_eligible, dtype=np.int64)
         for e in range(n_eligible):
             sizes[e] = int(np.ceil(work[eligible[e], 0] / unit))
-        chosen, _ = subset_fill(sizes, capacity, min(free_left[g], to_place - n_placed))
+        capacity = min(int(np.floor(margin / unit)), k * int(np.ceil(largest / unit)))
+        chosen, _ = subset_fill(sizes, capacity, k)
         for e in chosen:
             n_placed = _commit(loads, peak, work, eligible[e], g, placed_task, placed_worker, n_placed, unplaced,
                                free_left)
