@@ -15,7 +15,7 @@ simlib/strategies/strategy_balance_future_h0.py, strategy_FCFS.py), run on the s
 figures the issue quotes from the original code exactly (315,586; 67,434; 394,768;
 sweep ratios 1.93, 2.51, 4.77, 4.06).
 
-    python benchmarks/reference.py --json reference.json          # every point; 14 minutes for two policies here
+    python benchmarks/reference.py --json reference.json          # every point; about 7 minutes a policy here
     python benchmarks/reference.py --only long-context            # one group
     python benchmarks/reference.py --policies bfio:horizon=0,peak_weight=1000,max_wait=none
 """
@@ -59,10 +59,15 @@ REFERENCE_SWEEP = {
 DEFAULT_POLICIES = ["bfio:horizon=0"]
 
 
-def imbalance(workload, spec, config):
+def run(workload, spec, config):
+    """The run's metrics (:class:`barrierlb.metrics.RunMetrics`)."""
     sim = Simulator(workload, make_policy(spec), config=config,
                     predictor=make_predictor("oracle", workload.output_tokens), policy_name=spec)
-    return sim.run().metrics.avg_imbalance_after
+    return sim.run().metrics
+
+
+def imbalance(workload, spec, config):
+    return run(workload, spec, config).avg_imbalance_after
 
 
 def main(argv=None) -> int:
@@ -81,17 +86,21 @@ def main(argv=None) -> int:
             continue
         workload = load_workload(spec, n_requests=20_000, seed=seed)
         for policy in args.policies:
-            value = imbalance(workload, policy, config)
+            metrics = run(workload, policy, config)
+            value = metrics.avg_imbalance_after
             payload["workloads"].append(dict(workload=spec.split(":")[0], seed=seed, policy=policy,
                                              avg_imbalance_after=value, reference=reference,
-                                             ratio=value / reference))
+                                             ratio=value / reference, decision_ms_p50=metrics.decision_ms_p50,
+                                             decision_ms_p99=metrics.decision_ms_p99))
             print(payload["workloads"][-1], flush=True)
     if payload["workloads"]:
         print_table(payload["workloads"], [("workload", "workload", "{}"), ("seed", "seed", "{}"),
                                            ("policy", "policy", "{}"),
                                            ("avg_imbalance_after", "barrierlb", "{:,.0f}"),
                                            ("reference", "reference H=0", "{:,.0f}"),
-                                           ("ratio", "barrierlb / reference", "{:.3f}")],
+                                           ("ratio", "barrierlb / reference", "{:.3f}"),
+                                           ("decision_ms_p50", "decision p50 ms", "{:.3f}"),
+                                           ("decision_ms_p99", "p99 ms", "{:.3f}")],
                     "G=32 B=72 R=128, 20,000 requests, oracle lengths")
     if "sweep" in groups:
         for (g, b), ref_ratios in REFERENCE_SWEEP.items():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from barrierlb import make_policy
-from barrierlb.policies.bfio import FIXED_DEFAULTS, TUNED_OPTIONS, OnlineTuning
+from barrierlb.policies.bfio import FIXED_DEFAULTS, H0_DEFAULTS, TUNED_OPTIONS, OnlineTuning
 from barrierlb.predictors import LifetimeObserver, OraclePredictor
 from barrierlb.simulator import SimulationConfig, Simulator
 from barrierlb.workloads import Workload, synthetic
@@ -32,9 +32,9 @@ def test_plain_bfio_tunes_and_explicit_options_win():
     plain = make_policy("bfio")
     assert plain.tuning is not None and set(plain.options()) >= set(TUNED_OPTIONS)
     assert all(plain.options()[key] == "auto" for key in TUNED_OPTIONS)
-    h0 = make_policy("bfio:horizon=0")                 # today's meaning: every other option fixed
+    h0 = make_policy("bfio:horizon=0")                 # every other option fixed, H = 0's own defaults
     assert h0.tuning is None
-    assert {key: getattr(h0, key) for key in TUNED_OPTIONS} == dict(FIXED_DEFAULTS, horizon=0)
+    assert {key: getattr(h0, key) for key in TUNED_OPTIONS} == dict(FIXED_DEFAULTS, horizon=0) | H0_DEFAULTS
     partial = make_policy("bfio:horizon=40,gamma=auto")
     assert partial.tuning is not None and partial.tuning.fixed["horizon"] == 40 and "gamma" not in partial.tuning.fixed
     with pytest.raises(ValueError, match="horizon"):

@@ -76,6 +76,20 @@ def test_policy_options_are_parsed():
     assert (policy.horizon, policy.gamma, policy.max_wait, policy.local_search) == (40, 0.9, None, False)
 
 
+def test_a_horizon_of_zero_takes_its_own_defaults_and_a_finite_waiting_bound():
+    from barrierlb.policies.bfio import FIXED_DEFAULTS, H0_DEFAULTS
+
+    h0 = make_policy("bfio:horizon=0")
+    assert (h0.peak_weight, h0.max_wait, h0.share) == (H0_DEFAULTS["peak_weight"], H0_DEFAULTS["max_wait"], True)
+    assert h0.max_wait is not None                                    # starvation stays bounded by default
+    given = make_policy("bfio:horizon=0,peak_weight=1,max_wait=none,share=false")
+    assert (given.peak_weight, given.max_wait, given.share) == (1.0, None, False)
+    other = make_policy("bfio:horizon=4")
+    assert (other.peak_weight, other.max_wait, other.share) == (FIXED_DEFAULTS["peak_weight"],
+                                                                FIXED_DEFAULTS["max_wait"], False)
+    assert make_policy("bfio-exact:horizon=0").share is False
+
+
 @pytest.mark.parametrize("word, value", [("true", True), ("false", False), ("yes", True), ("no", False),
                                          ("on", True), ("off", False), ("1", True), ("0", False), ("NO", False)])
 def test_flag_options_parse_only_flag_words(word, value):

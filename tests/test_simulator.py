@@ -278,7 +278,7 @@ def test_persistence_total_lookahead_is_the_sum_of_the_known_tasks():
 GOLDEN = {
     "decode": (dict(n=600, seed=0), "LLM_DECODE", None, "adbbcbc2f2e64e63"),
     "short": (dict(n=1500, seed=1, output_mean=60.0, output_std=80.0), "LLM_DECODE_SHORT", None, "16e1d142b88392c6"),
-    "h0": (dict(n=1200, seed=2), "bfio:horizon=0", None, "285668a1e123c58e"),
+    "h0": (dict(n=1200, seed=2), "bfio:horizon=0", None, "44a920969cf07d9b"),
     "no-oracle": (dict(n=500, seed=3), "LLM_DECODE_NO_ORACLE", "scenarios", "2c57d9e37ee2b188"),
     "bounded": (dict(n=1000, seed=4), "bfio:horizon=16,max_wait=2,gamma=0.8", None, "45a5df053fce4658"),
     "short-strict-ties": (dict(n=1500, seed=1, output_mean=60.0, output_std=80.0),

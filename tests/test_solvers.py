@@ -499,3 +499,84 @@ def test_a_deadline_returns_the_best_placement_so_far_and_says_so():
     assert cut.moves == 0 and cut.objective >= full.objective - 1e-9
     with pytest.raises(ValueError, match="deadline_ms"):
         solve_problem(problem, deadline_ms=-1.0)
+
+
+def _best_subset_by_brute_force(sizes, capacity, k):
+    """(count, sum) of the most items, at most ``k``, that fit under ``capacity``, of the largest sum."""
+    for count in range(min(k, len(sizes)), 0, -1):
+        sums = [sum(c) for c in itertools.combinations(sizes, count) if sum(c) <= capacity]
+        if sums:
+            return count, max(sums)
+    return 0, 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(0, 700), min_size=1, max_size=9), capacity=st.integers(0, 2000),
+       k=st.integers(1, 5))
+def test_subset_fill_finds_the_exact_best_subset(sizes, capacity, k):
+    from barrierlb.solvers._compiled import subset_fill
+
+    chosen, total = subset_fill(np.array(sizes, dtype=np.int64), capacity, k)
+    assert len(set(chosen.tolist())) == chosen.size                           # distinct positions
+    assert total == sum(sizes[i] for i in chosen)
+    assert (chosen.size, total) == _best_subset_by_brute_force(sizes, capacity, k)
+
+
+def _one_step_problem(seed, n_pool, free, loads):
+    rng = np.random.default_rng(seed)
+    work = rng.integers(1, 400, n_pool).astype(float)[:, None]
+    return StepProblem.from_arrays(np.array([loads], dtype=float), work, np.array(free), weights=np.ones(1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(2, 4))
+def test_one_step_problems_fill_a_worker_with_its_best_subset(seed, k):
+    """One open worker with k free slots, 20 waiting tasks (beyond the enumerations): with a peak
+    weight that puts not raising the peak first, the solver's fill places exactly the k tasks of
+    the largest summed work under the worker's margin, whenever k tasks fit."""
+    problem = _one_step_problem(seed, 20, [0, k, 0], [1000.0, 0.0, 1000.0])
+    sizes = problem.pool_work[:, 0].astype(int).tolist()
+    count, best = _best_subset_by_brute_force(sizes, 1000, k)
+    result = solve_problem(problem, peak_weight=1000.0)
+    assert result.path == "heuristic" and result.task_index.size == k
+    if count == k:
+        assert problem.pool_work[result.task_index, 0].sum() == best
+        assert result.objective == pytest.approx(predicted_imbalance(problem, result.task_index, result.worker,
+                                                                     peak_weight=1000.0))
+
+
+def test_subset_fill_in_coarse_units_never_overflows_the_margin():
+    """Margins beyond FILL_UNITS are filled in power-of-two units, sizes rounded up: never over the
+    margin (a fill that fits in units fits in tokens), and here within 0.1% of the best."""
+    from barrierlb.solvers._compiled import FILL_UNITS
+    from barrierlb.solvers.fast import _Problem, _Search
+
+    rng = np.random.default_rng(5)
+    margin = 10 * FILL_UNITS + 3
+    work = rng.integers(1, margin // 2, 24).astype(float)[:, None]
+    problem = StepProblem.from_arrays(np.array([[margin, 0.0]]), work, np.array([0, 3]), weights=np.ones(1))
+    search = _Search(_Problem(problem, True, 1000.0))
+    search.greedy("fill")                                   # the construction alone
+    placed = work[search.placed_task, 0].sum()
+    _, best = _best_subset_by_brute_force(work[:, 0].astype(int).tolist(), margin, 3)
+    assert len(search.placed_task) == 3 and set(search.placed_worker) == {1}
+    assert placed <= margin and best - placed <= 1e-3 * best
+    assert solve_problem(problem, peak_weight=1000.0).objective <= search.objective() + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n_workers=st.integers(2, 12), n_pool=st.integers(17, 60),
+       rows=st.integers(1, 3))
+def test_share_caps_each_worker_at_its_share_of_the_placements(seed, n_workers, n_pool, rows):
+    rng = np.random.default_rng(seed)
+    free = rng.integers(0, 12, n_workers)
+    free[0] = max(free[0], 1)
+    loads = rng.uniform(0, 500, (rows, n_workers))
+    work = rng.uniform(1, 300, (n_pool, rows))
+    problem = StepProblem.from_arrays(loads, work, free, weights=np.ones(rows))
+    k = min(n_pool, int(free.sum()))
+    result = solve_problem(problem, share=True, peak_weight=1000.0)
+    assert result.task_index.size == k
+    counts = np.bincount(result.worker, minlength=n_workers)
+    cap = free if k == free.sum() else -(-k * free // free.sum())
+    assert (counts <= cap).all()

@@ -74,8 +74,16 @@ def decode_preset(mean_output_tokens: float, *, scenarios: bool = False) -> str:
 TUNED_OPTIONS = ("horizon", "gamma", "stride", "peak_weight", "max_wait")
 
 #: The value of each of :data:`TUNED_OPTIONS` when another of them is given and it is not
-#: (``bfio:horizon=0`` means horizon 0 with these).
+#: (``bfio:horizon=16`` means horizon 16 with these; a horizon of 0 takes :data:`H0_DEFAULTS`).
 FIXED_DEFAULTS = {"horizon": 32, "gamma": 1.0, "stride": 1, "peak_weight": 1.0, "max_wait": DEFAULT_MAX_WAIT}
+
+#: Defaults of ``bfio:horizon=0`` (a given horizon of 0) that differ from :data:`FIXED_DEFAULTS`:
+#: not raising the peak comes first (the authors' H = 0 policy is near lexicographic: any
+#: fill under the margin beats an overflow), and waiting is bounded only against starvation
+#: (the reference has no bound; 256 decisions bound tight where few slots free per decision).
+#: With these and ``share`` on it is at or below the reference's H = 0 imbalance on the
+#: long-context recipe (docs/solvers.md, "Against the authors' reference policy at H = 0").
+H0_DEFAULTS = {"peak_weight": 1000.0, "max_wait": 16384}
 
 #: An option's value that asks the controller to tune it (``bfio:horizon=0,max_wait=auto``).
 AUTO = "auto"
@@ -215,7 +223,9 @@ class BFIO(Policy):
     decision from the lifetimes it has observed, and each decision's
     ``info["tuning"]`` records what it chose. Given options are used exactly; once
     one is given the others not given take :data:`FIXED_DEFAULTS` (so
-    ``bfio:horizon=0`` means what it always has), unless given as ``auto``.
+    ``bfio:horizon=0`` means horizon 0 with these), unless given as ``auto``;
+    a given ``horizon=0`` takes :data:`H0_DEFAULTS` instead for the peak weight
+    and the waiting bound, and ``share`` on.
 
     Parameters
     ----------
@@ -268,6 +278,11 @@ class BFIO(Policy):
         Wall-time budget of a decision, from the start of :meth:`decide`: the
         local search stops at it and the best placement so far is returned,
         with ``info["deadline_cut"]`` true. Default ``None`` (no deadline).
+    share : bool or None
+        When a decision places fewer tasks than slots are free, a worker takes
+        at most its share of them by free slots
+        (:func:`~barrierlb.solvers.fast.solve_problem`). Default ``None``: on
+        when ``horizon=0`` is given (with :data:`H0_DEFAULTS`), else off.
 
     A decision's ``branch`` is ``"exact"`` when the solver's enumeration proved
     the placement optimal, else ``"heuristic"``; ``info["path"]`` names the
@@ -282,7 +297,7 @@ class BFIO(Policy):
                  local_search: bool = True, peak_weight: float | str | _Unset = _UNSET,
                  max_moves: int | None = None, stride: int | str | _Unset = _UNSET, refill: bool = False,
                  spread: bool = True, candidates: int | None = DEFAULT_CANDIDATES, deadline_ms: float | None = None,
-                 strict_ties: bool = False):
+                 strict_ties: bool = False, share: bool | None = None):
         self.spread = check_bool("spread", spread)
         self.strict_ties = check_bool("strict_ties", strict_ties)
         self.candidates = None if candidates is None else check_int("candidates", candidates, minimum=1)
@@ -294,8 +309,10 @@ class BFIO(Policy):
         given = {"horizon": horizon, "gamma": gamma, "stride": stride, "peak_weight": peak_weight,
                  "max_wait": max_wait}
         given = {key: value for key, value in given.items() if value is not _UNSET}
-        fixed = {} if not given else {key: _check_tuned(key, given.get(key, FIXED_DEFAULTS[key]))
+        defaults = FIXED_DEFAULTS | (H0_DEFAULTS if given.get("horizon") == 0 else {})
+        fixed = {} if not given else {key: _check_tuned(key, given.get(key, defaults[key]))
                                       for key in TUNED_OPTIONS if given.get(key, None) != AUTO}
+        self.share = (fixed.get("horizon") == 0) if share is None else check_bool("share", share)
         #: The online controller (:class:`OnlineTuning`), ``None`` when every tuned option is fixed.
         self.tuning = OnlineTuning(fixed) if len(fixed) < len(TUNED_OPTIONS) else None
         self._set_tuned(fixed if self.tuning is None else self.tuning.current)
@@ -303,7 +320,7 @@ class BFIO(Policy):
         self._options.update({"work_conserving": self.work_conserving, "local_search": self.local_search,
                               "max_moves": self.max_moves,
                               "refill": self.refill, "spread": self.spread, "strict_ties": self.strict_ties,
-                              "candidates": self.candidates, "deadline_ms": self.deadline_ms})
+                              "candidates": self.candidates, "deadline_ms": self.deadline_ms, "share": self.share})
 
     def _set_tuned(self, values: dict) -> None:
         self.horizon, self.gamma, self.stride = values["horizon"], values["gamma"], values["stride"]
@@ -330,7 +347,7 @@ class BFIO(Policy):
         return solve_problem(problem.sampled(self.stride), work_conserving=self.work_conserving,
                              local_search=self.local_search, peak_weight=self.peak_weight, max_moves=self.max_moves,
                              spread=self.spread, strict_ties=self.strict_ties, deadline_ms=self.deadline_ms,
-                             started=started)
+                             started=started, share=self.share)
 
     def decide_problem(self, problem, *, started=None) -> Decision:
         started = time.perf_counter() if started is None else started
@@ -365,7 +382,7 @@ class BFIOExact(BFIO):
                  spread: bool = True, candidates: int | None = DEFAULT_CANDIDATES):
         super().__init__(horizon=horizon, gamma=gamma, max_wait=max_wait, work_conserving=work_conserving,
                          local_search=local_search, peak_weight=peak_weight, max_moves=max_moves, stride=stride,
-                         refill=refill, spread=spread, candidates=candidates)
+                         refill=refill, spread=spread, candidates=candidates, share=False)
         self.time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
         self._options["time_limit_s"] = self.time_limit_s
 

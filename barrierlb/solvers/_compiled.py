@@ -81,6 +81,17 @@ def _place(loads, peak, work, i, g):
 
 
 @_kernel
+def _commit(loads, peak, work, i, g, placed_task, placed_worker, n_placed, unplaced, free_left):
+    """Place task ``i`` on worker ``g`` and record it; returns the new placed count."""
+    _place(loads, peak, work, i, g)
+    placed_task[n_placed] = i
+    placed_worker[n_placed] = g
+    unplaced[i] = False
+    free_left[g] -= 1
+    return n_placed + 1
+
+
+@_kernel
 def _keep_only_forced(live, must, score, stale):
     """From now on only the forced tasks may take a slot: every other row is barred."""
     for i in range(live.size):
@@ -228,12 +239,7 @@ def largest_first(loads, peak, work, d, total, free_left, unplaced, to_place, pe
                 best = g
                 best_value = value
                 best_room = room
-        _place(loads, peak, work, i, best)
-        placed_task[n_placed] = i
-        placed_worker[n_placed] = best
-        n_placed += 1
-        unplaced[i] = False
-        free_left[best] -= 1
+        n_placed = _commit(loads, peak, work, i, best, placed_task, placed_worker, n_placed, unplaced, free_left)
     return n_placed
 
 
@@ -555,3 +561,165 @@ def local_search(loads, work, d, total, placed_task, placed_worker, n_placed, un
             task[a] = b
         moves += 1
     return moves
+
+
+#: Largest capacity, in size units, of :func:`subset_fill`'s table: beyond it sizes are
+#: counted in units of the smallest power of two that brings the margin (or ``k`` times the
+#: largest fitting task, if less) under it.
+FILL_UNITS = 1 << 14
+
+
+@_kernel
+def _shift_or_mark(src, src_top, dst, shift, n_words, top_mask, via_row, e):
+    """``dst |= (src << shift)`` over ``n_words`` words (the last masked by ``top_mask``), where
+    ``src`` is zero beyond word ``src_top``; every bit new in ``dst`` gets ``via_row[bit] = e``.
+    Returns the highest word of the result that the shift reached, -1 if none."""
+    word_shift = shift >> 6
+    bit_shift = np.uint64(shift & 63)
+    back = np.uint64(64) - bit_shift
+    high = min(n_words - 1, src_top + word_shift + 1)
+    reached = -1
+    for w in range(high, word_shift - 1, -1):
+        value = src[w - word_shift] << bit_shift if w - word_shift <= src_top else np.uint64(0)
+        if bit_shift != 0 and 0 <= w - word_shift - 1 <= src_top:
+            value |= src[w - word_shift - 1] >> back
+        if w == n_words - 1:
+            value &= top_mask
+        if value != 0 and reached < 0:
+            reached = w
+        fresh = value & ~dst[w]
+        if fresh != 0:
+            dst[w] |= fresh
+            while fresh != 0:                                 # each new bit: lowest first
+                low = fresh & (~fresh + np.uint64(1))
+                via_row[w * 64 + int(np.log2(float(low)))] = e
+                fresh ^= low
+    return reached
+
+
+@_kernel
+def subset_fill(sizes, capacity, k):
+    """Exactly-``k`` subset of largest sum ``<= capacity`` (integer ``sizes``), or of fewer items.
+
+    A table of reachable sums per item count (bit sets), each (count, sum) marked
+    with the first item that reached it, so that walking back from the chosen sum
+    gives distinct items of decreasing position: among subsets of the best sum,
+    the one whose latest item is earliest. Takes the most items ``k' <= k`` for
+    which some ``k'``-subset fits, and among those the largest sum. Returns the
+    chosen positions (ascending) and their sum; none if no item fits.
+    Cost: ``len(sizes) * k * capacity / 64`` word operations.
+    """
+    n = sizes.size
+    k = min(k, n)
+    capacity = max(capacity, 0)
+    n_words = capacity // 64 + 1
+    top_bits = capacity % 64 + 1
+    top_mask = np.uint64(0xFFFFFFFFFFFFFFFF) if top_bits == 64 else (np.uint64(1) << np.uint64(top_bits)) - np.uint64(1)
+    reach = np.zeros((k + 1, n_words), dtype=np.uint64)
+    reach[0, 0] = np.uint64(1)
+    top = np.full(k + 1, -1, dtype=np.int64)                 # highest non-zero word per count
+    top[0] = 0
+    via = np.empty((k + 1, capacity + 1), dtype=np.int32)
+    for e in range(n):
+        s = sizes[e]
+        if s > capacity:
+            continue
+        for j in range(min(e + 1, k), 0, -1):
+            if top[j - 1] >= 0:
+                reached = _shift_or_mark(reach[j - 1], top[j - 1], reach[j], s, n_words, top_mask, via[j], e)
+                top[j] = max(top[j], reached)
+    for count in range(k, 0, -1):
+        for w in range(n_words - 1, -1, -1):
+            bits = reach[count, w]
+            if bits == 0:
+                continue
+            b = 63
+            while not (bits >> np.uint64(b)) & np.uint64(1):
+                b -= 1
+            total_sum = w * 64 + b
+            chosen = np.empty(count, dtype=np.int64)
+            left = total_sum
+            for j in range(count, 0, -1):
+                e = via[j, left]
+                chosen[j - 1] = e
+                left -= sizes[e]
+            return chosen, total_sum
+    return np.empty(0, dtype=np.int64), 0
+
+
+@_kernel
+def fill(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, peak_cost, tie_break,
+         placed_task, placed_worker, n_placed, lexicographic):
+    """The ``fill`` construction of one-step problems; returns the placed count.
+
+    The forced tasks first, each on the open worker where it scores least; then
+    the open worker with the most room first, each once, takes as many waiting
+    tasks as it has free slots (as many as fit, if fewer) whose summed work is the
+    largest under its margin (:func:`subset_fill`, exact for integral work up to
+    :data:`FILL_UNITS`, else in power-of-two units with the sizes rounded up, so
+    a fill never raises the peak); slots left over go to the ``pairs``
+    construction. Work conserving.
+    """
+    n_pool = work.shape[0]
+    n_workers = loads.shape[1]
+    for i in range(n_pool):                                   # forced tasks: where they score least
+        if n_placed >= to_place:
+            break
+        if not (must[i] and unplaced[i]):
+            continue
+        best, best_value, best_room = -1, 0.0, 0.0
+        for g in range(n_workers):
+            if free_left[g] <= 0:
+                continue
+            value = _score(loads, peak, work, d, total, i, g, peak_cost, tie_break)
+            room = peak[0] - loads[0, g]
+            if best < 0 or value < best_value or (lexicographic and value == best_value and room > best_room):
+                best, best_value, best_room = g, value, room
+        n_placed = _commit(loads, peak, work, i, best, placed_task, placed_worker, n_placed, unplaced, free_left)
+    done = free_left <= 0
+    while n_placed < to_place:
+        g = -1
+        most = 0.0
+        for gg in range(n_workers):                           # the open worker with the most room
+            if not done[gg] and (g < 0 or peak[0] - loads[0, gg] > most):
+                g = gg
+                most = peak[0] - loads[0, gg]
+        if g < 0:
+            break
+        done[g] = True
+        margin = max(most, 0.0)
+        k = min(free_left[g], to_place - n_placed)
+        eligible = np.empty(n_pool, dtype=np.int64)
+        n_eligible = 0
+        largest = 0.0
+        for i in range(n_pool):
+            if unplaced[i] and peak_work[i] <= margin:
+                eligible[n_eligible] = i
+                n_eligible += 1
+                largest = max(largest, work[i, 0])
+        if n_eligible == 0:
+            continue
+        eligible = eligible[:n_eligible]
+        # No k of them sum beyond k times the largest: the table need not either.
+        reach = min(margin, k * largest)
+        unit = 1.0
+        while reach / unit > FILL_UNITS:
+            unit *= 2.0
+        sizes = np.empty(n_eligible, dtype=np.int64)
+        for e in range(n_eligible):
+            sizes[e] = int(np.ceil(work[eligible[e], 0] / unit))
+        capacity = min(int(np.floor(margin / unit)), k * int(np.ceil(largest / unit)))
+        chosen, _ = subset_fill(sizes, capacity, k)
+        for e in chosen:
+            n_placed = _commit(loads, peak, work, eligible[e], g, placed_task, placed_worker, n_placed, unplaced,
+                               free_left)
+    if n_placed < to_place:
+        n_cols = 0
+        for g in range(n_workers):
+            if free_left[g] > 0:
+                n_cols += 1
+        if n_cols:
+            score = np.empty((n_pool, n_cols))
+            n_placed = greedy(loads, peak, work, peak_work, d, total, free_left, unplaced, must, to_place, True,
+                              False, peak_cost, tie_break, placed_task, placed_worker, n_placed, score, lexicographic)
+    return n_placed

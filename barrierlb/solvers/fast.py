@@ -42,6 +42,11 @@ from barrierlb.solvers.enumeration import LEVEL_MOVES
 #: constructions and local search).
 PATHS = ("exact", "water-filling", "heuristic")
 
+#: The ``fill`` construction runs on one-step problems (H = 0) whose pool size times the
+#: tasks to place is at most this: its subset-sum tables cost about that many times
+#: ``FILL_UNITS / 64`` word operations (:func:`barrierlb.solvers._compiled.subset_fill`).
+FILL_LIMIT = 1 << 15
+
 
 @dataclass(frozen=True)
 class FastResult:
@@ -63,8 +68,8 @@ class FastResult:
         What produced the placement, one of :data:`PATHS`.
     construction : str or None
         For ``path="heuristic"``, the greedy construction whose placement
-        (after its local search) was kept: ``"pairs"``, ``"slots"`` or
-        ``"largest"`` (see :func:`solve_problem`); else ``None``.
+        (after its local search) was kept: ``"pairs"``, ``"fill"``, ``"slots"``
+        or ``"largest"`` (see :func:`solve_problem`); else ``None``.
     deadline_cut : bool
         The ``deadline_ms`` of :func:`solve_problem` ended the search early: the
         placement is the best found by then (complete and feasible).
@@ -83,7 +88,7 @@ class FastResult:
 def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: Any, *, alive: Any = None,
                forced: Any = None, work_conserving: bool = True, local_search: bool = True,
                max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0,
-               spread: bool = True, deadline_ms: float | None = None) -> FastResult:
+               spread: bool = True, deadline_ms: float | None = None, share: bool = False) -> FastResult:
     """Place waiting tasks to minimize the predicted imbalance, fast.
 
     The arrays are checked once (:meth:`StepProblem.from_arrays`: shapes,
@@ -105,7 +110,7 @@ def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: An
     forced : array of bool, shape (N,), optional
         Tasks that must be placed (bounded waiting), first in arrival order,
         also when ``work_conserving`` is false.
-    work_conserving, local_search, max_moves, max_candidates, peak_weight, spread, deadline_ms
+    work_conserving, local_search, max_moves, max_candidates, peak_weight, spread, deadline_ms, share
         See :func:`solve_problem`.
 
     Returns
@@ -115,13 +120,13 @@ def solve_fast(projected_load: Any, pool_work: Any, free_slots: Any, weights: An
     problem = StepProblem.from_arrays(projected_load, pool_work, free_slots, alive=alive, weights=weights,
                                       forced=forced, work_conserving=work_conserving)
     return solve_problem(problem, local_search=local_search, max_moves=max_moves, max_candidates=max_candidates,
-                         peak_weight=peak_weight, spread=spread, deadline_ms=deadline_ms)
+                         peak_weight=peak_weight, spread=spread, deadline_ms=deadline_ms, share=share)
 
 
 def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, local_search: bool = True,
                   max_moves: int | None = None, max_candidates: int = 32, peak_weight: float = 1.0,
                   spread: bool = True, strict_ties: bool = False, deadline_ms: float | None = None,
-                  started: float | None = None) -> FastResult:
+                  started: float | None = None, share: bool = False) -> FastResult:
     """Solve a checked :class:`~barrierlb.problem.StepProblem` with the fast solver.
 
     Small problems are solved exactly by enumeration (``path="exact"``): every
@@ -134,6 +139,13 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
 
     - *pairs*: the (task, worker) pair of lowest marginal score first, which
       fills the deepest holes with the largest tasks that fit;
+    - *fill* (one-step problems, H = 0, when the pool size times the placements
+      is at most :data:`FILL_LIMIT`): the open worker with the most room first
+      takes as many tasks as it has free slots whose summed work is the largest
+      that fits under its margin, an exact subset sum
+      (:func:`barrierlb.solvers._compiled.subset_fill`), so that no placement
+      raises the peak where all of a worker's slots can be filled without; kept
+      only when its objective is lower than the pairs construction's;
     - *slots* (only when at most 16 free slots will all be filled): the open worker with
       the least room first, each taking its best task, so that workers near the
       peak get the small tasks they can absorb;
@@ -141,7 +153,7 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
       up): the largest task first, each where it raises the peak least, the LPT
       rule for the makespan, which is all that is left to optimize then.
 
-    The second and third run only when the first raised the peak.
+    *slots* and *largest* run only when *pairs* raised the peak.
 
     Parameters
     ----------
@@ -180,6 +192,13 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
         completes (its cost is bounded by the pool and the free slots).
     started : float, optional
         ``time.perf_counter()`` at which the deadline's clock started.
+    share : bool
+        When a work-conserving decision places fewer tasks than there are free
+        slots (``k < sum f``), a worker with ``f_g`` free slots takes at most
+        ``ceil(k f_g / sum f)`` of them (default off): the free slots stay
+        spread over the workers by count, so that no worker fills all of its
+        slots with small tasks while others stay empty, which a one-step
+        objective does not see (BF-IO's H = 0 default, docs/solvers.md).
     """
     started = time.perf_counter() if started is None else started
     if not isinstance(problem, StepProblem):
@@ -188,7 +207,7 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
     budget = 16 if max_moves is None else check_int("max_moves", max_moves, minimum=0)
     max_candidates = check_int("max_candidates", max_candidates, minimum=1)
     p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0), bool(spread),
-                 bool(strict_ties))
+                 bool(strict_ties), bool(share))
     deadline = None
     if deadline_ms is not None:
         deadline = started + check_real("deadline_ms", deadline_ms, minimum=0.0) / 1e3
@@ -206,7 +225,11 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
     # everything after each one and never beat the LPT rule (the same objective on the 50
     # cold-start instances of benchmarks/decision.py, in a fifth of the time).
     empty = not bool(p.loads[:, p.alive].any())
-    constructions = ("largest",) if all_placed and (p.identical or empty) else ("pairs", "slots", "largest")
+    constructions: tuple[str, ...] = ("pairs", "slots", "largest")
+    if all_placed and (p.identical or empty):
+        constructions = ("largest",)
+    elif work_conserving and p.n_rows == 1 and 1 < p.to_place and p.n_pool * p.to_place <= FILL_LIMIT:
+        constructions = ("pairs", "fill", "slots", "largest")
     for construction in constructions:
         if construction == "slots" and not (work_conserving and 1 < p.to_place == int(p.free.sum())
                                             and p.to_place <= 16 and pairs_raised_peak):
@@ -294,7 +317,7 @@ class _Problem:
     """Host arrays of a checked problem, shared by every construction."""
 
     def __init__(self, problem: StepProblem, work_conserving: bool, peak_weight: float, spread: bool = True,
-                 strict_ties: bool = False):
+                 strict_ties: bool = False, share: bool = False):
         self.spread = spread
         self.strict_ties = spread and strict_ties
         self.loads = np.ascontiguousarray(problem.projected_load)
@@ -304,6 +327,10 @@ class _Problem:
         self.n_pool = self.work.shape[0]
         self.alive = problem.alive
         self.free = problem.free_slots.copy()
+        placing = int(min(self.n_pool, self.free.sum())) if work_conserving else 0
+        if share and 0 < placing < int(self.free.sum()):
+            # At most ceil(k f_g / sum f) of the k placements on a worker with f_g free slots.
+            self.free = np.minimum(self.free, -(-placing * self.free // int(self.free.sum())))
         self.forced = problem.forced
         self.work_conserving = work_conserving
         self.n_alive = int(self.alive.sum())
@@ -358,7 +385,12 @@ class _Search:
         kernels = _kernels()
         tasks = np.empty(p.to_place, dtype=np.int64)
         workers = np.empty(p.to_place, dtype=np.int64)
-        if construction == "largest":
+        if construction == "fill":
+            must = np.zeros(p.n_pool, dtype=bool)
+            must[np.flatnonzero(p.forced)[: p.to_place]] = True
+            n = kernels.fill(self.loads, self.peak, p.work, p.peak_work, p.d, p.total, self.free_left, self.unplaced,
+                             must, p.to_place, float(p.peak_cost), float(p.tie_break), tasks, workers, 0, p.spread)
+        elif construction == "largest":
             n = kernels.largest_first(self.loads, self.peak, p.work, p.d, p.total, self.free_left, self.unplaced,
                                       p.to_place, float(p.peak_cost), float(p.tie_break), tasks, workers, 0,
                                       p.spread)
