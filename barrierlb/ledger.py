@@ -236,6 +236,9 @@ class Ledger:
                 raise ValueError(f"task {missing[0]} is not in the waiting pool")
             index = np.array([position[tid] for tid in id_list], dtype=np.int64)
         index = np.asarray(index, dtype=np.int64)
+        if task_ids.size == 1:
+            self._place_one(int(index[0]), int(workers[0]))
+            return
         if workers.min() < 0 or workers.max() >= self.n_workers:
             bad = workers[(workers < 0) | (workers >= self.n_workers)][0]
             raise ValueError(f"worker {bad} does not exist (n_workers={self.n_workers})")
@@ -254,18 +257,45 @@ class Ledger:
         slots = np.concatenate([np.flatnonzero(self._slot_id[g] == -1)[: demand[g]]
                                 for g in np.flatnonzero(demand).tolist()])
         pos = index[order]
-        self._slot_id[rows, slots] = self._pool["ids"][pos]
-        self._slot_work[rows, slots] = self._pool["work"][pos]
-        self._slot_growth[rows, slots] = self._pool["growth"][pos]
-        self._slot_remaining[rows, slots] = self._pool["steps"][pos]
-        self._slot_prompt[rows, slots] = self._pool["prompt"][pos]
-        self._slot_age[rows, slots] = 0
+        self._fill_slots(rows, slots, pos)
         self._location.update(zip(self._pool["ids"][pos].tolist(), zip(rows.tolist(), slots.tolist())))
         self._active_count += demand
         self._placed += (task_ids.size, float(self._pool["work"][index].sum()),
                          float(self._pool["growth"][index].sum()))
         keep = np.ones(pool_ids.size, dtype=bool)
         keep[index] = False
+        self._leave_pool(keep)
+
+    def _place_one(self, position: int, worker: int) -> None:
+        """:meth:`place` of one task (pool position checked): the same checks and slot, in scalars."""
+        if not 0 <= worker < self.n_workers:
+            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
+        if not self.alive[worker]:
+            raise ValueError(f"worker {worker} is dead and cannot take tasks")
+        free = int(self.capacity[worker] - self._active_count[worker])
+        if free < 1:
+            raise ValueError(f"worker {worker} has {free} free slots, placement puts 1 tasks there")
+        slot = int((self._slot_id[worker] == -1).argmax())            # its lowest empty slot
+        self._fill_slots(worker, slot, position)
+        self._location[int(self._pool["ids"][position])] = (worker, slot)
+        self._active_count[worker] += 1
+        self._placed += (1, float(self._pool["work"][position]), float(self._pool["growth"][position]))
+        keep = np.ones(self._pool["ids"].size, dtype=bool)
+        keep[position] = False
+        self._leave_pool(keep)
+
+    def _fill_slots(self, rows, slots, pos) -> None:
+        """Copy the pool's entries ``pos`` into the slots ``(rows, slots)`` (arrays or scalars alike)."""
+        pool = self._pool
+        self._slot_id[rows, slots] = pool["ids"][pos]
+        self._slot_work[rows, slots] = pool["work"][pos]
+        self._slot_growth[rows, slots] = pool["growth"][pos]
+        self._slot_remaining[rows, slots] = pool["steps"][pos]
+        self._slot_prompt[rows, slots] = pool["prompt"][pos]
+        self._slot_age[rows, slots] = 0
+
+    def _leave_pool(self, keep: np.ndarray) -> None:
+        """Keep only the pool entries where ``keep``; the rest were placed, the others passed over once."""
         for name in _POOL_FIELDS:
             self._pool[name] = self._pool[name][keep]
         self._pool["wait"] += 1
