@@ -84,7 +84,7 @@ def test_tokens_counted_from_the_stream_and_learned():
 
 
 def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.0)
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.0, tokenize_min_tokens=0)
     lengths = [3, 150, 17, 4, 200, 11]
     seen = []
 
@@ -115,7 +115,7 @@ def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
 
 
 def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.1)
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.1, tokenize_min_tokens=0)
 
     async def go(n, stream):
         async with aiohttp.ClientSession() as session:
@@ -133,7 +133,7 @@ def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
 
 
 def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4)                # the emulator: one token a word
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_min_tokens=0)    # the emulator: a token a word
 
     async def go():
         async with aiohttp.ClientSession() as session:
@@ -146,6 +146,22 @@ def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
     _run(go())
     assert emulator.tokenize_calls == 10
     assert proxy.chars_per_token() == pytest.approx(2.0, rel=0.02)        # "w " is two characters a token
+
+
+def test_only_prompts_estimated_at_the_threshold_or_more_are_tokenized(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_min_tokens=40)   # estimate: 4 characters a token
+
+    async def go(words):
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "word " * words, "max_tokens": 50, "emulator_output_tokens": 30}
+            status, _, _ = await _post(session, proxy.url + "/v1/completions", body)
+            assert status == 200
+
+    _run(go(31))                                 # 155 characters: estimated at 39 tokens, kept
+    assert emulator.tokenize_calls == 0
+    _run(go(32))                                 # 160 characters: 40 tokens, counted by the engine
+    assert emulator.tokenize_calls == 1
+    assert proxy.status()["counters"]["completed"] == 2
 
 
 async def _resident(proxy, rank):
@@ -342,3 +358,6 @@ def test_serve_config_names_the_bad_field():
     for bad in (-0.1, float("inf"), True, "1"):
         with pytest.raises(ValueError, match="tokenize_delay_s"):
             ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_delay_s=bad)
+    for bad in (-1, 1.5, True, "8"):
+        with pytest.raises(ValueError, match="tokenize_min_tokens"):
+            ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_min_tokens=bad)
