@@ -164,6 +164,28 @@ def test_only_prompts_estimated_at_the_threshold_or_more_are_tokenized(loop):
     assert proxy.status()["counters"]["completed"] == 2
 
 
+def test_a_decision_waits_for_the_request_ends_already_on_their_way():
+    from barrierlb.serving.proxy import Proxy
+
+    proxy = Proxy(ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=2))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+
+        def end(left):                    # a request ends on each of the next loop passes
+            proxy._releases += 1
+            if left > 1:
+                loop.call_soon(end, left - 1)
+
+        loop.call_soon(end, 5)
+        await proxy._settle()
+        return proxy._releases
+
+    assert asyncio.run(go()) == 5                       # all five were seen before it returned
+    quick = Proxy(ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=0))
+    assert asyncio.run(quick._settle()) is None         # 0: at once
+
+
 async def _resident(proxy, rank):
     tokens = proxy.status()["ranks"][rank]["resident_tokens"]          # what /barrierlb/status and /metrics show
     flight = next(f for f in proxy._flights.values() if f.rank == rank)
@@ -361,3 +383,5 @@ def test_serve_config_names_the_bad_field():
     for bad in (-1, 1.5, True, "8"):
         with pytest.raises(ValueError, match="tokenize_min_tokens"):
             ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_min_tokens=bad)
+        with pytest.raises(ValueError, match="settle_passes"):
+            ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=bad)

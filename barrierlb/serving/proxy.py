@@ -106,6 +106,7 @@ class Proxy:
         self._counted_prompts = 0
         self._tpot_s = 0.05                       # time per token, for non-streaming progress (learned)
         self._finished_since_auto = 0
+        self._releases = 0                        # requests that left the router (for _settle)
         self._outputs_sum = 0.0
         self._outputs_n = 0
         self.counters = {"received": 0, "completed": 0, "rejected": 0, "failed": 0, "cancelled": 0,
@@ -182,6 +183,7 @@ class Proxy:
         if flight.released:
             return
         flight.released = True
+        self._releases += 1
         self._flights.pop(flight.task_id, None)
         if cancelled or flight.rank < 0:
             self.router.cancel(flight.task_id)
@@ -218,8 +220,28 @@ class Proxy:
             if not self.router.queued:
                 self._uncounted.clear()
                 continue
+            await self._settle()
+            self._wake.clear()
             if not self._decide():
                 await asyncio.sleep(0.1)
+
+    async def _settle(self) -> None:
+        """Let the request ends already on their way reach the router before a decision.
+
+        A lockstep engine ends several requests in the same step, and their last
+        chunks reach the proxy one by one: a decision taken at the first would see
+        the others as still running (a rank whose long request just ended still
+        looks like the peak to fill up to). So the admission loop yields to the
+        event loop (no timer: each pass reads what the sockets already hold) until
+        ``settle_passes`` passes in a row ended no request.
+        """
+        quiet = 0
+        for _ in range(4 * self.config.settle_passes):
+            if quiet >= self.config.settle_passes:
+                return
+            seen = self._releases
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if self._releases == seen else 0
 
     def _decide(self) -> bool:
         """Place what waits (one decision of the router) and wake the placed requests; False if it failed."""
