@@ -204,6 +204,28 @@ class Ledger:
             self._pool[name] = np.concatenate([self._pool[name], new[name]])
         self.version += 1
 
+    def submit_one(self, task_id: int, work: float, *, growth: float = 0.0, steps: float = math.inf,
+                   prompt: float | None = None) -> None:
+        """:meth:`submit_arrays` of one affine task, with the same checks, in scalars."""
+        values = {"work": work, "growth": growth, "steps": steps, "prompt": work if prompt is None else prompt}
+        plain = type(task_id) is int and task_id >= 0
+        for name, value in values.items():
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+            if not plain or number != number or (number == math.inf and name != "steps") or number == -math.inf \
+                    or (number < 0 and name != "growth"):
+                # anything else takes the general path, which converts it or names the problem
+                self.submit_arrays(np.atleast_1d(task_id), work, growth=growth, steps=steps, prompt=prompt)
+                return
+            values[name] = number
+        if task_id in self._location or bool((self._pool["ids"] == task_id).any()):
+            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
+        pool = self._pool
+        pool["ids"] = np.append(pool["ids"], task_id)
+        for name in ("work", "growth", "steps", "prompt"):
+            pool[name] = np.append(pool[name], values[name])
+        pool["wait"] = np.append(pool["wait"], 0)
+        self.version += 1
+
     def place(self, placement: Placement) -> None:
         """Move waiting tasks onto workers; they stay there until they complete.
 
@@ -327,6 +349,10 @@ class Ledger:
 
     def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, slots)`` of running tasks, each named once; ``ValueError`` otherwise."""
+        if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
+            where = self._location.get(task_ids[0])       # one running task, as a router reports it
+            if where is not None:
+                return np.array(where[:1], dtype=np.int64), np.array(where[1:], dtype=np.int64)
         id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
         missing = [tid for tid in id_list if tid not in self._location]
         if missing:

@@ -142,9 +142,7 @@ class DecodeRouter:
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
         request_id = check_int("request_id", request_id, minimum=0)
-        # Scalars for one task: the ledger checks a scalar once instead of as an array.
-        self.state.submit_arrays(np.array([request_id], dtype=np.int64), prompt, growth=1.0, steps=steps,
-                                 prompt=prompt)
+        self.state.submit_one(request_id, prompt, growth=1.0, steps=steps, prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
         self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
