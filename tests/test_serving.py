@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 
@@ -184,6 +185,42 @@ def test_a_decision_waits_for_the_request_ends_already_on_their_way():
     assert asyncio.run(go()) == 5                       # all five were seen before it returned
     quick = Proxy(ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=0))
     assert asyncio.run(quick._settle()) is None         # 0: at once
+
+
+def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(loop):
+    closed = []
+
+    async def rank(reader, writer):              # an engine that drops the first request it reads
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)) if b"POST" in head[:5] else 0
+            await reader.readexactly(length)
+            if b"POST" in head[:5] and not closed:
+                closed.append(True)
+                writer.close()
+                return
+            body = b'{"choices":[{"text":"ok","index":0,"finish_reason":"stop"}],"usage":{"completion_tokens":1}}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await writer.drain()
+
+    async def serve():
+        server = await asyncio.start_server(rank, "127.0.0.1", 0)
+        return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    server, url = loop.run(serve())
+    try:
+        proxy = start_proxy(loop, ServeConfig(ranks=(url,), slots=2, port=0, prompt_tokens="estimate"))
+
+        async def go():
+            async with aiohttp.ClientSession() as session:
+                return await _post(session, proxy.url + "/v1/completions", {"prompt": "hi", "max_tokens": 3})
+
+        status, _, body = _run(go())
+        assert status == 200 and json.loads(body)["choices"][0]["text"] == "ok" and closed
+        assert proxy.counters["completed"] == 1 and proxy.counters["failed"] == 0
+    finally:
+        server.close()
 
 
 async def _resident(proxy, rank):

@@ -498,7 +498,12 @@ class Proxy:
             else:
                 self._start_count(flight)      # its task runs once this request is written
         try:
-            upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+            try:
+                upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+            except aiohttp.ServerDisconnectedError:
+                # Closed before any answer, as a kept-alive connection the rank had just closed is (llama-server
+                # closes idle ones after 5 s): once more, on another connection; a second close is a failure.
+                upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
         except _CONNECT_ERRORS as error:
             raise _Retry(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
         except aiohttp.ClientError as error:
