@@ -500,10 +500,14 @@ class Proxy:
         try:
             try:
                 upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-            except aiohttp.ServerDisconnectedError:
+            except aiohttp.ServerDisconnectedError as closed:
                 # Closed before any answer, as a kept-alive connection the rank had just closed is (llama-server
-                # closes idle ones after 5 s): once more, on another connection; a second close is a failure.
-                upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+                # closes idle ones after 5 s): once more, on another connection. A second close, or a rank that
+                # no longer takes connections (it crashed with the request in flight), is a failure: a 502.
+                try:
+                    upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+                except _CONNECT_ERRORS:
+                    raise closed from None
         except _CONNECT_ERRORS as error:
             raise _Retry(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
         except aiohttp.ClientError as error:
