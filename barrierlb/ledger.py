@@ -350,9 +350,9 @@ class Ledger:
     def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, slots)`` of running tasks, each named once; ``ValueError`` otherwise."""
         if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
-            where = self._location.get(task_ids[0])       # one running task, as a router reports it
-            if where is not None:
-                return np.array(where[:1], dtype=np.int64), np.array(where[1:], dtype=np.int64)
+            found = self._location.get(task_ids[0])       # one running task, as a router reports it
+            if found is not None:
+                return np.array(found[:1], dtype=np.int64), np.array(found[1:], dtype=np.int64)
         id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
         missing = [tid for tid in id_list if tid not in self._location]
         if missing:
