@@ -204,6 +204,28 @@ class Ledger:
             self._pool[name] = np.concatenate([self._pool[name], new[name]])
         self.version += 1
 
+    def submit_one(self, task_id: int, work: float, *, growth: float = 0.0, steps: float = math.inf,
+                   prompt: float | None = None) -> None:
+        """:meth:`submit_arrays` of one affine task, with the same checks, in scalars."""
+        values = {"work": work, "growth": growth, "steps": steps, "prompt": work if prompt is None else prompt}
+        plain = type(task_id) is int and task_id >= 0
+        for name, value in values.items():
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+            if not plain or number != number or (number == math.inf and name != "steps") or number == -math.inf \
+                    or (number < 0 and name != "growth"):
+                # anything else takes the general path, which converts it or names the problem
+                self.submit_arrays(np.atleast_1d(task_id), work, growth=growth, steps=steps, prompt=prompt)
+                return
+            values[name] = number
+        if task_id in self._location or bool((self._pool["ids"] == task_id).any()):
+            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
+        pool = self._pool
+        pool["ids"] = np.append(pool["ids"], task_id)
+        for name in ("work", "growth", "steps", "prompt"):
+            pool[name] = np.append(pool[name], values[name])
+        pool["wait"] = np.append(pool["wait"], 0)
+        self.version += 1
+
     def place(self, placement: Placement) -> None:
         """Move waiting tasks onto workers; they stay there until they complete.
 
@@ -236,6 +258,9 @@ class Ledger:
                 raise ValueError(f"task {missing[0]} is not in the waiting pool")
             index = np.array([position[tid] for tid in id_list], dtype=np.int64)
         index = np.asarray(index, dtype=np.int64)
+        if task_ids.size == 1:
+            self._place_one(int(index[0]), int(workers[0]))
+            return
         if workers.min() < 0 or workers.max() >= self.n_workers:
             bad = workers[(workers < 0) | (workers >= self.n_workers)][0]
             raise ValueError(f"worker {bad} does not exist (n_workers={self.n_workers})")
@@ -254,18 +279,45 @@ class Ledger:
         slots = np.concatenate([np.flatnonzero(self._slot_id[g] == -1)[: demand[g]]
                                 for g in np.flatnonzero(demand).tolist()])
         pos = index[order]
-        self._slot_id[rows, slots] = self._pool["ids"][pos]
-        self._slot_work[rows, slots] = self._pool["work"][pos]
-        self._slot_growth[rows, slots] = self._pool["growth"][pos]
-        self._slot_remaining[rows, slots] = self._pool["steps"][pos]
-        self._slot_prompt[rows, slots] = self._pool["prompt"][pos]
-        self._slot_age[rows, slots] = 0
+        self._fill_slots(rows, slots, pos)
         self._location.update(zip(self._pool["ids"][pos].tolist(), zip(rows.tolist(), slots.tolist())))
         self._active_count += demand
         self._placed += (task_ids.size, float(self._pool["work"][index].sum()),
                          float(self._pool["growth"][index].sum()))
         keep = np.ones(pool_ids.size, dtype=bool)
         keep[index] = False
+        self._leave_pool(keep)
+
+    def _place_one(self, position: int, worker: int) -> None:
+        """:meth:`place` of one task (pool position checked): the same checks and slot, in scalars."""
+        if not 0 <= worker < self.n_workers:
+            raise ValueError(f"worker {worker} does not exist (n_workers={self.n_workers})")
+        if not self.alive[worker]:
+            raise ValueError(f"worker {worker} is dead and cannot take tasks")
+        free = int(self.capacity[worker] - self._active_count[worker])
+        if free < 1:
+            raise ValueError(f"worker {worker} has {free} free slots, placement puts 1 tasks there")
+        slot = int((self._slot_id[worker] == -1).argmax())            # its lowest empty slot
+        self._fill_slots(worker, slot, position)
+        self._location[int(self._pool["ids"][position])] = (worker, slot)
+        self._active_count[worker] += 1
+        self._placed += (1, float(self._pool["work"][position]), float(self._pool["growth"][position]))
+        keep = np.ones(self._pool["ids"].size, dtype=bool)
+        keep[position] = False
+        self._leave_pool(keep)
+
+    def _fill_slots(self, rows, slots, pos) -> None:
+        """Copy the pool's entries ``pos`` into the slots ``(rows, slots)`` (arrays or scalars alike)."""
+        pool = self._pool
+        self._slot_id[rows, slots] = pool["ids"][pos]
+        self._slot_work[rows, slots] = pool["work"][pos]
+        self._slot_growth[rows, slots] = pool["growth"][pos]
+        self._slot_remaining[rows, slots] = pool["steps"][pos]
+        self._slot_prompt[rows, slots] = pool["prompt"][pos]
+        self._slot_age[rows, slots] = 0
+
+    def _leave_pool(self, keep: np.ndarray) -> None:
+        """Keep only the pool entries where ``keep``; the rest were placed, the others passed over once."""
         for name in _POOL_FIELDS:
             self._pool[name] = self._pool[name][keep]
         self._pool["wait"] += 1
@@ -297,6 +349,10 @@ class Ledger:
 
     def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, slots)`` of running tasks, each named once; ``ValueError`` otherwise."""
+        if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
+            found = self._location.get(task_ids[0])       # one running task, as a router reports it
+            if found is not None:
+                return np.array(found[:1], dtype=np.int64), np.array(found[1:], dtype=np.int64)
         id_list = check_array("task_ids", np.atleast_1d(task_ids), ndim=1, dtype=np.int64).tolist()
         missing = [tid for tid in id_list if tid not in self._location]
         if missing:

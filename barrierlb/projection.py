@@ -203,17 +203,31 @@ def running_projection(worker: np.ndarray, work: np.ndarray, growth: np.ndarray,
     past its predicted end.
     """
     n_scen = remaining.shape[0]
-    kept = np.arange(0, rows, stride)
+    kept = _kept_rows(rows, stride)
     n_kept = kept.size
-    count = np.clip(np.ceil(remaining), 1, rows).astype(np.int64)                       # (S, m)
+    # (clip without np.clip's Python layers: a running task runs 1..rows steps of the window)
+    count = np.minimum(np.maximum(np.ceil(remaining), 1), rows).astype(np.int64)           # (S, m)
     span = -(-count // stride)                                                        # kept rows covered
-    key = ((np.arange(n_scen)[:, None] * n_workers + worker) * (n_kept + 1) + span).ravel()
     size = n_scen * n_workers * (n_kept + 1)
-    base = np.bincount(key, weights=np.tile(work, n_scen), minlength=size)
-    slope = np.bincount(key, weights=np.tile(growth, n_scen), minlength=size)
-    base = np.cumsum(base.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    slope = np.cumsum(slope.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
-    return np.maximum(base + slope * kept.astype(np.float64), 0.0), key, count
+    if n_scen == 1:                          # the common case: one prediction per task, no tiling
+        key = worker * (n_kept + 1) + span[0]
+        base = np.bincount(key, weights=work, minlength=size)
+        slope = np.bincount(key, weights=growth, minlength=size)
+    else:
+        key = ((np.arange(n_scen)[:, None] * n_workers + worker) * (n_kept + 1) + span).ravel()
+        base = np.bincount(key, weights=np.tile(work, n_scen), minlength=size)
+        slope = np.bincount(key, weights=np.tile(growth, n_scen), minlength=size)
+    base = base.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:]
+    slope = slope.reshape(n_scen * n_workers, n_kept + 1)[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:]
+    return np.maximum(base + slope * kept, 0.0), key, count
+
+
+@functools.lru_cache(maxsize=16)
+def _kept_rows(rows: int, stride: int) -> np.ndarray:
+    """The kept steps ``0, stride, ... < rows`` as floats (read-only: shared by every decision)."""
+    kept = np.arange(0, rows, stride).astype(np.float64)
+    kept.setflags(write=False)
+    return kept
 
 
 @functools.lru_cache(maxsize=16)

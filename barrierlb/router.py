@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -41,8 +42,7 @@ import numpy as np
 from barrierlb._validate import check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
-from barrierlb.problem import imbalance_of_loads
-from barrierlb.projection import _kept_weights, running_projection
+from barrierlb.projection import _kept_rows, _kept_weights, running_projection
 from barrierlb.state import ClusterState
 
 
@@ -142,9 +142,7 @@ class DecodeRouter:
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
         request_id = check_int("request_id", request_id, minimum=0)
-        # Scalars for one task: the ledger checks a scalar once instead of as an array.
-        self.state.submit_arrays(np.array([request_id], dtype=np.int64), prompt, growth=1.0, steps=steps,
-                                 prompt=prompt)
+        self.state.submit_one(request_id, prompt, growth=1.0, steps=steps, prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
         self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
@@ -347,42 +345,56 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     """
     started = time.perf_counter()
     horizon = policy.horizon
-    stride = policy.stride if horizon else 1
-    rows = horizon + 1
-    kept = np.arange(0, rows, stride)
-    h = kept.astype(np.float64)
-    g = state.n_workers
-    slot_id = state._slot_id
-    worker, slot = np.nonzero(slot_id >= 0)
+    rows, stride, d, tie_break = _one_request_constants(horizon, policy.gamma, policy.stride, policy.spread,
+                                                        policy.strict_ties)
+    n_slots = state._slot_id.shape[1]
+    occupied = np.flatnonzero(state._slot_id.ravel() >= 0)         # row-major, as the full decision's mask
+    worker = occupied // n_slots
     pool = state._pool
     if bounded is not None:
         # One question for the running requests and the waiting one (predictors answer per request).
-        predicted = bounded.remaining(np.append(slot_id[worker, slot], pool["ids"]),
-                                      np.append(state._slot_prompt[worker, slot], pool["prompt"]),
-                                      np.append(state._slot_age[worker, slot], 0))
+        predicted = bounded.remaining(np.concatenate((state._slot_id.ravel().take(occupied), pool["ids"])),
+                                      np.concatenate((state._slot_prompt.ravel().take(occupied), pool["prompt"])),
+                                      np.concatenate((state._slot_age.ravel().take(occupied), _ZERO_AGE)))
         remaining, steps = predicted[:-1], predicted[-1]
     else:
-        remaining, steps = state._slot_remaining[worker, slot], pool["steps"][0]
-    projected, _, _ = running_projection(worker, state._slot_work[worker, slot], state._slot_growth[worker, slot],
-                                         np.asarray(remaining, dtype=np.float64)[None], g, rows, stride)
+        remaining, steps = state._slot_remaining.ravel().take(occupied), pool["steps"][0]
+    projected, _, _ = running_projection(worker, state._slot_work.ravel().take(occupied),
+                                         state._slot_growth.ravel().take(occupied),
+                                         np.asarray(remaining, dtype=np.float64)[None], state.n_workers, rows,
+                                         stride)
     loads = np.ascontiguousarray(projected.T)                                             # (R, G)
+    h = _kept_rows(rows, stride)
     work = np.where(h < steps, np.maximum(pool["work"][0] + pool["growth"][0] * h, 0.0), 0.0)[None]
-    d = _kept_weights(horizon, policy.gamma, stride)
     alive = state.alive
-    free = state.free_slots
-    n_alive = int(alive.sum())
-    peak = np.where(alive[None, :], loads, -np.inf).max(axis=1)
+    every_rank = bool(alive.all())
+    free = np.where(alive, state.capacity - state._active_count, 0)                   # state.free_slots
+    n_alive = alive.size if every_rank else int(alive.sum())
+    peak = loads.max(axis=1) if every_rank else np.where(alive[None, :], loads, -np.inf).max(axis=1)
     placed = np.zeros(2, dtype=np.int64)
-    one = np.ones(1, dtype=bool)
     # The fast solver's own greedy (no copy of its scores), on the arrays it would get.
-    _greedy_kernel()(loads, peak, work, work.max(axis=1), d, work @ d, free, one, ~one, 1, True, False,
-                     float(n_alive * policy.peak_weight),
-                     0.0 if policy.spread and policy.strict_ties else 1e-6 / max(float(d.sum()), 1e-12),
-                     placed[:1], placed[1:], 0, np.empty((1, int((free > 0).sum()))), policy.spread)
-    objective = float(imbalance_of_loads(loads, alive, d))     # the kernel added the task to its rank's loads
+    _greedy_kernel()(loads, peak, work, work.max(axis=1), d, work @ d, free, np.ones(1, dtype=bool),
+                     np.zeros(1, dtype=bool), 1, True, False, float(n_alive * policy.peak_weight), tie_break,
+                     placed[:1], placed[1:], 0,
+                     np.empty((1, int(np.count_nonzero(free)))), policy.spread)
+    # The kernel added the task to its rank's loads: the objective as imbalance_of_loads gives it.
+    on = loads if every_rank else loads[:, np.flatnonzero(alive)]
+    objective = float(d @ (n_alive * on.max(axis=1) - on.sum(axis=1))) if n_alive else 0.0
     return Decision(task_ids=pool["ids"].copy(), workers=placed[1:], pool_index=placed[:1],
                     branch="heuristic", objective=objective, solve_time_s=time.perf_counter() - started,
                     info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
+
+
+_ZERO_AGE = np.zeros(1, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=16)
+def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool, strict_ties: bool):
+    """What :func:`_place_one` needs of a policy's options: rows, stride, kept weights, tie break."""
+    stride = stride if horizon else 1
+    d = _kept_weights(horizon, gamma, stride)
+    total = float(d.sum())
+    return horizon + 1, stride, d, 0.0 if spread and strict_ties else 1e-6 / max(total, 1e-12)
 
 
 def _greedy_kernel():

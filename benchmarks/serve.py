@@ -36,6 +36,7 @@ Every process is started by this script and stopped before it exits.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import os
@@ -132,11 +133,11 @@ def hosted_emulator(loop, ranks: int, slots: int, base_s: float, token_s: float)
     return Hosted(loop, server, ",".join(loop.run(server.start())))
 
 
-def hosted_proxy(loop, urls: str, slots: int, policy: str) -> Hosted:
+def hosted_proxy(loop, urls: str, slots: int, policy: str, **options) -> Hosted:
     from barrierlb.serving.config import ServeConfig
     from barrierlb.serving.proxy import Proxy
 
-    server = Proxy(ServeConfig(ranks=tuple(urls.split(",")), slots=slots, policy=policy, port=0))
+    server = Proxy(ServeConfig(ranks=tuple(urls.split(",")), slots=slots, policy=policy, port=0, **options))
     return Hosted(loop, server, loop.run(server.start()))
 
 
@@ -291,11 +292,12 @@ def idle_fraction(steps, t0: float, t1: float, busy=None) -> float:
 
 
 def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_s, token_s, max_tokens,
-               policy, spec, emulator_process, loop) -> dict:
+               policy, spec, emulator_process, loop, proxy_options=None) -> dict:
     import aiohttp
 
+    proxy_options = proxy_options or {}
     urls = emulator_process.found
-    with hosted_proxy(loop, urls, slots, spec) as server:
+    with hosted_proxy(loop, urls, slots, spec, **proxy_options) as server:
         async def go():
             async with aiohttp.ClientSession() as session:
                 warm_n = min(2 * ranks, 32)                          # loads the solver's kernels, then forget
@@ -377,25 +379,56 @@ def _replay_workload(args, loop, rng, name, workload) -> list[dict]:
                                                      ranks * slots, args.max_output))
             rate = args.overload * capacity_rps
             n = int(rate * args.seconds)
-            pick = rng.choice(len(workload), size=n, replace=n > len(workload))
-            arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+            # The requests and their arrival gaps come from a generator of their own, as prefixes: two
+            # runs whose calibrated rates differ replay the same requests in the same order, one
+            # scaled in time (the calibration is timed, so on a loaded machine the rate moves).
+            requests_rng = np.random.default_rng([args.seed, ranks])
+            order = requests_rng.permutation(len(workload))
+            pick = order[np.arange(n) % len(workload)]
+            arrivals = np.cumsum(requests_rng.exponential(1.0, size=n)) / rate
             arrivals -= arrivals[0]
             prompts, outputs = prompts_all[pick], outputs_all[pick]
             print(f"{name}, {ranks} ranks x {slots} slots: {n} requests at {rate:.0f}/s ({args.overload:g}x "
                   f"the {capacity_rps:.1f}/s measured when saturated), step {args.step_base_s * 1e3:.0f} ms + "
                   f"{token_s * 1e6:.2f} us/token", flush=True)
-            for policy, spec in [p for p in POLICIES if p[0] in args.policies]:
-                spec = args.bfio if policy == "bfio" else spec
-                row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
-                                 base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
-                                 policy=policy, spec=spec, emulator_process=engine, loop=loop)
-                row["rate_rps"] = rate
-                row["capacity_rps"] = capacity_rps
-                rows.append(row)
-                print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 {row['tpot_p99_s'] * 1e3:6.1f} ms"
-                      f"  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed {row['completed']}/{row['submitted']}",
-                      flush=True)
+            runs = [(policy, args.bfio if policy == "bfio" else spec, args.serve_options)
+                    for policy, spec in POLICIES if policy in args.policies]
+            runs += [(f"bfio[{label}]", args.bfio, {**args.serve_options, **options})
+                     for label, options in args.variants]
+            for run in range(args.repeat):
+                for policy, spec, options in runs:
+                    row = run_policy(name, prompts, outputs, arrivals, ranks=ranks, slots=slots,
+                                     base_s=args.step_base_s, token_s=token_s, max_tokens=args.max_output,
+                                     policy=policy, spec=spec, emulator_process=engine, loop=loop,
+                                     proxy_options=options)
+                    row.update(rate_rps=rate, capacity_rps=capacity_rps, run=run)
+                    rows.append(row)
+                    print(f"  {policy:11s} idle {row['idle_fraction']:6.2%}  TPOT p99 "
+                          f"{row['tpot_p99_s'] * 1e3:6.1f} ms  TTFT p99 {row['ttft_p99_s']:6.2f} s  completed "
+                          f"{row['completed']}/{row['submitted']}" + (f"  (run {run + 1})" if args.repeat > 1 else ""),
+                          flush=True)
     return rows
+
+
+def spread(rows: list[dict]) -> list[str]:
+    """Per workload and rank count, bfio's idle over each other policy's in every run (the same
+    requests each run): what varies from run to run is this machine's timing."""
+    lines = []
+    for key in sorted({(r["workload"], r["ranks"]) for r in rows}):
+        group = [r for r in rows if (r["workload"], r["ranks"]) == key]
+        runs = sorted({r.get("run", 0) for r in group})
+        for other in [p for p in dict.fromkeys(r["policy"] for r in group) if p != "bfio"]:
+            ratios = []
+            for run in runs:
+                by = {r["policy"]: r for r in group if r.get("run", 0) == run}
+                if "bfio" in by and other in by and by[other]["idle_fraction"]:
+                    ratios.append(by["bfio"]["idle_fraction"] / by[other]["idle_fraction"])
+            if ratios:
+                lines.append(f"{key[0]}, {key[1]} ranks: bfio idle / {other} idle over {len(ratios)} run(s): "
+                             + ", ".join(f"{v:.2f}" for v in ratios)
+                             + (f" (min {min(ratios):.2f}, median {np.median(ratios):.2f}, max {max(ratios):.2f})"
+                                if len(ratios) > 1 else ""))
+    return lines
 
 
 # ------------------------------------------------------------------ overhead
@@ -532,6 +565,18 @@ async def _status(url):
         return await _get_json(session, url + "/barrierlb/status")
 
 
+def _serve_options(items) -> dict:
+    """``FIELD=VALUE`` strings as ServeConfig keywords (values read as Python literals, else strings)."""
+    options = {}
+    for item in items:
+        field, _, value = item.partition("=")
+        try:
+            options[field.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[field.strip()] = value.strip()
+    return options
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32 ranks on BurstGPT and the proxy's cost only")
@@ -550,6 +595,14 @@ def main(argv=None) -> int:
     parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the proxy's and the emulator's loop in the cost part (default auto: uvloop if installed)")
     parser.add_argument("--bfio", default="auto", help="the bfio row's --policy (default auto, serve's default)")
+    parser.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a ServeConfig field for the replay's proxies, e.g. settle_passes=0 (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                        help="also replay bfio with these ServeConfig fields, its runs in turn with the others' "
+                             "(row 'bfio[FIELD=VALUE]'; repeatable)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="replay each policy this many times, in turn (the same requests each time); the "
+                             "spread of bfio's idle ratios is printed (default 1)")
     parser.add_argument("--policies", default=",".join(p for p, _ in POLICIES),
                         help=f"comma-separated subset of {', '.join(p for p, _ in POLICIES)}")
     parser.add_argument("--overhead-blocks", type=int, default=None,
@@ -568,6 +621,10 @@ def main(argv=None) -> int:
     parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    args.serve_options = _serve_options(args.serve_option)
+    args.variants = [(variant, _serve_options(variant.split(","))) for variant in args.variant]
     if args.bare_forwarder:
         return run_bare_forwarder(args.bare_forwarder, args.event_loop)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
@@ -583,22 +640,24 @@ def main(argv=None) -> int:
             parser.error(f"--sweep must list rates separated by commas, got {args.sweep!r}")
     started = time.monotonic()
     rows = [] if args.skip_replay else part1(args)
-    columns = [("workload", "workload", "{}"), ("ranks", "G", "{}"), ("policy", "policy", "{}"),
+    columns = [("workload", "workload", "{}"), ("ranks", "G", "{}"), ("run", "run", "{}"), ("policy", "policy", "{}"),
                ("idle_fraction", "idle", "{:.2%}"), ("idle_ratio", "idle / bfio", "{:.2f}x"),
                ("tpot_p50_s", "TPOT p50 ms", lambda v: f"{v * 1e3:.1f}"),
                ("tpot_p99_s", "TPOT p99 ms", lambda v: f"{v * 1e3:.1f}"), ("tpot_ratio", "p99 / bfio", "{:.2f}x"),
                ("ttft_p50_s", "TTFT p50 s", "{:.2f}"), ("ttft_p99_s", "TTFT p99 s", "{:.2f}"),
                ("throughput_tok_s", "tok/s", "{:.0f}"), ("completed", "done", "{}"), ("submitted", "sent", "{}"),
                ("decision_ms_p50", "decide ms", "{:.2f}")]
-    for key in {(r["workload"], r["ranks"]) for r in rows}:
-        group = [r for r in rows if (r["workload"], r["ranks"]) == key]
+    for key in {(r["workload"], r["ranks"], r.get("run", 0)) for r in rows}:
+        group = [r for r in rows if (r["workload"], r["ranks"], r.get("run", 0)) == key]
         ref = next((r for r in group if r["policy"] == "bfio"), group[0])
         for r in group:
             r["idle_ratio"] = r["idle_fraction"] / ref["idle_fraction"] if ref["idle_fraction"] else float("nan")
             r["tpot_ratio"] = r["tpot_p99_s"] / ref["tpot_p99_s"]
     if rows:
-        print_table(sorted(rows, key=lambda r: (r["workload"], r["ranks"])), columns,
+        print_table(sorted(rows, key=lambda r: (r["workload"], r["ranks"], r.get("run", 0))), columns,
                     "Trace replay through barrierlb serve to the lockstep emulator (ratios against bfio)")
+        for line in spread(rows):
+            print(line)
     if args.skip_overhead:
         write_json(args.json, rows)
         return 0

@@ -183,3 +183,31 @@ def test_router_memory_is_bounded_by_live_requests_over_a_million_requests():
     grown = _resident_bytes() - settled
     assert router.queued == 0 and router.state.n_active == 0
     assert grown < 8 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
+
+
+def test_the_ledgers_one_task_paths_match_the_general_ones():
+    from barrierlb.state import ClusterState
+
+    one, many = ClusterState(2, 2), ClusterState(2, 2)
+    for tid, work, steps in ((3, 10.0, 4.0), (5, 0.0, np.inf), (1, 7.5, 0.0)):
+        one.submit_one(tid, work, growth=1.0, steps=steps, prompt=work)
+        many.submit_arrays([tid], work, growth=1.0, steps=steps, prompt=work)
+    assert all(np.array_equal(one._pool[k], many._pool[k]) and one._pool[k].dtype == many._pool[k].dtype
+               for k in many._pool)
+    for bad in ({"task_id": 3}, {"task_id": -1}, {"work": -1.0}, {"work": np.nan}, {"steps": -2.0}):
+        args = {"task_id": 9, "work": 1.0, **bad}
+        with pytest.raises(ValueError):
+            one.submit_one(args.pop("task_id"), args.pop("work"), **args)
+    from barrierlb.policies import Decision
+
+    for state in (one, many):
+        state.place(Decision(task_ids=np.array([5]), workers=np.array([1])))      # one task: the scalar path
+        state.place(Decision(task_ids=np.array([3, 1]), workers=np.array([1, 0])))
+        state.complete([5])
+    assert np.array_equal(one.slot_ids(), many.slot_ids()) and one.slot_ids()[1].tolist() == [-1, 3]
+    with pytest.raises(ValueError, match="free slots"):
+        one.submit_one(8, 1.0)
+        one.submit_one(9, 1.0)
+        one.place(Decision(task_ids=np.array([8, 9]), workers=np.array([0, 0])))
+    with pytest.raises(ValueError, match="not running"):
+        one.complete([5])

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 
@@ -84,7 +85,7 @@ def test_tokens_counted_from_the_stream_and_learned():
 
 
 def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.0)
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.0, tokenize_min_tokens=0)
     lengths = [3, 150, 17, 4, 200, 11]
     seen = []
 
@@ -115,7 +116,7 @@ def test_streamed_tokens_reach_the_router_and_the_predictor(loop):
 
 
 def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.1)
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_delay_s=0.1, tokenize_min_tokens=0)
 
     async def go(n, stream):
         async with aiohttp.ClientSession() as session:
@@ -133,7 +134,7 @@ def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
 
 
 def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
-    emulator, proxy = _cluster(loop, ranks=2, slots=4)                # the emulator: one token a word
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_min_tokens=0)    # the emulator: a token a word
 
     async def go():
         async with aiohttp.ClientSession() as session:
@@ -146,6 +147,80 @@ def test_prompt_estimates_learn_the_engines_characters_per_token(loop):
     _run(go())
     assert emulator.tokenize_calls == 10
     assert proxy.chars_per_token() == pytest.approx(2.0, rel=0.02)        # "w " is two characters a token
+
+
+def test_only_prompts_estimated_at_the_threshold_or_more_are_tokenized(loop):
+    emulator, proxy = _cluster(loop, ranks=2, slots=4, tokenize_min_tokens=40)   # estimate: 4 characters a token
+
+    async def go(words):
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "word " * words, "max_tokens": 50, "emulator_output_tokens": 30}
+            status, _, _ = await _post(session, proxy.url + "/v1/completions", body)
+            assert status == 200
+
+    _run(go(31))                                 # 155 characters: estimated at 39 tokens, kept
+    assert emulator.tokenize_calls == 0
+    _run(go(32))                                 # 160 characters: 40 tokens, counted by the engine
+    assert emulator.tokenize_calls == 1
+    assert proxy.status()["counters"]["completed"] == 2
+
+
+def test_a_decision_waits_for_the_request_ends_already_on_their_way():
+    from barrierlb.serving.proxy import Proxy
+
+    proxy = Proxy(ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=2))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+
+        def end(left):                    # a request ends on each of the next loop passes
+            proxy._releases += 1
+            if left > 1:
+                loop.call_soon(end, left - 1)
+
+        loop.call_soon(end, 5)
+        await proxy._settle()
+        return proxy._releases
+
+    assert asyncio.run(go()) == 5                       # all five were seen before it returned
+    quick = Proxy(ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=0))
+    assert asyncio.run(quick._settle()) is None         # 0: at once
+
+
+def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(loop):
+    closed = []
+
+    async def rank(reader, writer):              # an engine that drops the first request it reads
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)) if b"POST" in head[:5] else 0
+            await reader.readexactly(length)
+            if b"POST" in head[:5] and not closed:
+                closed.append(True)
+                writer.close()
+                return
+            body = b'{"choices":[{"text":"ok","index":0,"finish_reason":"stop"}],"usage":{"completion_tokens":1}}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await writer.drain()
+
+    async def serve():
+        server = await asyncio.start_server(rank, "127.0.0.1", 0)
+        return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    server, url = loop.run(serve())
+    try:
+        proxy = start_proxy(loop, ServeConfig(ranks=(url,), slots=2, port=0, prompt_tokens="estimate"))
+
+        async def go():
+            async with aiohttp.ClientSession() as session:
+                return await _post(session, proxy.url + "/v1/completions", {"prompt": "hi", "max_tokens": 3})
+
+        status, _, body = _run(go())
+        assert status == 200 and json.loads(body)["choices"][0]["text"] == "ok" and closed
+        assert proxy.counters["completed"] == 1 and proxy.counters["failed"] == 0
+    finally:
+        server.close()
 
 
 async def _resident(proxy, rank):
@@ -342,3 +417,8 @@ def test_serve_config_names_the_bad_field():
     for bad in (-0.1, float("inf"), True, "1"):
         with pytest.raises(ValueError, match="tokenize_delay_s"):
             ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_delay_s=bad)
+    for bad in (-1, 1.5, True, "8"):
+        with pytest.raises(ValueError, match="tokenize_min_tokens"):
+            ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, tokenize_min_tokens=bad)
+        with pytest.raises(ValueError, match="settle_passes"):
+            ServeConfig(ranks=("http://127.0.0.1:1",), slots=1, settle_passes=bad)

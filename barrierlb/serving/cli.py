@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a placed request's /tokenize call starts once it has run this long (default "
                              "%(default)s: when it is sent); shorter requests then cost one engine call, not two, "
                              "but until the count arrives decisions see the estimate")
+    parser.add_argument("--tokenize-min-tokens", type=int, default=ServeConfig.tokenize_min_tokens,
+                        help="only prompts estimated at this many tokens or more go to /tokenize (default "
+                             "%(default)s; 0: every prompt); shorter ones keep their estimate")
+    parser.add_argument("--settle-passes", type=int, default=ServeConfig.settle_passes,
+                        help="before placing a waiting pool, yield to the event loop until this many passes "
+                             "in a row ended no request (default %(default)s; 0: decide at once)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--connect-timeout-s", type=float, default=ServeConfig.connect_timeout_s)
@@ -83,7 +89,9 @@ def config_from_args(args) -> ServeConfig:
         raise ValueError("--pin is for --engine; with --ranks every rank is its own URL")
     return ServeConfig(ranks=ranks, engine=args.engine, dp_size=args.dp_size or 1, pin=args.pin, slots=args.slots,
                        policy=args.policy, draws=args.draws, prompt_tokens=args.prompt_tokens,
-                       tokenize_delay_s=args.tokenize_delay_s, host=args.host,
+                       tokenize_delay_s=args.tokenize_delay_s,
+                       tokenize_min_tokens=args.tokenize_min_tokens, settle_passes=args.settle_passes,
+                       host=args.host,
                        port=args.port, connect_timeout_s=args.connect_timeout_s, read_timeout_s=args.read_timeout_s,
                        request_timeout_s=args.request_timeout_s, health_interval_s=args.health_interval_s,
                        queue_timeout_s=args.queue_timeout_s,

@@ -43,6 +43,17 @@ class ServeConfig:
         sooner costs one engine call instead of two, but decisions taken until its
         count arrives see its estimate (in the emulator replay a 0.05 s delay
         measured worse). A request left waiting by a decision is counted at once.
+    tokenize_min_tokens : int
+        With ``tokenize``, only prompts estimated at this many tokens or more
+        are counted by the engine (default 64; 0: every prompt). Below it the
+        estimate (at the characters per token learned from the counted prompts)
+        is off by a few tokens, nothing next to the resident loads being
+        balanced, and the call would cost the proxy as much CPU as the request.
+    settle_passes : int
+        Before a decision for a waiting pool, the admission loop yields to the
+        event loop until this many passes in a row ended no request (default 2;
+        0: decide at once), so that the requests an engine step ended together
+        are all seen ended by the decision.
     host, port : str, int
         Where the proxy listens (default 127.0.0.1:8000; 0: any free port).
     connect_timeout_s, read_timeout_s, request_timeout_s : float
@@ -70,6 +81,8 @@ class ServeConfig:
     draws: int = 0
     prompt_tokens: str = "tokenize"
     tokenize_delay_s: float = 0.0
+    tokenize_min_tokens: int = 64
+    settle_passes: int = 2
     host: str = "127.0.0.1"
     port: int = 8000
     connect_timeout_s: float = 5.0
@@ -110,6 +123,11 @@ class ServeConfig:
         delay = self.tokenize_delay_s
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < math.inf:
             raise ValueError(f"tokenize_delay_s must be a non-negative number of seconds, got {delay!r}")
+        if (isinstance(self.tokenize_min_tokens, bool) or not isinstance(self.tokenize_min_tokens, int)
+                or self.tokenize_min_tokens < 0):
+            raise ValueError(f"tokenize_min_tokens must be a non-negative integer, got {self.tokenize_min_tokens!r}")
+        if isinstance(self.settle_passes, bool) or not isinstance(self.settle_passes, int) or self.settle_passes < 0:
+            raise ValueError(f"settle_passes must be a non-negative integer, got {self.settle_passes!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port!r}")
         for name in ("connect_timeout_s", "read_timeout_s", "request_timeout_s", "probe_timeout_s",

@@ -57,7 +57,8 @@ class _Flight:
     """One client request through its attempts."""
 
     __slots__ = ("task_id", "rank", "placed", "released", "failed", "stream", "max_tokens", "prompt_tokens",
-                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting", "count_timer")
+                 "queued_at", "sent_at", "task", "generated", "reported", "count_args", "counting", "count_timer",
+                 "cancel_sent")
 
     def __init__(self, prompt_tokens: float, max_tokens: float, stream: bool, queued_at: float):
         self.prompt_tokens = prompt_tokens
@@ -76,6 +77,7 @@ class _Flight:
         self.count_args: tuple | None = None       # (text, chat, body) while its /tokenize call is to start
         self.counting: asyncio.Future | None = None
         self.count_timer: asyncio.TimerHandle | None = None
+        self.cancel_sent = False    # mark_down cancelled its handler's task
 
 
 class Proxy:
@@ -104,6 +106,7 @@ class Proxy:
         self._counted_prompts = 0
         self._tpot_s = 0.05                       # time per token, for non-streaming progress (learned)
         self._finished_since_auto = 0
+        self._releases = 0                        # requests that left the router (for _settle)
         self._outputs_sum = 0.0
         self._outputs_n = 0
         self.counters = {"received": 0, "completed": 0, "rejected": 0, "failed": 0, "cancelled": 0,
@@ -180,6 +183,7 @@ class Proxy:
         if flight.released:
             return
         flight.released = True
+        self._releases += 1
         self._flights.pop(flight.task_id, None)
         if cancelled or flight.rank < 0:
             self.router.cancel(flight.task_id)
@@ -216,8 +220,28 @@ class Proxy:
             if not self.router.queued:
                 self._uncounted.clear()
                 continue
+            await self._settle()
+            self._wake.clear()
             if not self._decide():
                 await asyncio.sleep(0.1)
+
+    async def _settle(self) -> None:
+        """Let the request ends already on their way reach the router before a decision.
+
+        A lockstep engine ends several requests in the same step, and their last
+        chunks reach the proxy one by one: a decision taken at the first would see
+        the others as still running (a rank whose long request just ended still
+        looks like the peak to fill up to). So the admission loop yields to the
+        event loop (no timer: each pass reads what the sockets already hold) until
+        ``settle_passes`` passes in a row ended no request.
+        """
+        quiet = 0
+        for _ in range(4 * self.config.settle_passes):
+            if quiet >= self.config.settle_passes:
+                return
+            seen = self._releases
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if self._releases == seen else 0
 
     def _decide(self) -> bool:
         """Place what waits (one decision of the router) and wake the placed requests; False if it failed."""
@@ -326,6 +350,7 @@ class Proxy:
             flight.failed = reason
             if flight.task is not None:
                 flight.task.cancel()
+                flight.cancel_sent = True
         self._wake.set()
 
     # -------------------------------------------------------------- handlers
@@ -347,9 +372,11 @@ class Proxy:
         exact = prompt_ids is not None
         prompt_tokens = prompt_ids if exact else estimate_tokens(text, self.chars_per_token())
         flight = _Flight(float(prompt_tokens), max_tokens, bool(body.get("stream", False)), queued_at)
-        if not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing:
+        if (not exact and self.config.prompt_tokens == "tokenize" and not self._tokenize_missing
+                and prompt_tokens >= self.config.tokenize_min_tokens):
             # Started once the request is sent (or left waiting by a decision): the first decision
             # uses the estimate either way, and the call no longer delays the request on its way.
+            # A short prompt keeps its estimate: off by a few tokens, for one engine call less.
             flight.count_args = (text, chat, body)
         if self.config.pin == "sglang":
             raw = None                                 # rebuilt per attempt with the rank in it
@@ -371,9 +398,11 @@ class Proxy:
                     self.counters["timed_out"] += 1
                     raise _Unavailable(f"no slot became free within {self.config.queue_timeout_s:g} s "
                                        f"(ranks up: {sum(self._up)} of {self.config.n_ranks})") from None
-                flight.task = asyncio.ensure_future(self._forward(request, flight, rank, path, body, raw))
+                # Forwarded in this handler's own task (no task of its own: one less per request); a rank
+                # that fails cancels this task (mark_down), a client that leaves does too.
+                flight.task = asyncio.current_task()
                 try:
-                    return await flight.task
+                    return await self._forward(request, flight, rank, path, body, raw)
                 except _Retry as error:
                     self._release(flight, cancelled=True)
                     self.mark_down(rank, f"refused the request ({error})")
@@ -381,10 +410,12 @@ class Proxy:
                     flight.rank = -1
                     continue
                 except asyncio.CancelledError:
-                    if flight.failed and not _cancelling():          # its rank went down, not the client
+                    if _take_back(flight):          # its rank went down, and the client is still there
                         self.counters["failed"] += 1
                         return _json_error(502, f"{flight.failed} while serving this request", "upstream_error")
                     raise
+                finally:
+                    flight.task = None
         except _Unavailable as error:
             return _json_error(503, str(error), "unavailable")
         except asyncio.CancelledError:
@@ -393,8 +424,6 @@ class Proxy:
         finally:
             if not flight.released:
                 self._release(flight, cancelled=True)
-            if flight.task is not None and not flight.task.done():
-                flight.task.cancel()
             if flight.counting is not None and not flight.counting.done():
                 flight.counting.cancel()
             if flight.count_timer is not None:
@@ -469,7 +498,16 @@ class Proxy:
             else:
                 self._start_count(flight)      # its task runs once this request is written
         try:
-            upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+            try:
+                upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+            except aiohttp.ServerDisconnectedError as closed:
+                # Closed before any answer, as a kept-alive connection the rank had just closed is (llama-server
+                # closes idle ones after 5 s): once more, on another connection. A second close, or a rank that
+                # no longer takes connections (it crashed with the request in flight), is a failure: a 502.
+                try:
+                    upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
+                except _CONNECT_ERRORS:
+                    raise closed from None
         except _CONNECT_ERRORS as error:
             raise _Retry(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
         except aiohttp.ClientError as error:
@@ -509,7 +547,7 @@ class Proxy:
                 pass
             return response
         except asyncio.CancelledError:
-            if flight.failed and response is not None:          # its rank went down mid-stream
+            if response is not None and _take_back(flight):     # its rank went down mid-stream
                 await _stream_error(response, flight.failed)
                 return response
             raise
@@ -645,9 +683,13 @@ def _expire(placed: asyncio.Future) -> None:
         placed.set_exception(asyncio.TimeoutError())
 
 
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return bool(task is not None and getattr(task, "cancelling", lambda: 0)())
+def _take_back(flight: _Flight) -> bool:
+    """Take back the cancel :meth:`Proxy.mark_down` sent the flight's handler, once; True if no other
+    cancel is pending (the client's, when it left): the handler may then answer instead of ending."""
+    if not flight.cancel_sent:
+        return False
+    flight.cancel_sent = False
+    return asyncio.current_task().uncancel() == 0
 
 
 def _json_error(status: int, message: str, kind: str):
