@@ -95,3 +95,30 @@ def imbalance_objective(loads, d, alive, every_rank, n_alive):
                     top = loads[j, g]
         total += d[j] * (n_alive * top - added)
     return total
+
+
+@njit(cache=True, nogil=True)
+def running_and_waiting(slot_id, slot_prompt, slot_age, pool_id, pool_prompt):
+    """Ids, prompts and generated tokens of the running requests (slots row-major) and then the waiting
+    one (0 generated): what the router's predictor is asked for one decision."""
+    n_workers, n_slots = slot_id.shape
+    m = 0
+    for g in range(n_workers):
+        for s in range(n_slots):
+            if slot_id[g, s] >= 0:
+                m += 1
+    ids = np.empty(m + 1, dtype=slot_id.dtype)
+    prompt = np.empty(m + 1, dtype=slot_prompt.dtype)
+    age = np.empty(m + 1, dtype=slot_age.dtype)
+    k = 0
+    for g in range(n_workers):
+        for s in range(n_slots):
+            if slot_id[g, s] >= 0:
+                ids[k] = slot_id[g, s]
+                prompt[k] = slot_prompt[g, s]
+                age[k] = slot_age[g, s]
+                k += 1
+    ids[m] = pool_id[0]
+    prompt[m] = pool_prompt[0]
+    age[m] = 0
+    return ids, prompt, age

@@ -220,10 +220,16 @@ class Ledger:
         if task_id in self._location or bool((self._pool["ids"] == task_id).any()):
             raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
         pool = self._pool
-        pool["ids"] = np.append(pool["ids"], task_id)
-        for name in ("work", "growth", "steps", "prompt"):
-            pool[name] = np.append(pool[name], values[name])
-        pool["wait"] = np.append(pool["wait"], 0)
+        if pool["ids"].size == 0:         # an empty pool (a proxy's usual one): new arrays, no concatenation
+            pool["ids"] = np.array((task_id,), dtype=np.int64)
+            for name in ("work", "growth", "steps", "prompt"):
+                pool[name] = np.array((values[name],))
+            pool["wait"] = np.zeros(1, dtype=np.int64)
+        else:
+            pool["ids"] = np.append(pool["ids"], task_id)
+            for name in ("work", "growth", "steps", "prompt"):
+                pool[name] = np.append(pool[name], values[name])
+            pool["wait"] = np.append(pool["wait"], 0)
         self.version += 1
 
     def place(self, placement: Placement) -> None:
@@ -302,6 +308,11 @@ class Ledger:
         self._location[int(self._pool["ids"][position])] = (worker, slot)
         self._active_count[worker] += 1
         self._placed += (1, float(self._pool["work"][position]), float(self._pool["growth"][position]))
+        if self._pool["ids"].size == 1:    # the pool empties: slices, no mask
+            for name in _POOL_FIELDS:
+                self._pool[name] = self._pool[name][:0]
+            self.version += 1
+            return
         keep = np.ones(self._pool["ids"].size, dtype=bool)
         keep[position] = False
         self._leave_pool(keep)

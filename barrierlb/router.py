@@ -355,18 +355,17 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     slot_id = state._slot_id
     alive = state.alive
     every_rank = bool(alive.all())
+    kernels = _router_kernels()
     if bounded is not None:
-        # One question for the running requests and the waiting one (predictors answer per request).
-        occupied = np.flatnonzero(slot_id.ravel() >= 0)             # row-major, as the full decision's mask
-        predicted = bounded.remaining(np.concatenate((slot_id.ravel().take(occupied), pool["ids"])),
-                                      np.concatenate((state._slot_prompt.ravel().take(occupied), pool["prompt"])),
-                                      np.concatenate((state._slot_age.ravel().take(occupied), _ZERO_AGE)))
+        # One question for the running requests (row-major, as the full decision's mask) and the waiting
+        # one (predictors answer per request).
+        predicted = bounded.remaining(*kernels.running_and_waiting(slot_id, state._slot_prompt, state._slot_age,
+                                                                   pool["ids"], pool["prompt"]))
         remaining, steps, by_slot = np.asarray(predicted[:-1], dtype=np.float64), float(predicted[-1]), False
     else:
         remaining, steps, by_slot = state._slot_remaining.ravel(), float(pool["steps"][0]), True
     # The running requests' projection, its peaks, the request's lookahead and the greedy's other
     # arguments in one compiled call (barrierlb._router_kernels: running_projection's arithmetic, in its order).
-    kernels = _router_kernels()
     loads, peak, work, peak_work, free, unplaced, must, score, placed, n_alive = kernels.one_request_arrays(
         slot_id, state._slot_work, state._slot_growth, remaining, by_slot, rows, stride, _kept_rows(rows, stride),
         alive, every_rank, float(pool["work"][0]), float(pool["growth"][0]), steps, state.capacity,
@@ -381,9 +380,6 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
                     info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
 
 
-_ZERO_AGE = np.zeros(1, dtype=np.int64)
-
-
 @functools.lru_cache(maxsize=16)
 def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool, strict_ties: bool):
     """What :func:`_place_one` needs of a policy's options: rows, stride, kept weights, tie break."""
@@ -393,13 +389,22 @@ def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool
     return horizon + 1, stride, d, 0.0 if spread and strict_ties else 1e-6 / max(total, 1e-12)
 
 
-def _router_kernels():
-    from barrierlb import _router_kernels
+_LOADED: dict = {}
 
-    return _router_kernels
+
+def _router_kernels():
+    kernels = _LOADED.get("router")
+    if kernels is None:                     # numba loads on the first one-request decision, not at import
+        from barrierlb import _router_kernels as kernels
+
+        _LOADED["router"] = kernels
+    return kernels
 
 
 def _greedy_kernel():
-    from barrierlb.solvers.fast import _kernels
+    greedy = _LOADED.get("greedy")
+    if greedy is None:
+        from barrierlb.solvers.fast import _kernels
 
-    return _kernels().greedy
+        greedy = _LOADED["greedy"] = _kernels().greedy
+    return greedy
