@@ -356,6 +356,17 @@ class Ledger:
         Raises ``ValueError`` (and changes nothing) when a task is not running or
         is named twice.
         """
+        if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
+            found = self._location.get(task_ids[0])       # one running task, as a router reports it: scalars
+            if found is not None:
+                worker, slot = found
+                del self._location[task_ids[0]]
+                self._profiles.pop(task_ids[0], None)
+                self._slot_id[worker, slot] = -1
+                self._slot_work[worker, slot] = 0.0
+                self._active_count[worker] -= 1
+                self.version += 1
+                return
         self._remove(*self._running_slots(task_ids))
 
     def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
