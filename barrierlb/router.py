@@ -222,7 +222,7 @@ class DecodeRouter:
         if len(counts) != len(request_ids):
             raise ValueError(f"tokens has {len(counts)} entries for {len(request_ids)} requests")
         if request_ids:
-            self.state.set_progress(request_ids, np.array(counts, dtype=np.int64))
+            self.state.set_progress(request_ids, counts)
 
     def finish(self, request_id: int, output_tokens: int | None = None) -> None:
         """A running request ended after ``output_tokens`` tokens; frees its slot.
