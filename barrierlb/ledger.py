@@ -450,8 +450,9 @@ class Ledger:
         reports a handful per decision); False, with nothing changed, for anything else."""
         if not (type(task_ids) is list and type(steps) is list and len(task_ids) == len(steps) <= 32):
             return False
-        where = [self._location.get(t) if type(t) is int else None for t in task_ids]
-        if None in where or len(set(task_ids)) != len(task_ids) \
+        found = [self._location.get(t) if type(t) is int else None for t in task_ids]
+        where = [slot for slot in found if slot is not None]
+        if len(where) != len(found) or len(set(task_ids)) != len(task_ids) \
                 or not all(type(n) is int and 0 <= n <= INT64_MAX for n in steps):
             return False                     # the general path names the problem
         remaining, age, work, prompt, growth = (self._slot_remaining, self._slot_age, self._slot_work,
