@@ -166,7 +166,14 @@ class DecodeRouter:
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
             decision = _place_one(state, policy, self._bounded if refresh else None)
-            return self._placed(decision)
+            # The pool's one task (position 0) onto its rank: what place() does once it has matched the
+            # decision's ids to the pool, with the same checks of the rank.
+            worker = int(decision.workers[0])
+            state._place_one(0, worker)
+            self.last_decision = decision
+            request_id = int(decision.task_ids[0])
+            self._queued_at.pop(request_id, None)
+            return {request_id: worker}
         if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
