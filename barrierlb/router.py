@@ -43,7 +43,7 @@ import numpy as np
 from barrierlb._validate import INT64_MAX, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
-from barrierlb.projection import _kept_rows, _kept_weights
+from barrierlb.projection import _kept_rows, _kept_weights, candidate_positions, step_problem
 from barrierlb.state import ClusterState
 
 
@@ -177,8 +177,13 @@ class DecodeRouter:
         if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
-        problem = state.step_problem(policy.horizon, gamma=policy.gamma, max_wait=policy.max_wait,
-                                     refill=policy.refill, stride=policy.stride)
+        # The policy's bounded candidate set (the oldest tasks and every one at its waiting
+        # bound), as its own decide() takes it: a burst of queued requests costs one bounded
+        # decision, not one over the whole queue.
+        positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()),
+                                        getattr(policy, "candidates", None), policy.max_wait)
+        problem = step_problem(state, policy.horizon, gamma=policy.gamma, max_wait=policy.max_wait,
+                               refill=policy.refill, stride=policy.stride, positions=positions)
         if self.max_wait_s is not None:
             deadline = self._clock() - self.max_wait_s
             late = np.fromiter((self._queued_at[t] <= deadline for t in problem.pool_ids.tolist()), dtype=bool,
