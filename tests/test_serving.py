@@ -371,7 +371,11 @@ def test_models_health_metrics_and_status(loop):
                  "barrierlb_queued_requests", "barrierlb_predicted_imbalance", "barrierlb_decision_seconds_bucket",
                  "barrierlb_imbalance_tokens", 'barrierlb_requests_total{outcome="completed"} 1.0'):
         assert name in metrics
-    assert json.loads(out["/barrierlb/status"][1])["counters"]["completed"] == 1
+    status = json.loads(out["/barrierlb/status"][1])
+    assert status["counters"]["completed"] == 1
+    # decision times are folded into the histogram at the scrape: every decision so far is counted
+    assert status["counters"]["decisions"] >= 1
+    assert f"barrierlb_decision_seconds_count {float(status['counters']['decisions'])}" in metrics
 
 
 def test_no_rank_up_answers_503_after_the_queue_timeout(loop):
