@@ -44,6 +44,8 @@ _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "prox
                          "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"))
 #: The request never reached the rank: safe to place again elsewhere.
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+#: The connection closed or was reset before any answer (after it connected): asked once more.
+_CLOSED_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 #: Finished requests between two reconsiderations of the ``auto`` policy.
 _AUTO_EVERY = 64
@@ -503,10 +505,13 @@ class Proxy:
         try:
             try:
                 upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-            except aiohttp.ServerDisconnectedError as closed:
-                # Closed before any answer, as a kept-alive connection the rank had just closed is (llama-server
-                # closes idle ones after 5 s): once more, on another connection. A second close, or a rank that
-                # no longer takes connections (it crashed with the request in flight), is a failure: a 502.
+            except _CONNECT_ERRORS:
+                raise
+            except _CLOSED_ERRORS as closed:
+                # Closed (or reset) before any answer, as a kept-alive connection the rank had just closed is
+                # (llama-server closes idle ones after 5 s; a request written into one that is closing gets a
+                # reset): once more, on another connection. A second close, or a rank that no longer takes
+                # connections (it crashed with the request in flight), is a failure: a 502.
                 try:
                     upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
                 except _CONNECT_ERRORS:
