@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from barrierlb._validate import broadcast, check_array, check_bool, check_int, check_real
+from barrierlb._validate import INT64_MAX, broadcast, check_array, check_bool, check_int, check_real
 from barrierlb.tasks import Task
 
 _POOL_FIELDS = ("ids", "work", "growth", "steps", "prompt", "wait")
@@ -220,10 +220,16 @@ class Ledger:
         if task_id in self._location or bool((self._pool["ids"] == task_id).any()):
             raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
         pool = self._pool
-        pool["ids"] = np.append(pool["ids"], task_id)
-        for name in ("work", "growth", "steps", "prompt"):
-            pool[name] = np.append(pool[name], values[name])
-        pool["wait"] = np.append(pool["wait"], 0)
+        if pool["ids"].size == 0:         # an empty pool (a proxy's usual one): new arrays, no concatenation
+            pool["ids"] = np.array((task_id,), dtype=np.int64)
+            for name in ("work", "growth", "steps", "prompt"):
+                pool[name] = np.array((values[name],))
+            pool["wait"] = np.zeros(1, dtype=np.int64)
+        else:
+            pool["ids"] = np.append(pool["ids"], task_id)
+            for name in ("work", "growth", "steps", "prompt"):
+                pool[name] = np.append(pool[name], values[name])
+            pool["wait"] = np.append(pool["wait"], 0)
         self.version += 1
 
     def place(self, placement: Placement) -> None:
@@ -233,8 +239,12 @@ class Ledger:
         twice, a dead or unknown worker, or a worker over its capacity; the state
         is unchanged when it raises.
         """
-        task_ids = check_array("task_ids", placement.task_ids, ndim=1, dtype=np.int64)
-        workers = check_array("workers", placement.workers, shape=(task_ids.size,), dtype=np.int64)
+        task_ids, workers = placement.task_ids, placement.workers
+        if not (type(task_ids) is np.ndarray and task_ids.dtype == np.int64 and task_ids.ndim == 1
+                and type(workers) is np.ndarray and workers.dtype == np.int64 and workers.shape == task_ids.shape):
+            # (a policy's own decision is already in this form: nothing to convert or check)
+            task_ids = check_array("task_ids", task_ids, ndim=1, dtype=np.int64)
+            workers = check_array("workers", workers, shape=(task_ids.size,), dtype=np.int64)
         if task_ids.size == 0:
             # A decision that places nothing while slots are free passes every waiting task
             # over, so that bounded waiting holds for policies that may leave slots empty.
@@ -302,6 +312,11 @@ class Ledger:
         self._location[int(self._pool["ids"][position])] = (worker, slot)
         self._active_count[worker] += 1
         self._placed += (1, float(self._pool["work"][position]), float(self._pool["growth"][position]))
+        if self._pool["ids"].size == 1:    # the pool empties: slices, no mask
+            for name in _POOL_FIELDS:
+                self._pool[name] = self._pool[name][:0]
+            self.version += 1
+            return
         keep = np.ones(self._pool["ids"].size, dtype=bool)
         keep[position] = False
         self._leave_pool(keep)
@@ -345,6 +360,17 @@ class Ledger:
         Raises ``ValueError`` (and changes nothing) when a task is not running or
         is named twice.
         """
+        if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
+            found = self._location.get(task_ids[0])       # one running task, as a router reports it: scalars
+            if found is not None:
+                worker, slot = found
+                del self._location[task_ids[0]]
+                self._profiles.pop(task_ids[0], None)
+                self._slot_id[worker, slot] = -1
+                self._slot_work[worker, slot] = 0.0
+                self._active_count[worker] -= 1
+                self.version += 1
+                return
         self._remove(*self._running_slots(task_ids))
 
     def _running_slots(self, task_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -409,6 +435,8 @@ class Ledger:
         shrink by the steps it gained. Raises ``ValueError`` (and changes nothing)
         for a task that is not running, one named twice or a negative count.
         """
+        if self._set_progress_few(task_ids, steps):
+            return
         rows, cols = self._running_slots(task_ids)
         steps = check_array("steps", np.atleast_1d(steps), shape=rows.shape, dtype=np.int64, nonnegative=True)
         self._slot_remaining[rows, cols] -= steps - self._slot_age[rows, cols]
@@ -416,6 +444,26 @@ class Ledger:
         self._slot_work[rows, cols] = np.maximum(self._slot_prompt[rows, cols]
                                                  + self._slot_growth[rows, cols] * steps, 0.0)
         self.version += 1
+
+    def _set_progress_few(self, task_ids, steps) -> bool:
+        """:meth:`set_progress` of a few running tasks given as lists of plain ints, in scalars (a proxy
+        reports a handful per decision); False, with nothing changed, for anything else."""
+        if not (type(task_ids) is list and type(steps) is list and len(task_ids) == len(steps) <= 32):
+            return False
+        found = [self._location.get(t) if type(t) is int else None for t in task_ids]
+        where = [slot for slot in found if slot is not None]
+        if len(where) != len(found) or len(set(task_ids)) != len(task_ids) \
+                or not all(type(n) is int and 0 <= n <= INT64_MAX for n in steps):
+            return False                     # the general path names the problem
+        remaining, age, work, prompt, growth = (self._slot_remaining, self._slot_age, self._slot_work,
+                                                self._slot_prompt, self._slot_growth)
+        for (g, s), n in zip(where, steps):
+            remaining[g, s] -= n - age[g, s]
+            age[g, s] = n
+            value = prompt[g, s] + growth[g, s] * n
+            work[g, s] = value if value > 0.0 else 0.0
+        self.version += 1
+        return True
 
     def set_prompt(self, task_id: int, prompt: float) -> None:
         """Correct a waiting or running task's prompt (its work moves with it), e.g. once tokenized."""

@@ -34,15 +34,16 @@ True
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import INT64_MAX, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
-from barrierlb.projection import _kept_rows, _kept_weights, candidate_positions, running_projection, step_problem
+from barrierlb.projection import _kept_rows, _kept_weights, candidate_positions, step_problem
 from barrierlb.state import ClusterState
 
 
@@ -57,13 +58,16 @@ class _Bounded:
         self.cap: dict[int, float] = {}
 
     def _limit(self, task_ids, generated) -> np.ndarray:
-        cap = np.fromiter((self.cap.get(t, math.inf) for t in np.asarray(task_ids).tolist()), dtype=np.float64,
-                          count=np.size(task_ids))
+        # dict.get mapped in C over the ids (a generator of lookups cost ~1 µs a running request)
+        cap = np.fromiter(map(self.cap.get, np.asarray(task_ids).tolist(), itertools.repeat(math.inf)),
+                          dtype=np.float64, count=np.size(task_ids))
         return np.maximum(cap - np.asarray(generated, dtype=np.float64), 1.0)
 
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         predicted = (self.inner.remaining(task_ids, prompt, generated) if self.inner is not None
                      else np.full(np.shape(task_ids), math.inf))
+        if not self.cap:                 # no request has a max_tokens: every limit is inf
+            return np.asarray(predicted, dtype=np.float64)
         return np.minimum(predicted, self._limit(task_ids, generated))
 
     def sample(self, task_ids, prompt, generated) -> np.ndarray:
@@ -162,7 +166,14 @@ class DecodeRouter:
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
             decision = _place_one(state, policy, self._bounded if refresh else None)
-            return self._placed(decision)
+            # The pool's one task (position 0) onto its rank: what place() does once it has matched the
+            # decision's ids to the pool, with the same checks of the rank.
+            worker = int(decision.workers[0])
+            state._place_one(0, worker)
+            self.last_decision = decision
+            request_id = int(decision.task_ids[0])
+            self._queued_at.pop(request_id, None)
+            return {request_id: worker}
         if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
@@ -218,11 +229,12 @@ class DecodeRouter:
         request_ids = [self._running(r) for r in request_ids]
         if len(set(request_ids)) != len(request_ids):
             raise ValueError("progress_many lists a request twice")
-        counts = [check_int("tokens", t, minimum=0) for t in tokens]
+        counts = [t if type(t) is int and 0 <= t <= INT64_MAX else check_int("tokens", t, minimum=0)
+                  for t in tokens]
         if len(counts) != len(request_ids):
             raise ValueError(f"tokens has {len(counts)} entries for {len(request_ids)} requests")
         if request_ids:
-            self.state.set_progress(request_ids, np.array(counts, dtype=np.int64))
+            self.state.set_progress(request_ids, counts)
 
     def finish(self, request_id: int, output_tokens: int | None = None) -> None:
         """A running request ended after ``output_tokens`` tokens; frees its slot.
@@ -303,11 +315,10 @@ class DecodeRouter:
         return self.state.current_load()
 
     def _running(self, request_id) -> int:
-        request_id = check_int("request_id", request_id, minimum=0)
-        try:
-            self.state.worker_of(request_id)
-        except KeyError:
-            raise ValueError(f"request {request_id} is not running on any rank") from None
+        if type(request_id) is not int or not 0 <= request_id <= INT64_MAX:     # a plain int: no general check
+            request_id = check_int("request_id", request_id, minimum=0)
+        if request_id not in self.state._location:
+            raise ValueError(f"request {request_id} is not running on any rank")
         return request_id
 
     def _rank(self, rank) -> int:
@@ -352,45 +363,33 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     horizon = policy.horizon
     rows, stride, d, tie_break = _one_request_constants(horizon, policy.gamma, policy.stride, policy.spread,
                                                         policy.strict_ties)
-    n_slots = state._slot_id.shape[1]
-    occupied = np.flatnonzero(state._slot_id.ravel() >= 0)         # row-major, as the full decision's mask
-    worker = occupied // n_slots
     pool = state._pool
-    if bounded is not None:
-        # One question for the running requests and the waiting one (predictors answer per request).
-        predicted = bounded.remaining(np.concatenate((state._slot_id.ravel().take(occupied), pool["ids"])),
-                                      np.concatenate((state._slot_prompt.ravel().take(occupied), pool["prompt"])),
-                                      np.concatenate((state._slot_age.ravel().take(occupied), _ZERO_AGE)))
-        remaining, steps = predicted[:-1], predicted[-1]
-    else:
-        remaining, steps = state._slot_remaining.ravel().take(occupied), pool["steps"][0]
-    projected, _, _ = running_projection(worker, state._slot_work.ravel().take(occupied),
-                                         state._slot_growth.ravel().take(occupied),
-                                         np.asarray(remaining, dtype=np.float64)[None], state.n_workers, rows,
-                                         stride)
-    loads = np.ascontiguousarray(projected.T)                                             # (R, G)
-    h = _kept_rows(rows, stride)
-    work = np.where(h < steps, np.maximum(pool["work"][0] + pool["growth"][0] * h, 0.0), 0.0)[None]
+    slot_id = state._slot_id
     alive = state.alive
     every_rank = bool(alive.all())
-    free = np.where(alive, state.capacity - state._active_count, 0)                   # state.free_slots
-    n_alive = alive.size if every_rank else int(alive.sum())
-    peak = loads.max(axis=1) if every_rank else np.where(alive[None, :], loads, -np.inf).max(axis=1)
-    placed = np.zeros(2, dtype=np.int64)
+    kernels = _router_kernels()
+    if bounded is not None:
+        # One question for the running requests (row-major, as the full decision's mask) and the waiting
+        # one (predictors answer per request).
+        predicted = bounded.remaining(*kernels.running_and_waiting(slot_id, state._slot_prompt, state._slot_age,
+                                                                   pool["ids"], pool["prompt"]))
+        remaining, steps, by_slot = np.asarray(predicted[:-1], dtype=np.float64), float(predicted[-1]), False
+    else:
+        remaining, steps, by_slot = state._slot_remaining.ravel(), float(pool["steps"][0]), True
+    # The running requests' projection, its peaks, the request's lookahead and the greedy's other
+    # arguments in one compiled call (barrierlb._router_kernels: running_projection's arithmetic, in its order).
+    loads, peak, work, peak_work, free, unplaced, must, score, placed, n_alive = kernels.one_request_arrays(
+        slot_id, state._slot_work, state._slot_growth, remaining, by_slot, rows, stride, _kept_rows(rows, stride),
+        alive, every_rank, float(pool["work"][0]), float(pool["growth"][0]), steps, state.capacity,
+        state._active_count)
     # The fast solver's own greedy (no copy of its scores), on the arrays it would get.
-    _greedy_kernel()(loads, peak, work, work.max(axis=1), d, work @ d, free, np.ones(1, dtype=bool),
-                     np.zeros(1, dtype=bool), 1, True, False, float(n_alive * policy.peak_weight), tie_break,
-                     placed[:1], placed[1:], 0,
-                     np.empty((1, int(np.count_nonzero(free)))), policy.spread)
+    _greedy_kernel()(loads, peak, work, peak_work, d, work @ d, free, unplaced, must, 1, True, False,
+                     float(n_alive * policy.peak_weight), tie_break, placed[:1], placed[1:], 0, score, policy.spread)
     # The kernel added the task to its rank's loads: the objective as imbalance_of_loads gives it.
-    on = loads if every_rank else loads[:, np.flatnonzero(alive)]
-    objective = float(d @ (n_alive * on.max(axis=1) - on.sum(axis=1))) if n_alive else 0.0
+    objective = kernels.imbalance_objective(loads, d, alive, every_rank, n_alive)
     return Decision(task_ids=pool["ids"].copy(), workers=placed[1:], pool_index=placed[:1],
                     branch="heuristic", objective=objective, solve_time_s=time.perf_counter() - started,
                     info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
-
-
-_ZERO_AGE = np.zeros(1, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -402,7 +401,22 @@ def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool
     return horizon + 1, stride, d, 0.0 if spread and strict_ties else 1e-6 / max(total, 1e-12)
 
 
-def _greedy_kernel():
-    from barrierlb.solvers.fast import _kernels
+_LOADED: dict = {}
 
-    return _kernels().greedy
+
+def _router_kernels():
+    kernels = _LOADED.get("router")
+    if kernels is None:                     # numba loads on the first one-request decision, not at import
+        from barrierlb import _router_kernels as kernels
+
+        _LOADED["router"] = kernels
+    return kernels
+
+
+def _greedy_kernel():
+    greedy = _LOADED.get("greedy")
+    if greedy is None:
+        from barrierlb.solvers.fast import _kernels
+
+        greedy = _LOADED["greedy"] = _kernels().greedy
+    return greedy

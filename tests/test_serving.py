@@ -3,6 +3,8 @@
 import asyncio
 import json
 import re
+import socket
+import struct
 import subprocess
 import sys
 
@@ -187,7 +189,8 @@ def test_a_decision_waits_for_the_request_ends_already_on_their_way():
     assert asyncio.run(quick._settle()) is None         # 0: at once
 
 
-def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(loop):
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(loop, how):
     closed = []
 
     async def rank(reader, writer):              # an engine that drops the first request it reads
@@ -197,7 +200,12 @@ def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(l
             await reader.readexactly(length)
             if b"POST" in head[:5] and not closed:
                 closed.append(True)
-                writer.close()
+                if how == "reset":               # a reset (RST), as a kept-alive connection closed under a write gets
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                else:
+                    writer.close()
                 return
             body = b'{"choices":[{"text":"ok","index":0,"finish_reason":"stop"}],"usage":{"completion_tokens":1}}'
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
@@ -371,7 +379,11 @@ def test_models_health_metrics_and_status(loop):
                  "barrierlb_queued_requests", "barrierlb_predicted_imbalance", "barrierlb_decision_seconds_bucket",
                  "barrierlb_imbalance_tokens", 'barrierlb_requests_total{outcome="completed"} 1.0'):
         assert name in metrics
-    assert json.loads(out["/barrierlb/status"][1])["counters"]["completed"] == 1
+    status = json.loads(out["/barrierlb/status"][1])
+    assert status["counters"]["completed"] == 1
+    # decision times are folded into the histogram at the scrape: every decision so far is counted
+    assert status["counters"]["decisions"] >= 1
+    assert f"barrierlb_decision_seconds_count {float(status['counters']['decisions'])}" in metrics
 
 
 def test_no_rank_up_answers_503_after_the_queue_timeout(loop):

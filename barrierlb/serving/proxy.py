@@ -44,6 +44,8 @@ _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "prox
                          "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"))
 #: The request never reached the rank: safe to place again elsewhere.
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+#: The connection closed or was reset before any answer (after it connected): asked once more.
+_CLOSED_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 #: Finished requests between two reconsiderations of the ``auto`` policy.
 _AUTO_EVERY = 64
@@ -191,7 +193,10 @@ class Proxy:
             self.router.finish(flight.task_id, output_tokens)
             if output_tokens:
                 self._learn(flight, output_tokens)
-        self._wake.set()
+        if self.router.queued:
+            # A slot freed up for a waiting pool; with none waiting there is nothing to decide (a wake-up of
+            # the admission loop per request cost the event loop a task switch for nothing).
+            self._wake.set()
 
     def _learn(self, flight: _Flight, output_tokens: int) -> None:
         if not flight.stream and output_tokens > 0 and flight.sent_at:
@@ -257,7 +262,7 @@ class Proxy:
             if len(self.decision_s) > 100_000:
                 del self.decision_s[:50_000]
             self.counters["decisions"] += 1
-            self._metrics.decision(self.decision_s[-1], self.router.last_decision)
+            self._metrics.decision(self.decision_s[-1])
             for task_id, rank in placements.items():
                 flight = self._flights[task_id]
                 flight.rank = rank
@@ -500,10 +505,13 @@ class Proxy:
         try:
             try:
                 upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-            except aiohttp.ServerDisconnectedError as closed:
-                # Closed before any answer, as a kept-alive connection the rank had just closed is (llama-server
-                # closes idle ones after 5 s): once more, on another connection. A second close, or a rank that
-                # no longer takes connections (it crashed with the request in flight), is a failure: a 502.
+            except _CONNECT_ERRORS:
+                raise
+            except _CLOSED_ERRORS as closed:
+                # Closed (or reset) before any answer, as a kept-alive connection the rank had just closed is
+                # (llama-server closes idle ones after 5 s; a request written into one that is closing gets a
+                # reset): once more, on another connection. A second close, or a rank that no longer takes
+                # connections (it crashed with the request in flight), is a failure: a 502.
                 try:
                     upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
                 except _CONNECT_ERRORS:
@@ -644,15 +652,27 @@ class _Metrics:
         self.requests = Counter("barrierlb_requests", "Requests by outcome", ["outcome"], registry=registry)
         self._reported = {}
         self._n_ranks = n_ranks
+        self._pending: list[float] = []     # decision times not yet in the histogram (observed at a scrape)
 
-    def decision(self, seconds: float, decision) -> None:
-        self.decision_seconds.observe(seconds)
-        if decision is not None and math.isfinite(decision.objective):
-            self.predicted.set(decision.objective)
+    def decision(self, seconds: float) -> None:
+        """A decision's time: kept until the next scrape (a histogram observation takes a lock and a
+        bucket search; per request that was a few microseconds for a figure read every few seconds)."""
+        self._pending.append(seconds)
+        if len(self._pending) >= 4096:       # nobody scrapes: fold them in now and then
+            self._observe_pending()
+
+    def _observe_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for seconds in pending:
+            self.decision_seconds.observe(seconds)
 
     def render(self, proxy: Proxy) -> bytes:
         from prometheus_client import generate_latest
 
+        self._observe_pending()
+        decision = proxy.router.last_decision
+        if decision is not None and math.isfinite(decision.objective):
+            self.predicted.set(decision.objective)
         proxy._sync_progress()
         state = proxy.router.state
         load = state.current_load()
