@@ -328,3 +328,18 @@ def test_a_policy_deadline_cuts_the_search_and_the_decision_says_so():
     assert cut.info["deadline_cut"] and not full.info["deadline_cut"]
     assert cut.task_ids.size == full.task_ids.size == 60 and cut.objective >= full.objective - 1e-9
     state.place(cut)                                                        # a valid placement
+
+
+def test_decide_arrays_weights_follow_a_changed_gamma():
+    """The cached horizon weights are keyed by gamma too: a tuned policy's gamma moves."""
+    loads = np.array([[10.0, 4.0], [9.0, 2.0], [8.0, 1.0]])       # (H + 1, G)
+    work = np.array([[5.0, 5.0, 5.0], [3.0, 0.0, 0.0]])            # (N, H + 1)
+    free = np.array([1, 1])
+    ids = np.array([0, 1])
+    policy = make_policy("bfio:horizon=2,gamma=1.0")
+    policy.decide_arrays(loads, work, free, ids)
+    policy.gamma = 0.5
+    moved = policy.decide_arrays(loads, work, free, ids)
+    fresh = make_policy("bfio:horizon=2,gamma=0.5").decide_arrays(loads, work, free, ids)
+    assert moved.objective == pytest.approx(fresh.objective)
+    assert moved.workers.tolist() == fresh.workers.tolist()

@@ -109,9 +109,11 @@ class Policy(ABC):
                           DeprecationWarning, stacklevel=2)
         started = time.perf_counter()
         rows = np.shape(projected_load)[0] if np.ndim(projected_load) == 2 else 1   # else from_arrays says why
-        cached = getattr(self, "_array_weights", None)
-        if cached is None or cached.size != rows:
-            cached = self._array_weights = horizon_weights(max(rows - 1, 0), gamma=self.gamma)
+        key = (rows, self.gamma)            # a tuned policy's gamma changes between decisions
+        cached_key, cached = getattr(self, "_array_weights", (None, None))
+        if cached_key != key:
+            cached = horizon_weights(max(rows - 1, 0), gamma=self.gamma)
+            self._array_weights = (key, cached)
         problem = StepProblem.from_arrays(projected_load, pool_work, free_slots, pool_ids=pool_ids, weights=cached)
         return self.decide_problem(problem, started=started)
 
