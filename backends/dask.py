@@ -416,10 +416,10 @@ class DaskBalancer:
         return stats
 
     def _place(self, new_failures: list) -> tuple[float, int]:
-        if not self.planner.n_waiting:
-            return 0.0, 0
         started = time.perf_counter()
-        decision = self.planner.plan()
+        decision = self.planner.plan()          # every superstep, also with nothing waiting: it ages the tasks
+        if not decision.task_ids.size:
+            return time.perf_counter() - started, 0
         batches: dict[str, list] = {}
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             batches.setdefault(self._addresses[g], []).append((task_id, self._specs[task_id]))

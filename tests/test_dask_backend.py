@@ -58,6 +58,17 @@ def test_placement_follows_the_policy_and_tasks_stay(client):
     assert results[2]["where"] == [second]
 
 
+
+def test_placed_tasks_age_every_superstep_also_when_nothing_waits(client):
+    """The planner's ledger counts supersteps run (plain bfio's controller learns lifetimes from it)."""
+    balancer = DaskBalancer(client, Ticker.create, Ticker.step, policy="fcfs", capacity=2)
+    balancer.submit(0, {"id": 0, "steps": 6})
+    for _ in range(4):                                  # one placement, then three supersteps with nothing waiting
+        balancer.step()
+    ledger = balancer.planner.ledger
+    assert ledger.tasks_on(ledger.worker_of(0)).tolist() == [0]
+    assert int(ledger.slot_age().max()) == 3              # placed at the first, aged at each of the next three
+
 def test_bfio_respects_capacity_and_completes_everything(client):
     balancer = DaskBalancer(client, decode.create, decode.step, policy="bfio:horizon=4", capacity=3,
                             cost=decode.cost)
