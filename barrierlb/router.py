@@ -416,7 +416,7 @@ def _router_kernels():
 def _greedy_kernel():
     greedy = _LOADED.get("greedy")
     if greedy is None:
-        from barrierlb.solvers.fast import _kernels
+        from barrierlb.solvers import greedy_kernel
 
-        greedy = _LOADED["greedy"] = _kernels().greedy
+        greedy = _LOADED["greedy"] = greedy_kernel()
     return greedy

@@ -275,6 +275,14 @@ def _kernels() -> Any:
     return _compiled
 
 
+def greedy_kernel() -> Any:
+    """The compiled greedy construction itself (``_compiled.greedy``), for a caller that builds
+    its arguments without a :class:`StepProblem` and must place exactly as :func:`solve_fast`'s
+    greedy would: the router's one-request decision. Its arguments are documented on the
+    kernel; nothing is checked, so a caller passes arrays of the kernel's dtypes and shapes."""
+    return _kernels().greedy
+
+
 def _enumerate(p: _Problem) -> FastResult | None:
     """The array code's answer for small problems and alike tasks (:mod:`.enumeration`), or
     ``None`` when neither applies."""
