@@ -42,8 +42,9 @@ import numpy as np
 
 from barrierlb._validate import INT64_MAX, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
+from barrierlb.policies.base import in_pool
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
-from barrierlb.projection import _kept_rows, _kept_weights, candidate_positions, step_problem
+from barrierlb.projection import _kept_rows, _kept_weights
 from barrierlb.state import ClusterState
 
 
@@ -161,8 +162,7 @@ class DecodeRouter:
         self._flush_outputs(all_of_them=False)
         if state.n_waiting == 0 or not state.free_slots.any():
             return {}
-        if isinstance(policy, BFIO):
-            policy.tune(state)      # plain bfio's online controller sees every decision's state
+        policy.tune(state)          # plain bfio's online controller sees every decision's state
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
             decision = _place_one(state, policy, self._bounded if refresh else None)
@@ -177,13 +177,9 @@ class DecodeRouter:
         if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
-        # The policy's bounded candidate set (the oldest tasks and every one at its waiting
-        # bound), as its own decide() takes it: a burst of queued requests costs one bounded
-        # decision, not one over the whole queue.
-        positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()),
-                                        getattr(policy, "candidates", None), policy.max_wait)
-        problem = step_problem(state, policy.horizon, gamma=policy.gamma, max_wait=policy.max_wait,
-                               refill=policy.refill, stride=policy.stride, positions=positions)
+        # The policy's own step problem, as its decide() builds it: with its bounded candidate set,
+        # so a burst of queued requests costs one bounded decision, not one over the whole queue.
+        problem, positions = policy.step_problem(state)
         if self.max_wait_s is not None:
             deadline = self._clock() - self.max_wait_s
             late = np.fromiter((self._queued_at[t] <= deadline for t in problem.pool_ids.tolist()), dtype=bool,
@@ -192,7 +188,7 @@ class DecodeRouter:
                 from dataclasses import replace
 
                 problem = replace(problem, forced=problem.forced | late)
-        return self._placed(policy.decide_problem(problem, started=started))
+        return self._placed(in_pool(policy.decide_problem(problem, started=started), positions))
 
     def _placed(self, decision: Decision) -> dict[int, int]:
         self.state.place(decision)

@@ -41,7 +41,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable, Mapping
 
@@ -49,7 +48,7 @@ import numpy as np
 
 from barrierlb._validate import check_array, check_int
 from barrierlb.policies import Decision, Policy, make_policy
-from barrierlb.policies.bfio import BFIO
+from barrierlb.policies.base import in_pool
 from barrierlb.predictors import PersistencePredictor
 from barrierlb.problem import StepProblem, horizon_weights
 from barrierlb.projection import candidate_positions
@@ -293,8 +292,7 @@ class SuperstepPlanner:
             return _idle()
         policy = self.policy
         started = time.perf_counter()                # the decision's time: tuning, arrays, solver
-        if isinstance(policy, BFIO):
-            policy.tune(ledger)                      # plain bfio: its options for this decision
+        policy.tune(ledger)                          # plain bfio: its options for this decision
         ids, order = self._pool_order()
         rows = self.horizon + 1
         fallback = measured[0] / measured[1] if measured[1] else 1.0
@@ -331,11 +329,7 @@ class SuperstepPlanner:
             work, ids, forced = work[positions], ids[positions], forced[positions]
         problem = StepProblem.from_arrays(projected[:rows], work[:, :rows], free, pool_ids=ids, forced=forced,
                                           weights=horizon_weights(rows - 1, gamma=policy.gamma))
-        decision = policy.decide_problem(problem, started=started)
-        if positions is not None:
-            decision = dataclasses.replace(decision, pool_index=positions[np.asarray(decision.pool_index,
-                                                                                    dtype=np.int64)])
-        return decision
+        return in_pool(policy.decide_problem(problem, started=started), positions)
 
     # --------------------------------------------------------------- helpers
     def _pool_order(self) -> tuple[np.ndarray, np.ndarray]:

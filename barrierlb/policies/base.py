@@ -70,17 +70,20 @@ class Policy(ABC):
         started = time.perf_counter()
         if state.n_waiting == 0 or not state.free_slots.any():
             return _idle(started)
-        problem, positions = self._step_problem(state)
-        decision = self.decide_problem(problem, started=started)
-        if positions is not None and decision.pool_index is not None:
-            # The problem held a subset of the pool: its positions are the state's pool positions.
-            decision = dataclasses.replace(decision, pool_index=positions[np.asarray(decision.pool_index,
-                                                                                    dtype=np.int64)])
-        return decision
+        self.tune(state)
+        problem, positions = self.step_problem(state)
+        return in_pool(self.decide_problem(problem, started=started), positions)
 
-    def _step_problem(self, state: ClusterState):
+    def tune(self, state: ClusterState) -> None:
+        """Set this decision's options from ``state`` before its step problem is built
+        (plain ``bfio``'s online controller: :meth:`BFIO.tune`); nothing here. A driver that
+        builds its own step problem (the router, the superstep planner) calls it first."""
+        return None
+
+    def step_problem(self, state: ClusterState):
         """The step problem :meth:`decide` solves and the state's pool positions of its tasks
-        (``None``: the whole pool, in order)."""
+        (``None``: the whole pool, in order): a decision on it goes back to the pool by
+        :func:`in_pool`."""
         return state.step_problem(self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
                                   stride=self.stride), None
 
@@ -204,4 +207,12 @@ def _parse_value(text: str):
     return text
 
 
-__all__ = ["Decision", "Policy", "available_policies", "make_policy", "register"]
+def in_pool(decision: Decision, positions: np.ndarray | None) -> Decision:
+    """``decision``, made on a problem that held the pool positions ``positions`` (a bounded
+    candidate set; ``None``: the whole pool, in order), with its ``pool_index`` in the pool's."""
+    if positions is None or decision.pool_index is None:
+        return decision
+    return dataclasses.replace(decision, pool_index=positions[np.asarray(decision.pool_index, dtype=np.int64)])
+
+
+__all__ = ["Decision", "Policy", "available_policies", "in_pool", "make_policy", "register"]

@@ -330,14 +330,13 @@ class BFIO(Policy):
         """Let the online controller observe ``state`` and set the tuned options for its decision.
 
         :meth:`decide` does this itself; a driver that builds its own step problem
-        from the policy's options (:class:`~barrierlb.router.DecodeRouter`) calls it
+        (:class:`~barrierlb.router.DecodeRouter`, the superstep planner) calls it
         first. Does nothing when every tuned option is fixed.
         """
         if self.tuning is not None:
             self._set_tuned(self.tuning.update(state))
 
-    def _step_problem(self, state):
-        self.tune(state)
+    def step_problem(self, state):
         positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()), self.candidates,
                                         self.max_wait)
         return step_problem(state, self.horizon, gamma=self.gamma, max_wait=self.max_wait, refill=self.refill,
