@@ -363,13 +363,7 @@ class Ledger:
         if type(task_ids) is list and len(task_ids) == 1 and type(task_ids[0]) is int:
             found = self._location.get(task_ids[0])       # one running task, as a router reports it: scalars
             if found is not None:
-                worker, slot = found
-                del self._location[task_ids[0]]
-                self._profiles.pop(task_ids[0], None)
-                self._slot_id[worker, slot] = -1
-                self._slot_work[worker, slot] = 0.0
-                self._active_count[worker] -= 1
-                self.version += 1
+                self._remove(*found)
                 return
         self._remove(*self._running_slots(task_ids))
 
@@ -395,15 +389,19 @@ class Ledger:
         mask = check_array("mask", mask, shape=self._slot_id.shape, dtype=bool) & (self._slot_id >= 0)
         return self._remove(*np.nonzero(mask))
 
-    def _remove(self, rows: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """Empty the occupied slots ``(rows[k], slots[k])``; returns their task ids."""
+    def _remove(self, rows, slots) -> np.ndarray:
+        """Empty the occupied slots ``(rows[k], slots[k])`` (arrays, or one slot as two ints);
+        returns their task ids."""
         ids = self._slot_id[rows, slots]
-        for tid in ids.tolist():
+        for tid in np.atleast_1d(ids).tolist():
             del self._location[tid]
             self._profiles.pop(tid, None)
         self._slot_id[rows, slots] = -1
         self._slot_work[rows, slots] = 0.0
-        self._active_count -= np.bincount(rows, minlength=self.n_workers)
+        if isinstance(rows, int):
+            self._active_count[rows] -= 1
+        else:
+            self._active_count -= np.bincount(rows, minlength=self.n_workers)
         self.version += 1
         return ids
 
