@@ -45,6 +45,7 @@ from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
 from barrierlb.projection import _kept_rows, _kept_weights
+from barrierlb.solvers import greedy_tie_break
 from barrierlb.state import ClusterState
 
 
@@ -393,8 +394,7 @@ def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool
     """What :func:`_place_one` needs of a policy's options: rows, stride, kept weights, tie break."""
     stride = stride if horizon else 1
     d = _kept_weights(horizon, gamma, stride)
-    total = float(d.sum())
-    return horizon + 1, stride, d, 0.0 if spread and strict_ties else 1e-6 / max(total, 1e-12)
+    return horizon + 1, stride, d, greedy_tie_break(d, strict_ties=spread and strict_ties)
 
 
 _LOADED: dict = {}

@@ -275,6 +275,12 @@ def _kernels() -> Any:
     return _compiled
 
 
+def greedy_tie_break(weights: np.ndarray, *, strict_ties: bool) -> float:
+    """The greedy's room term (its ``tie_break`` argument) for horizon weights ``weights``:
+    ``1e-6 / sum(weights)``, or 0 with strict ties (``spread`` and ``strict_ties`` both on)."""
+    return 0.0 if strict_ties else 1e-6 / max(float(weights.sum()), 1e-12)
+
+
 def greedy_kernel() -> Any:
     """The compiled greedy construction itself (``_compiled.greedy``), for a caller that builds
     its arguments without a :class:`StepProblem` and must place exactly as :func:`solve_fast`'s
@@ -361,7 +367,7 @@ class _Problem:
     @functools.cached_property
     def tie_break(self) -> float:
         """The scaled room term of ``spread=False``; with ``spread`` ties are lexicographic instead."""
-        return 0.0 if self.strict_ties else 1e-6 / max(float(self.d.sum()), 1e-12)
+        return greedy_tie_break(self.d, strict_ties=self.strict_ties)
 
 
 class _Search:
