@@ -139,9 +139,8 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
         steps = steps[:, positions]
     n_scen = remaining.shape[0]
     g = state.n_workers
-    kept = np.arange(0, rows, stride)
-    n_kept = kept.size
-    h = kept.astype(np.float64)
+    h = _kept_rows(rows, stride)
+    n_kept = h.size
     worker = np.broadcast_to(np.arange(g)[:, None], occupied.shape)[affine]
     projected, key, count = running_projection(worker, state._slot_work[affine], state._slot_growth[affine],
                                                remaining[:, affine], g, rows, stride)
@@ -163,7 +162,7 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
             window = np.zeros(rows)
             part = profile[state._slot_age[where]: state._slot_age[where] + rows]
             window[: part.size] = part
-            projected[:, :, where[0]] += window[kept]
+            projected[:, :, where[0]] += window[::stride]
     grown = np.maximum(pool["work"][:, None] + pool["growth"][:, None] * h, 0.0)          # (N, R)
     # (ends past the horizon capped: finite, and never used there)
     after = fill[0] + fill[1] * (h - np.ceil(np.minimum(steps, rows))[:, :, None]) if fill is not None else 0.0
@@ -173,12 +172,12 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
         if waiting_profile is not None:
             full = np.zeros(rows)
             full[: min(rows, waiting_profile.size)] = waiting_profile[:rows]
-            pool_work[:, i] = full[kept]
+            pool_work[:, i] = full[::stride]
     forced = (pool["wait"] >= max_wait) if max_wait is not None else np.zeros(pool["ids"].size, dtype=bool)
     prompt = np.where(occupied, state._slot_prompt, 0.0).sum(axis=1)
     weights = _kept_weights(horizon, gamma, stride)
-    return StepProblem._built(projected_load=projected.reshape(n_scen * kept.size, g),
-                       pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * kept.size),
+    return StepProblem._built(projected_load=projected.reshape(n_scen * n_kept, g),
+                       pool_work=pool_work.transpose(1, 0, 2).reshape(-1, n_scen * n_kept),
                        pool_ids=pool["ids"].copy(), free_slots=state.free_slots, alive=state.alive.copy(),
                        weights=np.tile(weights, n_scen) / n_scen if n_scen > 1 else weights, forced=forced,
                        active_count=state._active_count.copy(), active_prompt=prompt,
