@@ -295,7 +295,8 @@ def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_
                policy, spec, emulator_process, loop, proxy_options=None) -> dict:
     import aiohttp
 
-    proxy_options = proxy_options or {}
+    proxy_options = dict(proxy_options or {})
+    spec = proxy_options.pop("policy", spec)          # a variant's own policy=... (--variant policy=bfio)
     urls = emulator_process.found
     with hosted_proxy(loop, urls, slots, spec, **proxy_options) as server:
         async def go():
