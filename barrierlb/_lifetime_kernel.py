@@ -29,30 +29,25 @@ def observe_slots(previous, before, ids, age):
     stayed_any = False
     gain = 0
     arrived = 0
+    left = np.empty(n_workers * n_slots, dtype=np.int64)      # the last ages of the tasks that left
     n_left = 0
-    for g in range(n_workers):
+    for g in range(n_workers):                                # one pass, copying as it goes
         for s in range(n_slots):
             p = previous[g, s]
             i = ids[g, s]
+            a = age[g, s]
             if p == i and p >= 0:
                 stayed_any = True
-                if age[g, s] - before[g, s] > gain:
-                    gain = age[g, s] - before[g, s]
+                if a - before[g, s] > gain:
+                    gain = a - before[g, s]
             else:
                 if p >= 0:
+                    left[n_left] = before[g, s]
                     n_left += 1
-                if i >= 0 and age[g, s] > arrived:
-                    arrived = age[g, s]
+                if i >= 0 and a > arrived:
+                    arrived = a
+            previous[g, s] = i
+            before[g, s] = a
     elapsed = gain if stayed_any else max(arrived, 1)
-    step = max(elapsed, 1)
-    lifetimes = np.empty(n_left, dtype=np.int64)
-    k = 0
-    for g in range(n_workers):
-        for s in range(n_slots):
-            p = previous[g, s]
-            if p >= 0 and p != ids[g, s]:
-                lifetimes[k] = before[g, s] + step
-                k += 1
-            previous[g, s] = ids[g, s]
-            before[g, s] = age[g, s]
+    lifetimes = left[:n_left] + max(elapsed, 1)
     return elapsed, lifetimes
