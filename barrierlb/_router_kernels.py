@@ -8,6 +8,12 @@ order (slots row-major into per-rank buckets of kept rows covered, a reverse
 cumulative sum over the buckets, ``max(base + slope * h, 0)``), so the sums,
 and the placements, are the same as the full decision's (the tests compare them).
 
+:func:`place_one` is the whole decision in one call: the running requests'
+bounded survival predictions (:func:`survival_remaining`), those arrays, the
+solver's compiled greedy on them and the objective; the router takes it for
+every one-request decision (the predictions come in from the predictor for
+other predictors).
+
 Imported on first use, as the solver's kernels are, so that ``import
 barrierlb.router`` does not load numba.
 """

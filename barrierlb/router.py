@@ -376,6 +376,9 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
     refresh predictions (asked here for the running requests and the waiting
     one; the ledger's stored predictions are left as they are, since every
     decision that uses them refreshes them first), ``None`` to use the stored ones.
+    A survival predictor (or none) under the ``max_tokens`` bound is computed in
+    the kernel itself (:func:`barrierlb._router_kernels.survival_remaining`, with
+    ``slot_cap``, each slot's ``max_tokens``); any other predictor is asked.
     """
     started = time.perf_counter()
     horizon = policy.horizon
