@@ -8,6 +8,12 @@ order (slots row-major into per-rank buckets of kept rows covered, a reverse
 cumulative sum over the buckets, ``max(base + slope * h, 0)``), so the sums,
 and the placements, are the same as the full decision's (the tests compare them).
 
+:func:`place_one` is the whole decision in one call: the running requests'
+bounded survival predictions (:func:`survival_remaining`), those arrays, the
+solver's compiled greedy on them and the objective; the router takes it for
+every one-request decision (the predictions come in from the predictor for
+other predictors).
+
 Imported on first use, as the solver's kernels are, so that ``import
 barrierlb.router`` does not load numba.
 """
@@ -16,6 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from barrierlb.solvers import greedy_kernel
+
+#: The fast solver's own compiled greedy (its public entry), called from :func:`place_one`.
+greedy = greedy_kernel()
 
 
 @njit(cache=True, nogil=True)
@@ -122,3 +133,88 @@ def running_and_waiting(slot_id, slot_prompt, slot_age, pool_id, pool_prompt):
     prompt[m] = pool_prompt[0]
     age[m] = 0
     return ids, prompt, age
+
+
+# ------------------------------------------------ one decision in one call (the proxy's usual one)
+@njit(cache=True, nogil=True)
+def survival_remaining(sorted_outputs, quantile, min_samples, generated, cap):
+    """:class:`~barrierlb.predictors.SurvivalPredictor`'s ``remaining`` of one request that has
+    generated ``generated`` tokens, bounded by its ``max_tokens`` ``cap`` as the router's bounded
+    predictor bounds it (``min(predicted, max(cap - generated, 1))``; ``cap`` inf: no bound).
+    The same arithmetic as ``SurvivalPredictor._conditional`` (``searchsorted(..., "right")``)."""
+    a = float(generated)
+    n = sorted_outputs.size
+    predicted = np.inf
+    if n >= min_samples:
+        lo, hi = 0, n                       # first index whose output is > a
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sorted_outputs[mid] <= a:
+                lo = mid + 1
+            else:
+                hi = mid
+        alive = n - lo
+        if alive > 0:
+            pick = min(lo + int(np.floor(quantile * alive)), n - 1)
+            predicted = sorted_outputs[pick] - a
+    return min(predicted, max(cap - a, 1.0))
+
+
+@njit(cache=True, nogil=True)
+def waiting_lookahead(kept, pool_work, pool_growth, steps, survival, sorted_outputs, quantile, min_samples,
+                      pool_cap):
+    """The waiting request's lookahead ``work (1, R)`` over the kept steps: ``max(work + growth * h, 0)``
+    while ``h < steps``; with ``survival`` its steps are the bounded survival prediction at 0 tokens
+    (:func:`survival_remaining`), else ``steps`` as given."""
+    if survival:
+        steps = survival_remaining(sorted_outputs, quantile, min_samples, 0, pool_cap)
+    work = np.zeros((1, kept.size))
+    for j in range(kept.size):
+        h = kept[j]
+        if h < steps:
+            work[0, j] = max(pool_work + pool_growth * h, 0.0)
+    return work
+
+
+@njit(cache=True, nogil=True)
+def place_one(slot_id, slot_work, slot_growth, slot_age, slot_cap, remaining, mode, sorted_outputs, quantile,
+              min_samples, rows, stride, kept, d, alive, every_rank, work, total, capacity, active_count,
+              peak_weight, tie_break, spread):
+    """The one-request decision in one call: returns ``(rank, objective)`` (rank -1: no free slot).
+
+    The running requests' remaining steps come from ``remaining`` per slot
+    (``mode`` 0: shape ``(G * S,)``, the ledger's stored predictions), per
+    occupied slot in row-major order (``mode`` 1: a predictor's answers) or
+    from the bounded survival prediction at each slot's age and cap (``mode``
+    2: :func:`survival_remaining`). Then :func:`one_request_arrays`' arrays,
+    the solver's compiled greedy on them with the waiting request's lookahead
+    ``work`` and its weighted sum ``total`` (``work @ d``, computed by the
+    caller as the solver computes it), and :func:`imbalance_objective`.
+    """
+    n_workers, n_slots = slot_id.shape
+    if mode == 2:
+        given = np.empty(n_workers * n_slots)
+        for g in range(n_workers):
+            for s in range(n_slots):
+                if slot_id[g, s] >= 0:
+                    given[g * n_slots + s] = survival_remaining(sorted_outputs, quantile, min_samples,
+                                                                slot_age[g, s], slot_cap[g, s])
+        by_slot = True
+    else:
+        given = remaining
+        by_slot = mode == 0
+    top = 0.0
+    for j in range(work.shape[1]):
+        if j == 0 or work[0, j] > top:
+            top = work[0, j]
+    loads, peak, _, _, free, unplaced, must, score, placed, n_alive = one_request_arrays(
+        slot_id, slot_work, slot_growth, given, by_slot, rows, stride, kept, alive, every_rank, 0.0, 0.0, 0.0,
+        capacity, active_count)
+    if score.shape[1] == 0:
+        return -1, 0.0
+    peak_work = np.full(1, top)
+    placed_task = placed[:1]
+    placed_worker = placed[1:]
+    greedy(loads, peak, work, peak_work, d, total, free, unplaced, must, 1, True, False, float(n_alive * peak_weight),
+           tie_break, placed_task, placed_worker, 0, score, spread)
+    return placed_worker[0], imbalance_objective(loads, d, alive, every_rank, n_alive)

@@ -22,6 +22,8 @@ _FALSE = ("false", "0", "no", "off")
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = INT64_MAX) -> int:
     """Return ``value`` as an int, or raise naming ``name``."""
+    if type(value) is int and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return value                 # a plain int in range: no ABC check (a request's ids and counts)
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -35,6 +37,9 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 def check_real(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
                allow_inf: bool = False) -> float:
     """Return ``value`` as a float, or raise naming ``name``."""
+    if (type(value) is float and (value - value == 0.0 or (allow_inf and value == value))
+            and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)):
+        return value                 # a plain float in range (finite unless allow_inf): no ABC check
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)

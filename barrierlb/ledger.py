@@ -209,17 +209,21 @@ class Ledger:
         """:meth:`submit_arrays` of one affine task, with the same checks, in scalars."""
         values = {"work": work, "growth": growth, "steps": steps, "prompt": work if prompt is None else prompt}
         plain = type(task_id) is int and task_id >= 0
-        for name, value in values.items():
-            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-            if not plain or number != number or (number == math.inf and name != "steps") or number == -math.inf \
-                    or (number < 0 and name != "growth"):
-                # anything else takes the general path, which converts it or names the problem
-                self.submit_arrays(np.atleast_1d(task_id), work, growth=growth, steps=steps, prompt=prompt)
-                return
-            values[name] = number
-        if task_id in self._location or bool((self._pool["ids"] == task_id).any()):
-            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
+        if not (plain and type(work) is float and type(growth) is float and type(steps) is float
+                and (prompt is None or type(prompt) is float) and 0.0 <= work < math.inf
+                and -math.inf < growth < math.inf and 0.0 <= steps and 0.0 <= values["prompt"] < math.inf):
+            # not plain floats in range (a router's own are): each value converted, or the problem named
+            for name, value in values.items():
+                number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+                if not plain or number != number or (number == math.inf and name != "steps") \
+                        or number == -math.inf or (number < 0 and name != "growth"):
+                    # anything else takes the general path, which converts it or names the problem
+                    self.submit_arrays(np.atleast_1d(task_id), work, growth=growth, steps=steps, prompt=prompt)
+                    return
+                values[name] = number
         pool = self._pool
+        if task_id in self._location or (pool["ids"].size and bool((pool["ids"] == task_id).any())):
+            raise ValueError(f"duplicate task ids, already submitted and still waiting or running: [{task_id}]")
         if pool["ids"].size == 0:         # an empty pool (a proxy's usual one): new arrays, no concatenation
             pool["ids"] = np.array((task_id,), dtype=np.int64)
             for name in ("work", "growth", "steps", "prompt"):
@@ -311,7 +315,10 @@ class Ledger:
         self._fill_slots(worker, slot, position)
         self._location[int(self._pool["ids"][position])] = (worker, slot)
         self._active_count[worker] += 1
-        self._placed += (1, float(self._pool["work"][position]), float(self._pool["growth"][position]))
+        placed = self._placed
+        placed[0] += 1
+        placed[1] += self._pool["work"][position]
+        placed[2] += self._pool["growth"][position]
         if self._pool["ids"].size == 1:    # the pool empties: slices, no mask
             for name in _POOL_FIELDS:
                 self._pool[name] = self._pool[name][:0]
@@ -393,12 +400,14 @@ class Ledger:
         """Empty the occupied slots ``(rows[k], slots[k])`` (arrays, or one slot as two ints);
         returns their task ids."""
         ids = self._slot_id[rows, slots]
-        for tid in np.atleast_1d(ids).tolist():
+        one = isinstance(rows, int)
+        for tid in ((int(ids),) if one else ids.tolist()):
             del self._location[tid]
-            self._profiles.pop(tid, None)
+            if self._profiles:
+                self._profiles.pop(tid, None)
         self._slot_id[rows, slots] = -1
         self._slot_work[rows, slots] = 0.0
-        if isinstance(rows, int):
+        if one:
             self._active_count[rows] -= 1
         else:
             self._active_count -= np.bincount(rows, minlength=self.n_workers)

@@ -148,6 +148,13 @@ class SurvivalPredictor:
         return self._conditional(generated, _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed))
 
 
+def _lifetime_kernel():
+    """:mod:`barrierlb._lifetime_kernel`, imported on first use (numba loads then, not at import)."""
+    from barrierlb import _lifetime_kernel
+
+    return _lifetime_kernel
+
+
 def _uniform_hash(ids: np.ndarray, draws: int, seed: int) -> np.ndarray:
     """Uniform numbers in [0, 1) from (seed, id, draw) by SplitMix64, shape ``(draws, len(ids))``."""
     with np.errstate(over="ignore"):
@@ -277,7 +284,6 @@ class LifetimeObserver:
         self.span = check_int("span", span, minimum=1)
         self._ids: np.ndarray | None = None         # the slots at the last call (own copies)
         self._age: np.ndarray | None = None
-        self._delta: np.ndarray | None = None       # scratch: age - previous age, per slot
         # Ring buffers of the kept lifetimes and the step each ended at; the oldest at
         # ``_head`` once ``window`` are kept, so recording costs what the new ends cost.
         self._life = np.zeros(self.window)
@@ -301,23 +307,16 @@ class LifetimeObserver:
             raise ValueError(f"slot_ids and slot_age must have one shape, got {ids.shape} and {age.shape}")
         previous, before = self._ids, self._age
         if previous is None or before is None or previous.shape != ids.shape:
-            self._ids, self._age, self._delta = ids.copy(), age.copy(), np.empty(ids.shape, dtype=np.int64)
+            self._ids, self._age = ids.copy(), age.copy()
             return
-        stayed = previous == ids
-        stayed &= previous >= 0
-        if stayed.any():
-            elapsed = max(int(np.subtract(age, before, out=self._delta).max(where=stayed, initial=0)), 0)
-        else:
-            # No task seen both times: a task that started since has run at most the steps between.
-            arrived = (ids >= 0) & (ids != previous)
-            elapsed = max(int(age.max(where=arrived, initial=0)), 1)
-        self.clock += elapsed
-        left = previous >= 0
-        left &= ~stayed
-        if left.any():
-            self._record(before[left] + max(elapsed, 1))
-        np.copyto(previous, ids)
-        np.copyto(before, age)
+        # One compiled pass (barrierlb._lifetime_kernel): the steps run since the last call are the
+        # largest age gain of a task seen both times (at least 0); with none seen both times, a task
+        # that started since has run at most the steps between (the oldest arrival, at least 1). A
+        # task that left lived its last age plus those steps (at least 1). The slots are copied.
+        elapsed, left = _lifetime_kernel().observe_slots(previous, before, ids, age)
+        self.clock += int(elapsed)
+        if left.size:
+            self._record(left)
 
     def _record(self, lifetimes: np.ndarray) -> None:
         """Append ``lifetimes`` (ended at the current clock) to the ring buffers."""

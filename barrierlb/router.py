@@ -44,6 +44,7 @@ from barrierlb._validate import INT64_MAX, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
+from barrierlb.predictors import SurvivalPredictor
 from barrierlb.projection import _kept_rows, _kept_weights
 from barrierlb.solvers import greedy_tie_break
 from barrierlb.state import ClusterState
@@ -58,6 +59,20 @@ class _Bounded:
         self.inner = inner
         self.draws = int(getattr(inner, "draws", 0) or 0)
         self.cap: dict[int, float] = {}
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the router's kernels compute these predictions themselves: no inner predictor, or
+        exactly a :class:`~barrierlb.predictors.SurvivalPredictor` answering its quantile (no draws)."""
+        return self.inner is None or (type(self.inner) is SurvivalPredictor and not self.draws)
+
+    def survival_arrays(self) -> tuple:
+        """``(sorted outputs, quantile, min_samples)`` for :func:`barrierlb._router_kernels.survival_remaining`
+        (no inner predictor: no outputs, so no end is predicted)."""
+        inner = self.inner
+        if inner is None:
+            return _NO_SURVIVAL
+        return inner._sorted, float(inner.quantile), int(inner.min_samples)
 
     def _limit(self, task_ids, generated) -> np.ndarray:
         # dict.get mapped in C over the ids (a generator of lookups cost ~1 µs a running request)
@@ -118,6 +133,9 @@ class DecodeRouter:
         self.max_wait_s = None if max_wait_s is None else check_real("max_wait_s", max_wait_s, minimum=0.0)
         self._clock = clock
         self._queued_at: dict[int, float] = {}
+        # max_tokens of the request in each slot (inf: none), set as the router places it: what the
+        # one-request kernel bounds the running requests' predictions by
+        self._slot_cap = np.full(self.state._slot_id.shape, math.inf)
         self._outputs: list[int] = []          # finished lengths not yet given to the predictor
         self.last_decision = None
         self._one_request = True              # the shortcut for one waiting request (off: always the full decision)
@@ -166,7 +184,7 @@ class DecodeRouter:
         policy.tune(state)          # plain bfio's online controller sees every decision's state
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded):
-            decision = _place_one(state, policy, self._bounded if refresh else None)
+            decision = _place_one(state, policy, self._bounded if refresh else None, self._slot_cap)
             # The pool's one task (position 0) onto its rank: what place() does once it has matched the
             # decision's ids to the pool, with the same checks of the rank.
             worker = int(decision.workers[0])
@@ -174,6 +192,7 @@ class DecodeRouter:
             self.last_decision = decision
             request_id = int(decision.task_ids[0])
             self._queued_at.pop(request_id, None)
+            self._slot_cap[state._location[request_id]] = self._bounded.cap.get(request_id, math.inf)
             return {request_id: worker}
         if refresh:
             state.refresh_predictions(self._bounded)
@@ -195,8 +214,10 @@ class DecodeRouter:
         self.state.place(decision)
         self.last_decision = decision
         placed = decision.task_ids.tolist()
+        location, cap = self.state._location, self._bounded.cap
         for request_id in placed:
             self._queued_at.pop(request_id, None)
+            self._slot_cap[location[request_id]] = cap.get(request_id, math.inf)
         return dict(zip(placed, decision.workers.tolist()))
 
     def step_report(self, finished=()) -> None:
@@ -333,7 +354,7 @@ def _one_request_path(policy: Policy, state: ClusterState, bounded: _Bounded) ->
             and not state._profiles)
 
 
-def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> Decision:
+def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot_cap: np.ndarray) -> Decision:
     """The ``bfio`` decision for a state whose pool holds one request, without building the step problem.
 
     At 200 requests a second a proxy's requests rarely share a decision, and
@@ -355,6 +376,9 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     refresh predictions (asked here for the running requests and the waiting
     one; the ledger's stored predictions are left as they are, since every
     decision that uses them refreshes them first), ``None`` to use the stored ones.
+    A survival predictor (or none) under the ``max_tokens`` bound is computed in
+    the kernel itself (:func:`barrierlb._router_kernels.survival_remaining`, with
+    ``slot_cap``, each slot's ``max_tokens``); any other predictor is asked.
     """
     started = time.perf_counter()
     horizon = policy.horizon
@@ -365,28 +389,38 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None) -> D
     alive = state.alive
     every_rank = bool(alive.all())
     kernels = _router_kernels()
-    if bounded is not None:
+    kept = _kept_rows(rows, stride)
+    survival = bounded is not None and bounded.compiled
+    sorted_outputs, quantile, min_samples = bounded.survival_arrays() if survival else _NO_SURVIVAL
+    remaining = _NO_REMAINING
+    if survival:
+        # The bounded survival prediction of every running request and of the waiting one, in the kernels.
+        mode, steps, cap = 2, math.inf, bounded.cap.get(int(pool["ids"][0]), math.inf)
+    elif bounded is not None:
         # One question for the running requests (row-major, as the full decision's mask) and the waiting
         # one (predictors answer per request).
         predicted = bounded.remaining(*kernels.running_and_waiting(slot_id, state._slot_prompt, state._slot_age,
                                                                    pool["ids"], pool["prompt"]))
-        remaining, steps, by_slot = np.asarray(predicted[:-1], dtype=np.float64), float(predicted[-1]), False
+        remaining, steps, cap, mode = np.asarray(predicted[:-1], dtype=np.float64), float(predicted[-1]), 0.0, 1
     else:
-        remaining, steps, by_slot = state._slot_remaining.ravel(), float(pool["steps"][0]), True
-    # The running requests' projection, its peaks, the request's lookahead and the greedy's other
-    # arguments in one compiled call (barrierlb._router_kernels: running_projection's arithmetic, in its order).
-    loads, peak, work, peak_work, free, unplaced, must, score, placed, n_alive = kernels.one_request_arrays(
-        slot_id, state._slot_work, state._slot_growth, remaining, by_slot, rows, stride, _kept_rows(rows, stride),
-        alive, every_rank, float(pool["work"][0]), float(pool["growth"][0]), steps, state.capacity,
-        state._active_count)
-    # The fast solver's own greedy (no copy of its scores), on the arrays it would get.
-    _greedy_kernel()(loads, peak, work, peak_work, d, work @ d, free, unplaced, must, 1, True, False,
-                     float(n_alive * policy.peak_weight), tie_break, placed[:1], placed[1:], 0, score, policy.spread)
-    # The kernel added the task to its rank's loads: the objective as imbalance_of_loads gives it.
-    objective = kernels.imbalance_objective(loads, d, alive, every_rank, n_alive)
-    return Decision(task_ids=pool["ids"].copy(), workers=placed[1:], pool_index=placed[:1],
-                    branch="heuristic", objective=objective, solve_time_s=time.perf_counter() - started,
+        remaining, steps, cap, mode = state._slot_remaining.ravel(), float(pool["steps"][0]), 0.0, 0
+    work = kernels.waiting_lookahead(kept, float(pool["work"][0]), float(pool["growth"][0]), steps, survival,
+                                     sorted_outputs, quantile, min_samples, cap)
+    # The running requests' projection (running_projection's arithmetic, in its order), its peaks, the
+    # solver's own compiled greedy on them and the objective as imbalance_of_loads gives it, in one call;
+    # the lookahead's weighted sum as the solver computes it (work @ d), so that the scores are its own.
+    worker, objective = kernels.place_one(
+        slot_id, state._slot_work, state._slot_growth, state._slot_age, slot_cap, remaining, mode, sorted_outputs,
+        quantile, min_samples, rows, stride, kept, d, alive, every_rank, work, work @ d, state.capacity,
+        state._active_count, float(policy.peak_weight), tie_break, policy.spread)
+    return Decision(task_ids=pool["ids"].copy(), workers=np.array((worker,), dtype=np.int64),
+                    pool_index=np.zeros(1, dtype=np.int64), branch="heuristic", objective=objective,
+                    solve_time_s=time.perf_counter() - started,
                     info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
+
+
+_NO_SURVIVAL = (np.zeros(0), 0.5, 1)
+_NO_REMAINING = np.zeros(0)
 
 
 @functools.lru_cache(maxsize=16)
@@ -408,11 +442,3 @@ def _router_kernels():
         _LOADED["router"] = kernels
     return kernels
 
-
-def _greedy_kernel():
-    greedy = _LOADED.get("greedy")
-    if greedy is None:
-        from barrierlb.solvers import greedy_kernel
-
-        greedy = _LOADED["greedy"] = greedy_kernel()
-    return greedy

@@ -54,7 +54,7 @@ from _common import DATA, ROOT, print_table, write_json  # noqa: E402
 
 from barrierlb.workloads import load_workload, synthetic  # noqa: E402
 
-POLICIES = (("round-robin", "round-robin"), ("vllm", "vllm"), ("jsq-tokens", "jsq-tokens"), ("bfio", "auto"))
+POLICIES = (("round-robin", "round-robin"), ("vllm", "vllm"), ("jsq-tokens", "jsq-tokens"), ("bfio", "bfio"))
 
 
 # ------------------------------------------------------------------ processes
@@ -295,7 +295,8 @@ def run_policy(workload_name, prompts, outputs, arrivals, *, ranks, slots, base_
                policy, spec, emulator_process, loop, proxy_options=None) -> dict:
     import aiohttp
 
-    proxy_options = proxy_options or {}
+    proxy_options = dict(proxy_options or {})
+    spec = proxy_options.pop("policy", spec)          # a variant's own policy=... (--variant policy=bfio)
     urls = emulator_process.found
     with hosted_proxy(loop, urls, slots, spec, **proxy_options) as server:
         async def go():
@@ -494,10 +495,11 @@ def _overhead(args, extra, *, sweep=True) -> dict:
     baseline = args.baseline_src
     with contextlib.ExitStack() as stack:
         engine = stack.enter_context(emulator(ranks, slots, 0.001, 0.0, *loop))
-        server = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop))
+        server = stack.enter_context(proxy(engine.found, slots, args.overhead_policy, *extra, *loop))
         servers = {"proxy": server}
         if baseline:
-            servers["baseline"] = stack.enter_context(proxy(engine.found, slots, "auto", *extra, *loop, src=baseline))
+            servers["baseline"] = stack.enter_context(proxy(engine.found, slots, args.baseline_policy, *extra, *loop,
+                                                            src=baseline))
         if args.bare and sweep:                  # once: it does not depend on the proxy's options
             servers["bare"] = stack.enter_context(bare_forwarder(engine.found, *loop))
         direct_urls = engine.found.split(",")
@@ -548,7 +550,8 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         passing = [p["rate_rps"] for p in points if p["overhead_p99_ms"] <= 5.0]
         status = asyncio.run(_status(server.found))
         loop_used = re.search(r"(\w+) loop\)", server.output()).group(1)
-    return {"policy": "proxy", "policy_spec": "auto", "engine": "emulator", "ranks": ranks, "slots": slots,
+    return {"policy": "proxy", "policy_spec": args.overhead_policy, "engine": "emulator", "ranks": ranks,
+            "slots": slots, "baseline_policy_spec": args.baseline_policy if baseline else None,
             "workload": "4-token requests, 1 in 4 streamed", **main, "baseline_src": baseline,
             "max_rate_rps": (max(passing) if passing else None) if sweep else None,
             "sweep": [{k: p[k] for k in ("rate_rps", "overhead_p50_ms", "overhead_p99_ms", "cpu_ms_per_request")}
@@ -594,7 +597,7 @@ def main(argv=None) -> int:
                         help="with --quick, also measure the proxy with --prompt-tokens estimate")
     parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the proxy's and the emulator's loop in the cost part (default auto: uvloop if installed)")
-    parser.add_argument("--bfio", default="auto", help="the bfio row's --policy (default auto, serve's default)")
+    parser.add_argument("--bfio", default="bfio", help="the bfio row's --policy (default bfio, serve's default)")
     parser.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
                         help="a ServeConfig field for the replay's proxies, e.g. settle_passes=0 (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
@@ -615,6 +618,10 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-src", metavar="DIR",
                         help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
                              "its blocks alternating with the others' (keys baseline_*)")
+    parser.add_argument("--overhead-policy", default=None,
+                        help="the cost part's --policy (default: serve's default, bfio)")
+    parser.add_argument("--baseline-policy", default=None,
+                        help="the baseline proxy's --policy (default: --overhead-policy's)")
     parser.add_argument("--bare", action="store_true",
                         help="the cost part also runs a bare aiohttp forwarder (no pool, no decision, no counting), "
                              "its blocks alternating with the others': the floor of an aiohttp proxy (keys bare_*)")
@@ -623,6 +630,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    from barrierlb.serving.config import ServeConfig
+
+    args.overhead_policy = args.overhead_policy or ServeConfig.policy
+    args.baseline_policy = args.baseline_policy or args.overhead_policy
     args.serve_options = _serve_options(args.serve_option)
     args.variants = [(variant, _serve_options(variant.split(","))) for variant in args.variant]
     if args.bare_forwarder:

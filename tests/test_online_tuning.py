@@ -122,3 +122,39 @@ def test_observer_ring_buffer_keeps_the_latest_window_and_its_cohort():
     ended, ends_at = ended[:obs.n_finished], ends_at[:obs.n_finished]
     assert obs.lifetimes().tolist() == [float(x) for x in ended[-7:]] and obs.n_kept == 7
     assert obs._kept(obs._end).tolist() == [float(x) for x in ends_at[-7:]]
+
+
+def _observe_reference(ids, age, state):
+    """LifetimeObserver.observe as array code (what the compiled pass replaced): (clock, lifetimes)."""
+    previous, before = state.get("ids"), state.get("age")
+    state["ids"], state["age"] = ids.copy(), age.copy()
+    if previous is None:
+        return
+    stayed = (previous == ids) & (previous >= 0)
+    if stayed.any():
+        elapsed = max(int((age - before).max(where=stayed, initial=0)), 0)
+    else:
+        elapsed = max(int(age.max(where=(ids >= 0) & (ids != previous), initial=0)), 1)
+    state["clock"] = state.get("clock", 0) + elapsed
+    state["lifetimes"] = state.get("lifetimes", []) + (before[(previous >= 0) & ~stayed] + max(elapsed, 1)).tolist()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_compiled_observe_equals_the_array_code(seed):
+    rng = np.random.default_rng(seed)
+    g, s = (int(v) for v in rng.integers(1, 6, 2))
+    obs, ref = LifetimeObserver(span=10_000), {}
+    ids = np.full((g, s), -1, dtype=np.int64)
+    age = np.zeros((g, s), dtype=np.int64)
+    next_id = 0
+    for _ in range(40):
+        for slot in np.ndindex(g, s):
+            if ids[slot] >= 0 and rng.random() < 0.2:
+                ids[slot] = -1
+            elif ids[slot] < 0 and rng.random() < 0.5:
+                ids[slot], age[slot], next_id = next_id, 0, next_id + 1
+        age = np.where(ids >= 0, age + rng.integers(0, 3), 0)
+        obs.observe(ids, age)
+        _observe_reference(ids, age, ref)
+        assert obs.clock == ref.get("clock", 0)
+        assert obs.lifetimes().tolist() == ref.get("lifetimes", [])

@@ -110,3 +110,25 @@ def test_scalar_progress_rejects_what_the_array_path_rejects():
     with pytest.raises(ValueError):
         state.set_progress([running[0]], [-1])
     assert np.array_equal(state._slot_age, before)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_survival_remaining_equals_the_bounded_predictor(seed):
+    from barrierlb.predictors import SurvivalPredictor
+    from barrierlb.router import _Bounded
+
+    rng = np.random.default_rng(seed)
+    predictor = SurvivalPredictor(quantile=float(rng.uniform(0.05, 0.95)), min_samples=int(rng.integers(1, 30)))
+    predictor.observe(rng.integers(0, 90, int(rng.integers(0, 60))))
+    bounded = _Bounded(predictor)
+    ids = np.arange(50)
+    caps = np.where(rng.random(50) < 0.5, rng.integers(1, 100, 50).astype(float), np.inf)
+    bounded.cap.update({i: float(c) for i, c in zip(ids.tolist(), caps.tolist()) if np.isfinite(c)})
+    generated = rng.integers(0, 120, 50)
+    want = bounded.remaining(ids, np.zeros(50), generated)
+    assert bounded.compiled
+    sorted_outputs, quantile, min_samples = bounded.survival_arrays()
+    got = [kernels.survival_remaining(sorted_outputs, quantile, min_samples, int(a), float(c))
+           for a, c in zip(generated, caps)]
+    assert np.array_equal(np.array(got), want)
+    assert _Bounded(None).compiled and not _Bounded(SurvivalPredictor(draws=4)).compiled

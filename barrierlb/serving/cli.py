@@ -43,10 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "X-Data-Parallel-Rank")
     parser.add_argument("--slots", type=int, required=True,
                         help="requests each rank runs at once (the engine's max batch; llama-server's -np)")
-    parser.add_argument("--policy", default="auto",
-                        help="auto (default: the BF-IO preset for the output lengths seen so far), or a policy "
-                             "spec: bfio, bfio:horizon=16, jsq-tokens, vllm, round-robin, ... "
-                             "(barrierlb policies lists them)")
+    parser.add_argument("--policy", default=ServeConfig.policy,
+                        help="a policy spec (default bfio: BF-IO tuning its horizon, discount, stride and waiting "
+                             "bound online from the lifetimes it observes): bfio:horizon=16, jsq-tokens, vllm, "
+                             "round-robin, ... (barrierlb policies lists them), or auto: the fixed BF-IO preset "
+                             "for the mean output length seen so far")
     parser.add_argument("--draws", type=int, default=0,
                         help="sampled futures per request for the survival predictor (default 0: its median)")
     parser.add_argument("--prompt-tokens", choices=("tokenize", "estimate"), default="tokenize",

@@ -29,8 +29,12 @@ class ServeConfig:
     slots : int
         Requests each rank runs at once (the engine's max batch, llama.cpp's ``-np``).
     policy : str
-        A policy spec (``bfio``, ``round-robin``, ``jsq-tokens``, ``vllm``, ...)
-        or ``auto``: the BF-IO preset for the mean output length seen so far
+        A policy spec (default ``bfio``: BF-IO whose online controller,
+        :class:`barrierlb.policies.bfio.OnlineTuning`, sets its horizon,
+        discount, stride and waiting bound before each decision from the
+        lifetimes it observes in the slots; ``round-robin``, ``jsq-tokens``,
+        ``vllm``, ``bfio:horizon=16``, ...) or ``auto``: the fixed BF-IO preset
+        for the mean output length seen so far
         (:func:`barrierlb.policies.bfio.decode_preset`).
     draws : int
         Sampled futures per request for the survival predictor (0: its median).
@@ -77,7 +81,7 @@ class ServeConfig:
     dp_size: int = 1
     pin: str | None = None
     slots: int = 8
-    policy: str = "auto"
+    policy: str = "bfio"
     draws: int = 0
     prompt_tokens: str = "tokenize"
     tokenize_delay_s: float = 0.0

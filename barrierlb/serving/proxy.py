@@ -81,6 +81,12 @@ class _Flight:
         self.count_timer: asyncio.TimerHandle | None = None
         self.cancel_sent = False    # mark_down cancelled its handler's task
 
+    def cancel_count_timer(self) -> None:
+        """Drop the timer that was to start this request's ``/tokenize`` call, if one is set."""
+        if self.count_timer is not None:
+            self.count_timer.cancel()
+            self.count_timer = None
+
 
 class Proxy:
     """``barrierlb serve`` as an object: ``await start()``, ``await stop()``; ``url`` once started."""
@@ -168,7 +174,7 @@ class Proxy:
         if self.router.queued >= self.config.max_queue:
             raise _Unavailable(f"the proxy's queue is full ({self.config.max_queue} requests waiting)")
         flight.task_id = next(self._ids)
-        flight.placed = asyncio.get_running_loop().create_future()
+        flight.placed = None                      # a future only if it waits (_handle)
         self.router.add_request(flight.task_id, flight.prompt_tokens, max_output_tokens=flight.max_tokens,
                                 queued_at=flight.queued_at)
         flight.released = False
@@ -266,7 +272,7 @@ class Proxy:
             for task_id, rank in placements.items():
                 flight = self._flights[task_id]
                 flight.rank = rank
-                if not flight.placed.done():
+                if flight.placed is not None and not flight.placed.done():
                     flight.placed.set_result(rank)
         self._count_waiting()
         return True
@@ -279,9 +285,7 @@ class Proxy:
                 self._start_count(flight)
 
     def _start_count(self, flight: _Flight) -> None:
-        if flight.count_timer is not None:
-            flight.count_timer.cancel()
-            flight.count_timer = None
+        flight.cancel_count_timer()
         if (flight.count_args is not None and flight.counting is None and not self._tokenize_missing
                 and not flight.released):
             flight.counting = asyncio.ensure_future(self._count_prompt(flight, *flight.count_args))
@@ -390,14 +394,17 @@ class Proxy:
             while True:
                 try:
                     self._enqueue(flight)
-                    if not flight.placed.done():         # else placed on arrival
+                    if flight.rank >= 0:                 # placed on arrival
+                        rank = flight.rank
+                    else:
                         # the decision resolves the future; a timer fails it (cheaper than wait_for and shield)
-                        expiry = loop.call_later(self.config.queue_timeout_s, _expire, flight.placed)
+                        flight.placed = placed = loop.create_future()
+                        expiry = loop.call_later(self.config.queue_timeout_s, _expire, placed)
                         try:
-                            await flight.placed
+                            await placed
                         finally:
                             expiry.cancel()
-                    rank = flight.placed.result()
+                        rank = placed.result()
                 except asyncio.TimeoutError:
                     self._release(flight, cancelled=True)
                     self.counters["timed_out"] += 1
@@ -431,8 +438,7 @@ class Proxy:
                 self._release(flight, cancelled=True)
             if flight.counting is not None and not flight.counting.done():
                 flight.counting.cancel()
-            if flight.count_timer is not None:
-                flight.count_timer.cancel()
+            flight.cancel_count_timer()
 
     async def _count_prompt(self, flight: _Flight, text: str, chat: bool, body: dict) -> None:
         """Count the prompt with the engine's ``/tokenize`` beside the request, off its path.
@@ -496,8 +502,7 @@ class Proxy:
         if flight.count_args is not None:
             # Counted once sent, or once it has run --tokenize-delay-s: a short request then costs one call.
             delay = config.tokenize_delay_s
-            if flight.count_timer is not None:        # from an attempt that never reached its rank
-                flight.count_timer.cancel()
+            flight.cancel_count_timer()               # from an attempt that never reached its rank
             if delay > 0:
                 flight.count_timer = asyncio.get_running_loop().call_later(delay, self._start_count, flight)
             else:
