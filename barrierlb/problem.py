@@ -306,6 +306,20 @@ def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, p
         Weight of the ``G * max`` term; 1 (default) is the paper's predicted
         imbalance, other values the objective the solvers minimize for
         ``bfio:peak_weight=...``.
+
+    Raises ``ValueError``/``TypeError`` naming the argument for a position or
+    worker that is not an integer in range, or a task placed twice.
     """
-    loads = loads_after(problem.projected_load, problem.pool_work, to_host(task_index), to_host(worker))
+    task_index = check_array("task_index", to_host(task_index), ndim=1, dtype=np.int64)
+    worker = check_array("worker", to_host(worker), shape=(task_index.size,), dtype=np.int64)
+    if task_index.size:
+        if task_index.min() < 0 or task_index.max() >= problem.n_pool:
+            bad = task_index[(task_index < 0) | (task_index >= problem.n_pool)][0]
+            raise ValueError(f"task_index {bad} is not a position in the pool of {problem.n_pool} tasks")
+        if worker.min() < 0 or worker.max() >= problem.n_workers:
+            bad = worker[(worker < 0) | (worker >= problem.n_workers)][0]
+            raise ValueError(f"worker {bad} does not exist (n_workers={problem.n_workers})")
+        if np.unique(task_index).size != task_index.size:
+            raise ValueError("task_index places a task twice")
+    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
     return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))

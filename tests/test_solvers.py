@@ -580,3 +580,21 @@ def test_share_caps_each_worker_at_its_share_of_the_placements(seed, n_workers, 
     counts = np.bincount(result.worker, minlength=n_workers)
     cap = free if k == free.sum() else -(-k * free // free.sum())
     assert (counts <= cap).all()
+
+
+@pytest.mark.parametrize("task_index, worker, message", [
+    ([-1], [0], "task_index -1 is not a position"),
+    ([2], [0], "task_index 2 is not a position"),
+    ([1.7], [0], "task_index must hold integers"),
+    ([1], [-1], "worker -1 does not exist"),
+    ([1], [2], "worker 2 does not exist"),
+    ([1, 1], [0, 1], "places a task twice"),
+    ([0, 1], [0], "worker must have shape"),
+])
+def test_predicted_imbalance_refuses_a_placement_that_is_not_one(task_index, worker, message):
+    # Before: numpy wrapped -1 to the last task, truncated 1.7 to 1, added a
+    # task twice, and scored the result as if it were a placement.
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises((ValueError, TypeError), match=message):
+        predicted_imbalance(problem, task_index, worker)
+    assert predicted_imbalance(problem, [0, 1], [0, 1]) == 4.0
