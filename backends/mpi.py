@@ -229,10 +229,11 @@ class MPIBalancer:
         self._pending[task_id] = (blob, ahead)
 
     def record(self, task_id: int, seconds: float) -> None:
-        """Record a live task's measured cost for this step (a task on this rank)."""
+        """Record a live task's measured cost for this step (a task on this rank); ``seconds`` must be a
+        finite non-negative number (``ValueError`` otherwise)."""
         if task_id not in self.tasks:
             raise KeyError(f"rank {self.rank}: task {task_id!r} is not on this rank, so it has no cost to record")
-        self._step_costs[task_id] = float(seconds)
+        self._step_costs[task_id] = check_real("seconds", seconds, minimum=0.0)
 
     def remove(self, task_id: int) -> None:
         """Drop a finished task from this rank (the other ranks learn it at the next exchange)."""

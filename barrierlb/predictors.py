@@ -183,14 +183,18 @@ class PersistencePredictor:
         return task_id in self._row
 
     def observe(self, task_ids, costs) -> None:
-        """Record one measured cost per task (arrays of equal length)."""
+        """Record one measured cost per task (arrays of equal length).
+
+        A cost that is negative, NaN or infinite, or a length mismatch, is a
+        ``ValueError`` naming it, with nothing recorded.
+        """
+        costs = check_array("costs", costs, shape=(len(task_ids),), nonnegative=True)
         known = self._row
         for task_id in task_ids:  # first measurements get their rows here; the lookup below is C-level
             if task_id not in known:
                 self._row_of(task_id)
         rows = np.fromiter(map(known.__getitem__, task_ids), dtype=np.int64, count=len(task_ids))
         if rows.size:
-            costs = np.asarray(costs, dtype=np.float64)
             count = self._count[rows]
             self._history[rows, count % self.window] = costs
             count += 1

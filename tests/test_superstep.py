@@ -226,3 +226,15 @@ def test_a_bad_report_is_refused_whole(report, message):
     assert mine.task_ids.tolist() == theirs.task_ids.tolist() and mine.workers.tolist() == theirs.workers.tolist()
     assert planner.n_active == clean.n_active == 4
 
+
+def test_the_persistence_predictor_refuses_a_cost_that_is_not_one():
+    from barrierlb.predictors import PersistencePredictor
+
+    predictor = PersistencePredictor(2)
+    for costs, message in (([float("nan")], "costs contains NaN"), ([-1.0], "costs must be non-negative"),
+                           ([1.0, 2.0], r"costs must have shape \(1,\)")):
+        with pytest.raises(ValueError, match=message):
+            predictor.observe([5], costs)
+        assert not predictor.known(5)       # before: the row was taken first, and NaN recorded
+    predictor.observe([5], [2.0])
+    assert predictor.lookahead([5], 1).tolist() == [[2.0, 2.0]]

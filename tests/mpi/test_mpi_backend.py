@@ -124,6 +124,11 @@ def test_bad_arguments(comm):
     balancer = MPIBalancer(dict, comm=comm)
     with pytest.raises(KeyError, match="not on this rank"):
         balancer.record(12345, 0.1)
+    balancer.tasks[7] = {}
+    for bad, message in ((float("nan"), "must be finite"), (-0.5, "must be >= 0"), ("0.1", "must be a number")):
+        with pytest.raises((ValueError, TypeError), match=f"seconds {message}"):
+            balancer.record(7, bad)         # before: float() took NaN, -0.5 and "0.1" as costs
+    assert balancer._step_costs == {}
 
 
 def test_projected_load_counts_the_tasks_here_with_a_measurement(comm):
