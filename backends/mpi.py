@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_callable, check_int, check_real
+from barrierlb._validate import check_bool, check_callable, check_int, check_real
 from barrierlb.policies import Policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
 from barrierlb.superstep import SuperstepPlanner, as_policy
@@ -160,7 +160,7 @@ class MPIBalancer:
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
         self.exchanges = 0
-        self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
+        self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else check_bool("yield_cpu", yield_cpu)
         self._send = self._table = None
         self._check_same_config()
 

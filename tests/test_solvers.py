@@ -598,3 +598,27 @@ def test_predicted_imbalance_refuses_a_placement_that_is_not_one(task_index, wor
     with pytest.raises((ValueError, TypeError), match=message):
         predicted_imbalance(problem, task_index, worker)
     assert predicted_imbalance(problem, [0, 1], [0, 1]) == 4.0
+
+
+@pytest.mark.parametrize("flag", ["work_conserving", "local_search", "spread", "strict_ties", "share"])
+def test_solver_flags_are_checked_not_truth_tested(flag):
+    # Before: bool("false") is True, so work_conserving="false" placed every task.
+    from barrierlb.solvers.fast import solve_problem
+
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises(ValueError, match=f"{flag} must be true or false"):
+        solve_problem(problem, **{flag: "maybe"})
+    assert solve_problem(problem, **{flag: "false"}).task_index.size == (0 if flag == "work_conserving" else 2)
+
+
+def test_exact_and_batched_solvers_check_work_conserving():
+    from barrierlb.solvers.batched import solve_batched
+    from barrierlb.solvers.exact import solve_exact_problem
+
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises(ValueError, match="work_conserving must be true or false"):
+        solve_exact_problem(problem, work_conserving="maybe")
+    with pytest.raises(ValueError, match="work_conserving must be true or false"):
+        solve_batched(np.zeros((1, 2)), np.array([[1.0], [5.0]]), np.array([1, 1]), np.ones(1),
+                      work_conserving="maybe")
+    assert solve_exact_problem(problem, work_conserving="no").task_index.size == 0

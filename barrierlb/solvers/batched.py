@@ -50,6 +50,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from barrierlb._validate import check_bool
+
 #: How the placements of :func:`solve_batched` are made (its result's ``path``).
 PATH = "batched-greedy"
 
@@ -179,6 +181,7 @@ def _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, fo
     _check_shapes(projected_load, pool_work, free_slots, weights, alive, forced)
     if isinstance(block_numbers, bool) or not isinstance(block_numbers, int) or block_numbers < 1:
         raise ValueError(f"block_numbers must be a positive integer, got {block_numbers!r}")
+    work_conserving = check_bool("work_conserving", work_conserving)
     if isinstance(peak_weight, bool) or not isinstance(peak_weight, (int, float)) or not peak_weight >= 0:
         raise ValueError(f"peak_weight must be a non-negative number, got {peak_weight!r}")
     _check_dtypes(xp, projected_load=projected_load, pool_work=pool_work, free_slots=free_slots, weights=weights,

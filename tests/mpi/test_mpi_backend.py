@@ -121,6 +121,8 @@ def test_bad_arguments(comm):
         MPIBalancer(dict, comm="world")
     with pytest.raises(ValueError, match="mode"):
         MPIBalancer(dict, comm=comm, mode="gossip")
+    with pytest.raises(ValueError, match="yield_cpu must be true or false"):
+        MPIBalancer(dict, comm=comm, yield_cpu="maybe")     # before: bool("maybe") yielded the core
     balancer = MPIBalancer(dict, comm=comm)
     with pytest.raises(KeyError, match="not on this rank"):
         balancer.record(12345, 0.1)
