@@ -245,3 +245,17 @@ def test_bad_generator_parameters_are_named(spec, message):
 def test_parameters_that_almost_never_give_positive_tokens_raise_instead_of_drawing_for_ever():
     with pytest.raises(WorkloadError, match="draws had prompt and output of at least one token"):
         load_workload("synthetic:prompt_mean=-100000,prompt_std=10", n_requests=100)
+
+
+def test_zero_output_rows_counts_the_requests_taken(tmp_path):
+    # Before: take() kept the whole trace's count, so the first 2 rows of this trace
+    # reported 2 zero-output rows (they have none) and 8 rows (the trace twice) 2, not 4.
+    path = write(tmp_path, "z.csv", "timestamp,input_length,output_length\n3,10,0\n0,10,5\n1,10,5\n2,10,0\n")
+    assert load_workload("csv:" + path).zero_output_rows == 2
+    for n, zeros in ((2, 0), (3, 1), (4, 2), (8, 4)):
+        taken = load_workload("csv:" + path, n_requests=n)
+        assert taken.zero_output_rows == zeros, n
+        assert taken.zero_output_rows == taken.zero_output_index.size if zeros else taken.zero_output_index is None
+    untimed = load_workload("csv:" + write(tmp_path, "u.csv", "input_length,output_length\n1,0\n1,3\n"))
+    sampled = untimed.take(50, seed=3)
+    assert sampled.zero_output_rows == int((np.isin(np.random.default_rng(3).integers(0, 2, 50), [0])).sum())
