@@ -118,6 +118,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help=f"stop a run after this many barrier steps, an error if requests are left "
                              f"(default {DEFAULT_MAX_STEPS:,})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite output files (--json, --csv, --plot) that already exist; without it an "
+                             "existing one is refused before the run")
 
 
 def _add_energy_flags(parser: argparse.ArgumentParser) -> None:
@@ -319,7 +322,8 @@ def _check_outputs(args, outputs: dict) -> None:
 
     ``outputs`` maps a flag to its path (or None). An output may not be a
     directory, lie in a missing directory, be the input trace (compared by
-    resolved path and, for existing files, by inode), or be another output.
+    resolved path and, for existing files, by inode), or be another output;
+    nor an existing file, unless ``--force``.
     """
     given = {flag: Path(path) for flag, path in outputs.items() if path}
     source = trace_path(args.workload)
@@ -335,6 +339,8 @@ def _check_outputs(args, outputs: dict) -> None:
         for other, other_path in seen.items():
             if _same_file(path, other_path):
                 raise CLIError(f"{flag} and {other} name the same file {path}")
+        if path.exists() and not args.force:
+            raise CLIError(f"{flag} {path}: the file exists; pass --force to overwrite it")
         seen[flag] = path
     if "--plot" in given:
         from barrierlb.plots import check_plot_path

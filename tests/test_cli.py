@@ -73,7 +73,7 @@ def test_compare_defaults_run_plain_bfio_whatever_the_output_lengths(tmp_path):
     assert main(["compare", *SMALL, "--workload", f"csv:{trace}", "--json", str(out)]) == 0
     policies = [r["policy"] for r in json.loads(out.read_text())["results"]]
     assert policies == ["fcfs", "jsq-tokens", "bfio:horizon=0", "bfio"]
-    assert main(["compare", *SMALL, "--json", str(out)]) == 0           # synthetic: outputs ~1,200 tokens
+    assert main(["compare", *SMALL, "--json", str(out), "--force"]) == 0   # synthetic: outputs ~1,200 tokens
     assert [r["policy"] for r in json.loads(out.read_text())["results"]] == policies
 
 
@@ -234,7 +234,8 @@ def test_compare_runs_a_parameterised_workload(tmp_path):
     assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", spec, "--json", str(out)]) == 0
     config = json.loads(out.read_text())["config"]
     assert config["workload"] == spec and config["workload_name"] == spec and config["requests"] == 400
-    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", "long-context", "--json", str(out)]) == 0
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", "long-context", "--json", str(out),
+                 "--force"]) == 0
     assert json.loads(out.read_text())["config"]["workload_name"] == "long-context"
 
 
@@ -312,3 +313,17 @@ def test_step_time_choice_is_checked_by_the_parser():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "invalid choice: 'quadratic'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command, flag, name", [("compare", "--json", "r.json"), ("compare", "--plot", "r.png"),
+                                                 ("simulate", "--csv", "r.csv"), ("simulate", "--json", "r.json")])
+def test_an_existing_output_is_kept_unless_forced(tmp_path, capsys, command, flag, name):
+    # Before: an earlier run's results were overwritten without a word.
+    target = tmp_path / name
+    target.write_bytes(b"earlier results")
+    extra = ["--policies", "fcfs"] if command == "compare" else ["--policy", "fcfs"]
+    assert main([command, *SMALL, *extra, flag, str(target)]) == 2
+    assert "the file exists; pass --force to overwrite it" in capsys.readouterr().err
+    assert target.read_bytes() == b"earlier results"
+    assert main([command, *SMALL, *extra, flag, str(target), "--force"]) == 0
+    assert target.read_bytes() != b"earlier results"
