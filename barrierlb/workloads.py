@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_array, check_int, check_real
 
 #: Most requests one workload may hold (``n_requests``, ``--requests``): about
 #: 1 GB of simulator state, hours of simulation. Larger traces are read in part.
@@ -93,6 +93,26 @@ class Workload:
     arrival_s: np.ndarray | None = None
     zero_output_rows: int = 0
     zero_output_index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields as documented above (``ValueError``/``TypeError`` naming the field):
+        integral token counts (``2.7`` is an error, not 2), of one length, outputs of at least one
+        token, arrival times finite and non-decreasing."""
+        prompt = check_array("prompt_tokens", self.prompt_tokens, ndim=1, nonnegative=True, dtype=np.int64)
+        output = check_array("output_tokens", self.output_tokens, shape=prompt.shape, dtype=np.int64)
+        if output.size and output.min() < 1:
+            raise ValueError(f"output_tokens must be >= 1 (a request decodes at least one token), "
+                             f"got {output.min()}")
+        object.__setattr__(self, "prompt_tokens", prompt)
+        object.__setattr__(self, "output_tokens", output)
+        if self.arrival_s is not None:
+            arrival = check_array("arrival_s", self.arrival_s, shape=prompt.shape)
+            if arrival.size > 1 and (arrival[1:] < arrival[:-1]).any():
+                k = int(np.flatnonzero(arrival[1:] < arrival[:-1])[0])
+                raise ValueError(f"arrival_s must be non-decreasing, got {arrival[k]} then {arrival[k + 1]} "
+                                 f"at requests {k} and {k + 1}")
+            object.__setattr__(self, "arrival_s", arrival)
+        check_int("zero_output_rows", self.zero_output_rows, minimum=0, maximum=prompt.size)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
