@@ -148,10 +148,11 @@ class DecodeRouter:
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
         request_id = check_int("request_id", request_id, minimum=0)
+        queued = self._clock() if queued_at is None else check_real("queued_at", queued_at)
         self.state.submit_one(request_id, prompt, growth=1.0, steps=steps, prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
-        self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
+        self._queued_at[request_id] = queued
 
     def route(self) -> dict[int, int]:
         """Place queued requests in free slots; returns ``{request_id: data_parallel_rank}``.

@@ -211,3 +211,15 @@ def test_the_ledgers_one_task_paths_match_the_general_ones():
         one.place(Decision(task_ids=np.array([8, 9]), workers=np.array([0, 0])))
     with pytest.raises(ValueError, match="not running"):
         one.complete([5])
+
+
+def test_a_bad_queued_at_leaves_the_router_as_it_was():
+    # Before: the request entered the pool before float(queued_at) raised, so it had no
+    # queueing time and every later route() with max_wait_s failed with KeyError.
+    router = DecodeRouter(2, 2, policy="fcfs", max_wait_s=1.0, clock=lambda: 10.0)
+    for bad, kind in (("soon", TypeError), (float("nan"), ValueError)):
+        with pytest.raises(kind, match="queued_at must be"):
+            router.add_request(8, 100, queued_at=bad)
+        assert router.queued == 0 and not router.is_queued(8)
+    router.add_request(8, 100, queued_at=9.5)
+    assert router.route() == {8: 0}
