@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from barrierlb._validate import INT64_MAX, check_int, check_real
+from barrierlb._validate import INT64_MAX, check_array, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
@@ -206,7 +206,7 @@ class DecodeRouter:
         Every id in ``finished`` is checked to be running before anything
         changes, so a rejected report can be retried without aging twice.
         """
-        finished = np.asarray(list(finished), dtype=np.int64)
+        finished = check_array("finished", list(finished), ndim=1, dtype=np.int64)
         for request_id in finished.tolist():
             self._running(request_id)
         if np.unique(finished).size != finished.size:

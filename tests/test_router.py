@@ -213,6 +213,16 @@ def test_the_ledgers_one_task_paths_match_the_general_ones():
         one.complete([5])
 
 
+def test_step_report_refuses_a_request_id_that_is_not_an_integer():
+    # Before: np.asarray(..., dtype=int64) truncated 7.9 to 7 and finished request 7.
+    router = DecodeRouter(2, 2, policy="fcfs")
+    router.add_request(7, 100)
+    router.route()
+    with pytest.raises(ValueError, match="finished must hold integers, got 7.9"):
+        router.step_report(finished=[7.9])
+    assert router.rank_of(7) in (0, 1) and float(router.load().sum()) == 100.0     # not aged, still running
+
+
 def test_a_bad_queued_at_leaves_the_router_as_it_was():
     # Before: the request entered the pool before float(queued_at) raised, so it had no
     # queueing time and every later route() with max_wait_s failed with KeyError.
