@@ -208,7 +208,7 @@ class Ledger:
                    prompt: float | None = None) -> None:
         """:meth:`submit_arrays` of one affine task, with the same checks, in scalars."""
         values = {"work": work, "growth": growth, "steps": steps, "prompt": work if prompt is None else prompt}
-        plain = type(task_id) is int and task_id >= 0
+        plain = type(task_id) is int and 0 <= task_id <= INT64_MAX
         for name, value in values.items():
             number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
             if not plain or number != number or (number == math.inf and name != "steps") or number == -math.inf \

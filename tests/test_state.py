@@ -107,6 +107,8 @@ def test_dead_worker_cannot_take_tasks_and_failure_returns_ids():
     (lambda: ClusterState(2, 1).submit_arrays([1], [-1.0]), "non-negative"),
     (lambda: ClusterState(2, 1).submit_arrays([1, 2], [1.0, 2.0, 3.0]), "shape"),
     (lambda: ClusterState(2, 1).submit(["task"]), "Task"),
+    # before: an OverflowError from numpy ("Python int too large to convert to C long")
+    (lambda: ClusterState(2, 1).submit_one(2**63, 1.0), "task_ids must fit in int64"),
 ])
 def test_bad_input_names_the_problem(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
