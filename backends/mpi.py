@@ -11,7 +11,9 @@ on it. A task's state never moves; a new task's cost is evaluated once, on the
 rank that created it, and sent as numbers.
 
 The decision is *replicated* by default: every rank runs the same planner on the
-same gathered arrays, so it needs bitwise-identical floating point on every rank.
+same gathered arrays, so it needs bitwise-identical floating point on every rank
+and a policy that does not decide against the clock (a ``deadline_ms`` or a
+MILP's ``time_limit_s`` is refused there).
 Before building anything the ranks compare checksums of their placements (one
 small ``Allgather``); a rank that decided differently stops every rank there,
 before any task is built twice or not at all. ``mode="root"`` lets rank 0 decide
@@ -139,6 +141,12 @@ class MPIBalancer:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.policy = as_policy(policy)
+        clocked = [f"{name}={getattr(self.policy, name)!r}" for name in ("deadline_ms", "time_limit_s")
+                   if getattr(self.policy, name, None) is not None]
+        if mode == "replicated" and clocked:
+            raise ValueError(f"policy {self.policy.name!r} decides against the clock ({', '.join(clocked)}): "
+                             f"replicated ranks would reach different placements whenever it cuts a decision "
+                             f"short; use mode='root' (rank 0 decides) or a policy without a time limit")
         self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)

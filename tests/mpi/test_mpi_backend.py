@@ -121,6 +121,12 @@ def test_bad_arguments(comm):
         MPIBalancer(dict, comm="world")
     with pytest.raises(ValueError, match="mode"):
         MPIBalancer(dict, comm=comm, mode="gossip")
+    # Before: accepted, and a decision cut short by the clock on one rank but not another
+    # stopped the job as if the ranks' floating point differed.
+    for timed in ("bfio:deadline_ms=5", "bfio-exact"):
+        with pytest.raises(ValueError, match="decides against the clock.*use mode='root'"):
+            MPIBalancer(dict, comm=comm, policy=timed)
+    MPIBalancer(dict, comm=comm, policy="bfio-exact", mode="root")
     with pytest.raises(ValueError, match="yield_cpu must be true or false"):
         MPIBalancer(dict, comm=comm, yield_cpu="maybe")     # before: bool("maybe") yielded the core
     balancer = MPIBalancer(dict, comm=comm)
