@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_bool, check_int, check_real
+from barrierlb._validate import INT64_MAX, check_array, check_bool, check_int, check_real
 from barrierlb._xp import add_rows_to_columns, array_namespace, device_of, to_host
 
 
@@ -221,6 +221,11 @@ def _normalised(values: dict) -> dict:
     alive = check_array("alive", to_host(values["alive"]), shape=(n_workers,), dtype=bool)
     free = check_array("free_slots", to_host(values["free_slots"]), shape=(n_workers,), nonnegative=True,
                        dtype=np.int64)
+    # The solvers count placements in int64: sum(free) and (tasks placed) * free[g] must not wrap.
+    most = INT64_MAX // max(n_pool, n_workers, 1)
+    if free.size and int(free.max()) > most:
+        raise ValueError(f"free_slots must be <= {most:,} per worker with {n_pool} waiting tasks and {n_workers} "
+                         f"workers (the solvers count them in int64), got {int(free.max()):,}")
     ids = check_array("pool_ids", to_host(values["pool_ids"]), shape=(n_pool,), nonnegative=True, dtype=np.int64)
     if n_pool > 1 and np.unique(ids).size != n_pool:
         raise ValueError("pool_ids contains duplicate task ids")

@@ -622,3 +622,13 @@ def test_exact_and_batched_solvers_check_work_conserving():
         solve_batched(np.zeros((1, 2)), np.array([[1.0], [5.0]]), np.array([1, 1]), np.ones(1),
                       work_conserving="maybe")
     assert solve_exact_problem(problem, work_conserving="no").task_index.size == 0
+
+
+def test_free_slots_the_solvers_cannot_count_are_refused():
+    # Before: sum(free_slots) wrapped to -2**63, so n_to_place was negative and the fast
+    # solver failed with "negative dimensions are not allowed".
+    with pytest.raises(ValueError, match="free_slots must be <= 3,074,457,345,618,258,602 per worker"):
+        StepProblem.from_arrays(np.zeros((1, 2)), np.ones((3, 1)), [2**62, 2**62])
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.ones((3, 1)), [2**40, 2**40])
+    assert problem.n_to_place == 3 and solve_fast(np.zeros((1, 2)), np.ones((3, 1)), [2**40, 2**40],
+                                                  np.ones(1)).task_index.size == 3
