@@ -487,6 +487,7 @@ class Ledger:
             raise ValueError(f"task {task_id} is not waiting")
         for name, values in self._pool.items():
             self._pool[name] = values[keep]
+        self._profiles.pop(task_id, None)
         self.version += 1
 
     def mean_placed(self) -> tuple[float, float] | None:

@@ -262,3 +262,16 @@ def test_per_task_reports_are_checked_before_anything_changes():
     assert state.n_waiting == 0
     state.submit_arrays(np.array([3]), np.array([1.0]))          # a withdrawn id may come back
     assert state.pool_ids.tolist() == [3]
+
+
+def test_a_withdrawn_profile_task_leaves_no_profile_behind():
+    # Before: withdraw() kept the profile, so a new affine task under the freed id was
+    # projected and aged as the old profile (work 100 instead of 1).
+    state = ClusterState(1, 2)
+    state.submit(Task.from_profile(5, [100.0, 100.0, 100.0]))
+    state.withdraw(5)
+    state.submit_arrays([5], [1.0])
+    assert state.step_problem(2).pool_work.tolist() == [[1.0, 1.0, 1.0]]
+    state.place(Placement(np.array([5]), np.array([0])))
+    state.advance()
+    assert state.current_load().tolist() == [1.0]
