@@ -275,3 +275,23 @@ def test_a_withdrawn_profile_task_leaves_no_profile_behind():
     state.place(Placement(np.array([5]), np.array([0])))
     state.advance()
     assert state.current_load().tolist() == [1.0]
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"work_conserving": "false"}, None),
+    ({"work_conserving": "maybe"}, "work_conserving must be true or false"),
+    ({"refill": "perhaps"}, "refill must be true or false"),
+    ({"max_wait": -1}, "max_wait must be >= 0"),
+    ({"max_wait": 0.5}, "max_wait must be an integer"),
+    ({"gamma": 1.5}, "gamma must be <= 1.0"),
+])
+def test_step_problem_options_are_checked(option, message):
+    # Before: work_conserving="false" was stored as the string (truthy: every task placed),
+    # max_wait=-1 forced every task and 0.5 was compared as given.
+    state = ClusterState(2, 2)
+    state.submit([Task.constant(i, 1.0 + i) for i in range(3)])
+    if message is None:
+        assert state.step_problem(0, **option).work_conserving is False
+    else:
+        with pytest.raises((ValueError, TypeError), match=message):
+            state.step_problem(0, **option)
