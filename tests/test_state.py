@@ -142,6 +142,10 @@ def test_refresh_predictions_sets_remaining_steps():
     (lambda: ClusterState(2, 1, alive=[1, 0.7]), "alive must hold true/false"),
     (lambda: ClusterState(2, 1).submit_arrays([1.5], [1.0]), "task_ids must hold integers, got 1.5"),
     (lambda: ClusterState(2, 1).submit_arrays([2**70], [1.0]), "task_ids must fit in int64"),
+    # before: 2.0**63 compared equal to int64's max as a float, and was cast to -2**63
+    (lambda: ClusterState(2, 1).submit_arrays([2.0**63], [1.0]), "task_ids must fit in int64"),
+    (lambda: ClusterState(2, 1).tasks_on(np.float64(2.0**63)), "worker must be an integer"),
+    (lambda: ClusterState(2, 1).complete(np.array([2.0**63])), "task_ids must fit in int64"),
     (lambda: ClusterState(2, 1).submit_arrays([1, 2], [1.0, 2.0], growth=[1.0, 2.0, 3.0]),
      r"growth must be a scalar or have shape \(2,\), got shape \(3,\)"),
     (lambda: ClusterState(2, 1).submit_arrays([1], [1.0], prompt=[1.0, 2.0]), "prompt must be a scalar"),
