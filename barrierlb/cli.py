@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -421,8 +422,21 @@ def _result_dict(spec: str, result: SimulationResult) -> dict:
 
 
 def _write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as standard JSON: a metric that is not a number (NaN, e.g. TPOT when no
+    request decoded two tokens) or infinite is written as ``null``, which every parser reads."""
     with _user_errors(OSError, prefix=f"cannot write {path}: "):
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        Path(path).write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value):
+    """``value`` with every non-finite float, at any depth of dicts and lists, replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def default_policies(workload, predictor: str = "oracle") -> str:

@@ -327,3 +327,18 @@ def test_an_existing_output_is_kept_unless_forced(tmp_path, capsys, command, fla
     assert target.read_bytes() == b"earlier results"
     assert main([command, *SMALL, *extra, flag, str(target), "--force"]) == 0
     assert target.read_bytes() != b"earlier results"
+
+
+def test_json_output_is_standard_json_when_a_metric_is_not_a_number(tmp_path):
+    # Before: TPOT of a run whose requests decode one token each was written as NaN,
+    # which is not JSON (jq, JavaScript and other strict parsers refuse the file).
+    trace, out = tmp_path / "one.csv", tmp_path / "r.json"
+    trace.write_text("input_length,output_length\n10,1\n20,1\n")
+    assert main(["simulate", "--workload", f"csv:{trace}", "--workers", "2", "--slots", "2", "--pool", "2",
+                 "--policy", "fcfs", "--no-progress", "--json", str(out)]) == 0
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    result = json.loads(out.read_text(), parse_constant=refuse)["results"][0]
+    assert result["tpot_mean_s"] is None and result["throughput_tok_s"] > 0
