@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.energy import AbsolutePowerModel, PowerModel, RooflineStepTime, StepTimeModel, power_preset, step_cost
 from barrierlb.metrics import RunMetrics, summarize
 from barrierlb.policies import Policy
@@ -62,8 +62,8 @@ class SimulationConfig:
         Default: the reference code's relative model with the paper's 100 W idle /
         400 W max / exponent 0.7 (docs/energy.md).
     speeds : tuple of float, optional
-        Relative worker speeds (heterogeneous workers); step time uses
-        ``max_g L_g / speed_g``. Default all 1.
+        Relative worker speeds (heterogeneous workers), positive and finite; step time
+        uses ``max_g L_g / speed_g``. Default all 1.
     record_loads : bool
         Keep the per-step, per-worker loads (for plots and CSV dumps).
     max_steps : int or None
@@ -92,8 +92,9 @@ class SimulationConfig:
         check_real("rate_scale", self.rate_scale, minimum=1e-9)
         if self.speeds is not None:
             speeds = np.asarray(self.speeds, dtype=np.float64)
-            if speeds.shape != (self.n_workers,) or not (speeds > 0).all():
-                raise ValueError(f"speeds must be {self.n_workers} positive numbers, got {self.speeds!r}")
+            if speeds.shape != (self.n_workers,) or not ((speeds > 0) & np.isfinite(speeds)).all():
+                raise ValueError(f"speeds must be {self.n_workers} positive finite numbers, got {self.speeds!r}")
+        object.__setattr__(self, "record_loads", check_bool("record_loads", self.record_loads))
         if self.max_steps is not None:
             check_int("max_steps", self.max_steps, minimum=1)
         if self.step_time is not None and not isinstance(self.step_time, (StepTimeModel, RooflineStepTime)):

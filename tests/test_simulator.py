@@ -89,6 +89,9 @@ def test_heterogeneous_speeds_slow_the_step():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_workers": 0}, "n_workers"), ({"arrivals": "poisson"}, "arrivals"), ({"speeds": (1.0,)}, "speeds"),
     ({"rate_scale": 0.0}, "rate_scale"),
+    # before: an infinitely fast worker took no time, and "no" recorded the loads
+    ({"n_workers": 2, "speeds": (1.0, float("inf"))}, "speeds must be 2 positive finite numbers"),
+    ({"record_loads": "no thanks"}, "record_loads must be true or false"),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
