@@ -306,6 +306,10 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
             result = simulator.run(progress=lambda done, total, spec=spec: advance(spec, done, total))
             if result.truncated:
                 left = len(workload) - result.metrics.requests_completed
+                if simulator.idle_rounds >= args.max_steps:
+                    raise CLIError(f"{spec}: placed nothing in {simulator.idle_rounds:,} decisions with no request "
+                                   f"running ({left:,} of {len(workload):,} requests unfinished); a policy "
+                                   f"without work conservation needs a waiting bound (max_wait)")
                 raise CLIError(f"{spec}: stopped at --max-steps {args.max_steps:,} with {left:,} of "
                                f"{len(workload):,} requests unfinished (longest output "
                                f"{int(workload.output_tokens.max()):,} tokens); raise --max-steps to run longer")

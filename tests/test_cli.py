@@ -342,3 +342,10 @@ def test_json_output_is_standard_json_when_a_metric_is_not_a_number(tmp_path):
 
     result = json.loads(out.read_text(), parse_constant=refuse)["results"][0]
     assert result["tpot_mean_s"] is None and result["throughput_tok_s"] > 0
+
+
+def test_a_policy_that_never_places_is_one_line(capsys):
+    argv = ["simulate", *SMALL, "--workload", "synthetic:output_mean=5,output_std=1", "--max-steps", "20",
+            "--policy", "bfio:horizon=0,work_conserving=false,max_wait=none"]
+    assert main(argv) == 2
+    assert "placed nothing in 20 decisions with no request running" in capsys.readouterr().err

@@ -319,3 +319,18 @@ def golden_digest(case: str) -> str:
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_golden_simulations_make_the_recorded_decisions(case):
     assert golden_digest(case) == GOLDEN[case][3]
+
+
+def test_a_run_in_which_nothing_is_ever_placed_stops_at_the_cap():
+    # Before: bfio without work conservation and without a waiting bound places nothing on
+    # an empty cluster (any task raises the imbalance), so step() returned True without a
+    # step run and run() looped for ever, max_steps or not.
+    config = SimulationConfig(n_workers=2, slots=2, pool=4, max_steps=50)
+    policy = make_policy("bfio:horizon=0,work_conserving=false,max_wait=none")
+    sim = Simulator(tiny([10, 20], [3, 3]), policy, config=config)
+    result = sim.run()
+    assert result.truncated and sim.idle_rounds == 50 and sim.steps == 0
+    # With a waiting bound the same policy places them after max_wait decisions and finishes.
+    bounded = Simulator(tiny([10, 20], [3, 3]), make_policy("bfio:horizon=0,work_conserving=false,max_wait=3"),
+                        config=config).run()
+    assert not bounded.truncated and bounded.metrics.requests_completed == 2
