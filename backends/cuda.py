@@ -363,6 +363,9 @@ class CudaBalancer:
         parts = (value, 0.0, float("inf")) if np.ndim(value) == 0 else tuple(value)
         if len(parts) != 3:
             raise ValueError(f"cost(spec) of task {task_id} must be a number or (work, growth, steps), got {value!r}")
+        if any(isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.number)) for v in parts):
+            raise ValueError(f"cost(spec) of task {task_id} must be a number or (work, growth, steps) of numbers, "
+                             f"got {value!r}")
         work, growth, steps = (float(v) for v in parts)
         if not (np.isfinite(work) and work >= 0 and np.isfinite(growth) and steps >= 0):
             raise ValueError(f"cost(spec) of task {task_id} gave work={work}, growth={growth}, steps={steps}: "

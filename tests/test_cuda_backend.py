@@ -138,6 +138,11 @@ def test_bad_arguments_are_refused():
                             device="cpu")
     with pytest.raises(ValueError, match=r"cost\(spec\) of task 5 must be a number or \(work, growth, steps\)"):
         balancer.submit(5, {})
+    for silent in ("abc", (True, 0.0, 3.0), ("5", 0.0, 3.0)):    # before: float() took them as numbers
+        balancer = CudaBalancer(2, create=decode.create, step=decode.step, cost=lambda spec, v=silent: v,
+                                device="cpu")
+        with pytest.raises(ValueError, match=r"cost\(spec\) of task 5 must be a number or .* of numbers"):
+            balancer.submit(5, {})
     balancer = CudaBalancer(2, create=decode.create, step=decode.step, cost=lambda spec: -1.0, device="cpu")
     with pytest.raises(ValueError, match="work must be finite and >= 0"):
         balancer.submit(5, {})
