@@ -44,6 +44,9 @@ def test_decide_arrays_and_cost_lookahead():
     assert cost_lookahead(lambda obj, h: 2.0, None, 2).tolist() == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="non-negative number or 3"):
         cost_lookahead(lambda obj, h: [1.0, -1.0, 0.0], None, 2)
+    for silent in (True, "5", ["1", "2", "3"], float("nan")):      # before: True and "5" were taken as 1.0 and 5.0
+        with pytest.raises(ValueError, match="non-negative number or 3"):
+            cost_lookahead(lambda obj, h, v=silent: v, None, 2)
 
 
 def test_llm_serving_example_runs_end_to_end():
