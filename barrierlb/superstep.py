@@ -178,11 +178,14 @@ class SuperstepPlanner:
             return
         rows = self.horizon + 1
         if lookaheads is not None:
-            work = np.asarray(lookaheads, dtype=np.float64)
+            try:                    # numbers only: np.asarray(dtype=float64) takes True and "5" as 1.0 and 5.0
+                work = check_array("lookaheads", lookaheads)
+                given = f"shape {work.shape}"
+            except (TypeError, ValueError) as error:
+                work, given = np.full(1, -1.0), str(error)      # refused below, with the usual message
             work = np.repeat(work.reshape(-1, 1), rows, axis=1) if work.ndim == 1 else work
             if work.shape != (ids.size, rows) or not np.isfinite(work).all() or (work < 0).any():
-                raise ValueError(f"lookaheads must be {ids.size} non-negative finite rows of {rows}, "
-                                 f"got shape {np.shape(lookaheads)}")
+                raise ValueError(f"lookaheads must be {ids.size} non-negative finite rows of {rows}, got {given}")
         self.ledger.submit_arrays(ids, 0.0)        # the ledger rejects ids that are waiting or placed
         if lookaheads is not None:
             id_list = ids.tolist()

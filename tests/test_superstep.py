@@ -84,6 +84,10 @@ def test_bad_input_names_the_problem():
         planner.submit_many([1.5])
     with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
         planner.submit(1, [-1.0])
+    for silent in (True, "5", [[1.0, 2.0], [3.0]]):        # before: True and "5" were taken as 1.0 and 5.0
+        with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
+            planner.submit(1, silent)
+    assert planner.n_waiting == 0
     with pytest.raises(ValueError, match="worker 5 does not exist"):
         planner.report(5)
     planner.submit(1, 1.0)
