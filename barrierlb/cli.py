@@ -425,11 +425,25 @@ def _result_dict(spec: str, result: SimulationResult) -> dict:
     return {"policy": spec, **metrics_dict(result), "decisions": result.decisions, "truncated": result.truncated}
 
 
+@contextlib.contextmanager
+def _written(path: str):
+    """Yields a temporary path next to ``path``, moved onto it (``os.replace``) once the writing has
+    finished: a write that fails or is interrupted leaves no partial file, and the earlier file
+    (``--force``) as it was."""
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial{target.suffix}")
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _write_json(path: str, payload: dict) -> None:
     """Write ``payload`` as standard JSON: a metric that is not a number (NaN, e.g. TPOT when no
     request decoded two tokens) or infinite is written as ``null``, which every parser reads."""
-    with _user_errors(OSError, prefix=f"cannot write {path}: "):
-        Path(path).write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+    with _user_errors(OSError, prefix=f"cannot write {path}: "), _written(path) as partial:
+        partial.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
 
 
 def _finite(value):
@@ -464,8 +478,8 @@ def cmd_compare(args) -> int:
     if args.plot:
         from barrierlb.plots import plot_loads
 
-        with _user_errors(RuntimeError, OSError, ValueError):
-            plot_loads([r for _, r in results], args.plot)
+        with _user_errors(RuntimeError, OSError, ValueError), _written(args.plot) as partial:
+            plot_loads([r for _, r in results], partial)
     return 0
 
 
@@ -475,7 +489,8 @@ def cmd_simulate(args) -> int:
     [(spec, result)] = _run(workload, [args.policy], args, record_loads=bool(args.csv))
     print_table([(spec, result)], workload.name)
     if args.csv:
-        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), open(args.csv, "w") as handle:
+        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), _written(args.csv) as partial, \
+                open(partial, "w") as handle:
             handle.write("step,step_time_s," + ",".join(f"worker_{g}" for g in range(args.workers)) + "\n")
             for k, (duration, loads) in enumerate(zip(result.step_time_s, result.loads)):
                 handle.write(f"{k},{duration:.9g}," + ",".join(f"{v:.0f}" for v in loads) + "\n")

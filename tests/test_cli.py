@@ -349,3 +349,24 @@ def test_a_policy_that_never_places_is_one_line(capsys):
             "--policy", "bfio:horizon=0,work_conserving=false,max_wait=none"]
     assert main(argv) == 2
     assert "placed nothing in 20 decisions with no request running" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, capsys, monkeypatch):
+    # Before: the output was opened in place, so a write that failed half way (a full disk)
+    # left half a file where, with --force, the earlier results had been.
+    target = tmp_path / "r.json"
+    target.write_text("earlier results")
+    real_write_text = Path.write_text
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full_disk)
+    assert main(["simulate", *SMALL, "--policy", "fcfs", "--json", str(target), "--force"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    assert target.read_text() == "earlier results" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    csv = tmp_path / "loads.csv"
+    assert main(["simulate", *SMALL, "--policy", "fcfs", "--csv", str(csv)]) == 0
+    assert csv.read_text().startswith("step,step_time_s,worker_0") and not list(tmp_path.glob(".*partial*"))
