@@ -365,7 +365,10 @@ class MPIBalancer:
         return decision.branch
 
     def _decide_at_root(self, table, rows, counts, parts, ids, placement) -> str:
-        """Rank 0 decides and broadcasts; a failure there reaches every rank instead of a deadline."""
+        """Rank 0 decides and broadcasts; in an exchange that places tasks a failure there reaches
+        every rank with the broadcast instead of a deadline. In one that only records ended tasks
+        nothing is broadcast: the other ranks go on, and meet rank 0's failure at their next
+        collective (at once under ``python -m mpi4py``, else after ``timeout_s``)."""
         branch = "root"
         failed = None
         if self.rank == 0:
