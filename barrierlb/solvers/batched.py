@@ -50,7 +50,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from barrierlb._validate import check_bool
+from barrierlb._validate import INT64_MAX, check_bool
 
 #: How the placements of :func:`solve_batched` are made (its result's ``path``).
 PATH = "batched-greedy"
@@ -200,6 +200,10 @@ def _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, fo
     free = xp.where(alive, xp.astype(free_slots, i64), 0)
     if n_workers and int(xp.min(free)) < 0:
         raise ValueError(f"free_slots must be non-negative, got a minimum of {int(xp.min(free))}")
+    most = INT64_MAX // max(n_pool, n_workers, 1)        # the rounds count placements in int64
+    if n_workers and int(xp.max(free)) > most:
+        raise ValueError(f"free_slots must be <= {most:,} per worker with {n_pool} waiting tasks and "
+                         f"{n_workers} workers (counted in int64), got {int(xp.max(free)):,}")
     n_alive = int(xp.sum(xp.astype(alive, i64)))
     peak_cost = n_alive * float(peak_weight)
     total = work @ d                                                          # W_i, (N,)
