@@ -107,10 +107,12 @@ class Workload:
         object.__setattr__(self, "output_tokens", output)
         if self.arrival_s is not None:
             arrival = check_array("arrival_s", self.arrival_s, shape=prompt.shape)
-            if arrival.size > 1 and (arrival[1:] < arrival[:-1]).any():
-                k = int(np.flatnonzero(arrival[1:] < arrival[:-1])[0])
-                raise ValueError(f"arrival_s must be non-decreasing, got {arrival[k]} then {arrival[k + 1]} "
-                                 f"at requests {k} and {k + 1}")
+            for start in range(0, arrival.size - 1, 1 << 20):     # in chunks: a loaded trace's peak memory
+                part = arrival[start:start + (1 << 20) + 1]
+                if (part[1:] < part[:-1]).any():
+                    k = start + int(np.flatnonzero(part[1:] < part[:-1])[0])
+                    raise ValueError(f"arrival_s must be non-decreasing, got {arrival[k]} then {arrival[k + 1]} "
+                                     f"at requests {k} and {k + 1}")
             object.__setattr__(self, "arrival_s", arrival)
         check_int("zero_output_rows", self.zero_output_rows, minimum=0, maximum=prompt.size)
 
