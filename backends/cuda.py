@@ -363,6 +363,9 @@ class CudaBalancer:
         parts = (value, 0.0, float("inf")) if np.ndim(value) == 0 else tuple(value)
         if len(parts) != 3:
             raise ValueError(f"cost(spec) of task {task_id} must be a number or (work, growth, steps), got {value!r}")
+        if any(isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.number)) for v in parts):
+            raise ValueError(f"cost(spec) of task {task_id} must be a number or (work, growth, steps) of numbers, "
+                             f"got {value!r}")
         work, growth, steps = (float(v) for v in parts)
         if not (np.isfinite(work) and work >= 0 and np.isfinite(growth) and steps >= 0):
             raise ValueError(f"cost(spec) of task {task_id} gave work={work}, growth={growth}, steps={steps}: "
@@ -384,16 +387,22 @@ class CudaBalancer:
 
     # ------------------------------------------------------------- supersteps
     def _place(self) -> tuple[int, str]:
+        """Create the tasks the planner places. When ``create`` fails, that task is dropped (the
+        error names it) and the tasks of the same decision not created yet wait again."""
         decision = self.planner.plan()
         for task_id, g in zip(decision.task_ids.tolist(), decision.workers.tolist()):
             try:
                 with self.executor.context(g):
-                    self._tasks[task_id] = self.create(self._specs.pop(task_id), self.xp)
+                    self._tasks[task_id] = self.create(self._specs[task_id], self.xp)
+                del self._specs[task_id]
             except Exception as error:
                 for t, home in zip(decision.task_ids.tolist(), decision.workers.tolist()):
                     if t not in self._tasks:
-                        self._cost.pop(t)
                         self.planner.report(home, finished=[t])
+                        if t == task_id:
+                            del self._specs[t], self._cost[t]
+                        else:                  # never built: back to the pool, with its spec and cost
+                            self.planner.submit(t, _lookahead(self._cost[t], self.horizon, running=False))
                 raise RuntimeError(f"create() failed for task {task_id} on {self.executor.describe(g)}: "
                                    f"{type(error).__name__}: {error}") from error
         return int(decision.task_ids.size), decision.branch

@@ -11,7 +11,9 @@ on it. A task's state never moves; a new task's cost is evaluated once, on the
 rank that created it, and sent as numbers.
 
 The decision is *replicated* by default: every rank runs the same planner on the
-same gathered arrays, so it needs bitwise-identical floating point on every rank.
+same gathered arrays, so it needs bitwise-identical floating point on every rank
+and a policy that does not decide against the clock (a ``deadline_ms`` or a
+MILP's ``time_limit_s`` is refused there).
 Before building anything the ranks compare checksums of their placements (one
 small ``Allgather``); a rank that decided differently stops every rank there,
 before any task is built twice or not at all. ``mode="root"`` lets rank 0 decide
@@ -64,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_callable, check_int, check_real
+from barrierlb._validate import check_bool, check_callable, check_int, check_real
 from barrierlb.policies import Policy
 from barrierlb.predictors import PersistencePredictor, cost_lookahead
 from barrierlb.superstep import SuperstepPlanner, as_policy
@@ -139,6 +141,12 @@ class MPIBalancer:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.policy = as_policy(policy)
+        clocked = [f"{name}={getattr(self.policy, name)!r}" for name in ("deadline_ms", "time_limit_s")
+                   if getattr(self.policy, name, None) is not None]
+        if mode == "replicated" and clocked:
+            raise ValueError(f"policy {self.policy.name!r} decides against the clock ({', '.join(clocked)}): "
+                             f"replicated ranks would reach different placements whenever it cuts a decision "
+                             f"short; use mode='root' (rank 0 decides) or a policy without a time limit")
         self.horizon = int(getattr(self.policy, "horizon", 0))
         self.capacity = None if capacity is None else check_int("capacity", capacity, minimum=1)
         self.timeout_s = check_real("timeout_s", timeout_s, minimum=0.0)
@@ -160,7 +168,7 @@ class MPIBalancer:
         #: ``{task_id: rank}`` of the last exchange's placement (the same on every rank).
         self.last_placement: dict[int, int] = {}
         self.exchanges = 0
-        self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else bool(yield_cpu)
+        self.yield_cpu = _oversubscribed(comm, MPI) if yield_cpu is None else check_bool("yield_cpu", yield_cpu)
         self._send = self._table = None
         self._check_same_config()
 
@@ -229,10 +237,11 @@ class MPIBalancer:
         self._pending[task_id] = (blob, ahead)
 
     def record(self, task_id: int, seconds: float) -> None:
-        """Record a live task's measured cost for this step (a task on this rank)."""
+        """Record a live task's measured cost for this step (a task on this rank); ``seconds`` must be a
+        finite non-negative number (``ValueError`` otherwise)."""
         if task_id not in self.tasks:
             raise KeyError(f"rank {self.rank}: task {task_id!r} is not on this rank, so it has no cost to record")
-        self._step_costs[task_id] = float(seconds)
+        self._step_costs[task_id] = check_real("seconds", seconds, minimum=0.0)
 
     def remove(self, task_id: int) -> None:
         """Drop a finished task from this rank (the other ranks learn it at the next exchange)."""
@@ -356,7 +365,10 @@ class MPIBalancer:
         return decision.branch
 
     def _decide_at_root(self, table, rows, counts, parts, ids, placement) -> str:
-        """Rank 0 decides and broadcasts; a failure there reaches every rank instead of a deadline."""
+        """Rank 0 decides and broadcasts; in an exchange that places tasks a failure there reaches
+        every rank with the broadcast instead of a deadline. In one that only records ended tasks
+        nothing is broadcast: the other ranks go on, and meet rank 0's failure at their next
+        collective (at once under ``python -m mpi4py``, else after ``timeout_s``)."""
         branch = "root"
         failed = None
         if self.rank == 0:

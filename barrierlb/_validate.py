@@ -139,8 +139,11 @@ def _convert(name: str, array: np.ndarray, target: np.dtype) -> np.ndarray:
                 low, high = min(values), max(values)
             else:
                 low, high = array.min(), array.max()
-            if low < info.min or high > info.max:
-                bad = high if high > info.max else low
+            # A float compares with info.max rounded to a float: 2.0**63 > int64's max is false.
+            # Against info.max + 1, exact as a float for every integer dtype, it is not.
+            over = high >= float(info.max // 2 + 1) * 2 if kind == "f" else high > info.max
+            if low < info.min or over:
+                bad = high if over else low
                 raise ValueError(f"{name} must fit in {target} (at most {info.max}), got {bad}")
         return array.astype(target)
     # A float target takes integers and floats; booleans are flags, not amounts.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -118,6 +119,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help=f"stop a run after this many barrier steps, an error if requests are left "
                              f"(default {DEFAULT_MAX_STEPS:,})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite output files (--json, --csv, --plot) that already exist; without it an "
+                             "existing one is refused before the run")
 
 
 def _add_energy_flags(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +306,10 @@ def _run(workload, specs, args, *, record_loads: bool) -> list[tuple[str, Simula
             result = simulator.run(progress=lambda done, total, spec=spec: advance(spec, done, total))
             if result.truncated:
                 left = len(workload) - result.metrics.requests_completed
+                if simulator.idle_rounds >= args.max_steps:
+                    raise CLIError(f"{spec}: placed nothing in {simulator.idle_rounds:,} decisions with no request "
+                                   f"running ({left:,} of {len(workload):,} requests unfinished); a policy "
+                                   f"without work conservation needs a waiting bound (max_wait)")
                 raise CLIError(f"{spec}: stopped at --max-steps {args.max_steps:,} with {left:,} of "
                                f"{len(workload):,} requests unfinished (longest output "
                                f"{int(workload.output_tokens.max()):,} tokens); raise --max-steps to run longer")
@@ -319,7 +327,8 @@ def _check_outputs(args, outputs: dict) -> None:
 
     ``outputs`` maps a flag to its path (or None). An output may not be a
     directory, lie in a missing directory, be the input trace (compared by
-    resolved path and, for existing files, by inode), or be another output.
+    resolved path and, for existing files, by inode), or be another output;
+    nor an existing file, unless ``--force``.
     """
     given = {flag: Path(path) for flag, path in outputs.items() if path}
     source = trace_path(args.workload)
@@ -335,6 +344,8 @@ def _check_outputs(args, outputs: dict) -> None:
         for other, other_path in seen.items():
             if _same_file(path, other_path):
                 raise CLIError(f"{flag} and {other} name the same file {path}")
+        if path.exists() and not args.force:
+            raise CLIError(f"{flag} {path}: the file exists; pass --force to overwrite it")
         seen[flag] = path
     if "--plot" in given:
         from barrierlb.plots import check_plot_path
@@ -414,9 +425,36 @@ def _result_dict(spec: str, result: SimulationResult) -> dict:
     return {"policy": spec, **metrics_dict(result), "decisions": result.decisions, "truncated": result.truncated}
 
 
+@contextlib.contextmanager
+def _written(path: str):
+    """Yields a temporary path next to ``path``, moved onto it (``os.replace``) once the writing has
+    finished: a write that fails or is interrupted leaves no partial file, and the earlier file
+    (``--force``) as it was."""
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial{target.suffix}")
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _write_json(path: str, payload: dict) -> None:
-    with _user_errors(OSError, prefix=f"cannot write {path}: "):
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    """Write ``payload`` as standard JSON: a metric that is not a number (NaN, e.g. TPOT when no
+    request decoded two tokens) or infinite is written as ``null``, which every parser reads."""
+    with _user_errors(OSError, prefix=f"cannot write {path}: "), _written(path) as partial:
+        partial.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value):
+    """``value`` with every non-finite float, at any depth of dicts and lists, replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def default_policies(workload, predictor: str = "oracle") -> str:
@@ -440,8 +478,8 @@ def cmd_compare(args) -> int:
     if args.plot:
         from barrierlb.plots import plot_loads
 
-        with _user_errors(RuntimeError, OSError, ValueError):
-            plot_loads([r for _, r in results], args.plot)
+        with _user_errors(RuntimeError, OSError, ValueError), _written(args.plot) as partial:
+            plot_loads([r for _, r in results], partial)
     return 0
 
 
@@ -451,7 +489,8 @@ def cmd_simulate(args) -> int:
     [(spec, result)] = _run(workload, [args.policy], args, record_loads=bool(args.csv))
     print_table([(spec, result)], workload.name)
     if args.csv:
-        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), open(args.csv, "w") as handle:
+        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), _written(args.csv) as partial, \
+                open(partial, "w") as handle:
             handle.write("step,step_time_s," + ",".join(f"worker_{g}" for g in range(args.workers)) + "\n")
             for k, (duration, loads) in enumerate(zip(result.step_time_s, result.loads)):
                 handle.write(f"{k},{duration:.9g}," + ",".join(f"{v:.0f}" for v in loads) + "\n")

@@ -208,7 +208,7 @@ class Ledger:
                    prompt: float | None = None) -> None:
         """:meth:`submit_arrays` of one affine task, with the same checks, in scalars."""
         values = {"work": work, "growth": growth, "steps": steps, "prompt": work if prompt is None else prompt}
-        plain = type(task_id) is int and task_id >= 0
+        plain = type(task_id) is int and 0 <= task_id <= INT64_MAX
         if not (plain and type(work) is float and type(growth) is float and type(steps) is float
                 and (prompt is None or type(prompt) is float) and 0.0 <= work < math.inf
                 and -math.inf < growth < math.inf and 0.0 <= steps and 0.0 <= values["prompt"] < math.inf):
@@ -496,6 +496,7 @@ class Ledger:
             raise ValueError(f"task {task_id} is not waiting")
         for name, values in self._pool.items():
             self._pool[name] = values[keep]
+        self._profiles.pop(task_id, None)
         self.version += 1
 
     def mean_placed(self) -> tuple[float, float] | None:

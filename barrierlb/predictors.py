@@ -190,14 +190,18 @@ class PersistencePredictor:
         return task_id in self._row
 
     def observe(self, task_ids, costs) -> None:
-        """Record one measured cost per task (arrays of equal length)."""
+        """Record one measured cost per task (arrays of equal length).
+
+        A cost that is negative, NaN or infinite, or a length mismatch, is a
+        ``ValueError`` naming it, with nothing recorded.
+        """
+        costs = check_array("costs", costs, shape=(len(task_ids),), nonnegative=True)
         known = self._row
         for task_id in task_ids:  # first measurements get their rows here; the lookup below is C-level
             if task_id not in known:
                 self._row_of(task_id)
         rows = np.fromiter(map(known.__getitem__, task_ids), dtype=np.int64, count=len(task_ids))
         if rows.size:
-            costs = np.asarray(costs, dtype=np.float64)
             count = self._count[rows]
             self._history[rows, count % self.window] = costs
             count += 1
@@ -379,9 +383,13 @@ def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
     ``cost(obj, horizon)`` may return one number (the same every step) or
     ``horizon + 1`` of them; anything else is a ``ValueError``.
     """
-    value = np.asarray(cost(obj, horizon), dtype=np.float64)
-    out = np.broadcast_to(value, (horizon + 1,)) if value.ndim == 0 else value
-    if out.shape != (horizon + 1,) or not np.isfinite(out).all() or (out < 0).any():
+    value = cost(obj, horizon)
+    try:                        # numbers only: not True (1.0) nor the string "5" (5.0), as np.asarray takes them
+        array = check_array("cost()", value)
+    except (TypeError, ValueError):
+        array = None
+    out = None if array is None else np.broadcast_to(array, (horizon + 1,)) if array.ndim == 0 else array
+    if out is None or out.shape != (horizon + 1,) or (out < 0).any():
         raise ValueError(f"cost() must return a non-negative number or {horizon + 1} of them, got {value!r}")
     return np.array(out)
 

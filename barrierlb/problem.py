@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_bool, check_int, check_real
+from barrierlb._validate import INT64_MAX, check_array, check_bool, check_int, check_real
 from barrierlb._xp import add_rows_to_columns, array_namespace, device_of, to_host
 
 
@@ -221,6 +221,11 @@ def _normalised(values: dict) -> dict:
     alive = check_array("alive", to_host(values["alive"]), shape=(n_workers,), dtype=bool)
     free = check_array("free_slots", to_host(values["free_slots"]), shape=(n_workers,), nonnegative=True,
                        dtype=np.int64)
+    # The solvers count placements in int64: sum(free) and (tasks placed) * free[g] must not wrap.
+    most = INT64_MAX // max(n_pool, n_workers, 1)
+    if free.size and int(free.max()) > most:
+        raise ValueError(f"free_slots must be <= {most:,} per worker with {n_pool} waiting tasks and {n_workers} "
+                         f"workers (the solvers count them in int64), got {int(free.max()):,}")
     ids = check_array("pool_ids", to_host(values["pool_ids"]), shape=(n_pool,), nonnegative=True, dtype=np.int64)
     if n_pool > 1 and np.unique(ids).size != n_pool:
         raise ValueError("pool_ids contains duplicate task ids")
@@ -306,6 +311,20 @@ def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, p
         Weight of the ``G * max`` term; 1 (default) is the paper's predicted
         imbalance, other values the objective the solvers minimize for
         ``bfio:peak_weight=...``.
+
+    Raises ``ValueError``/``TypeError`` naming the argument for a position or
+    worker that is not an integer in range, or a task placed twice.
     """
-    loads = loads_after(problem.projected_load, problem.pool_work, to_host(task_index), to_host(worker))
+    task_index = check_array("task_index", to_host(task_index), ndim=1, dtype=np.int64)
+    worker = check_array("worker", to_host(worker), shape=(task_index.size,), dtype=np.int64)
+    if task_index.size:
+        if task_index.min() < 0 or task_index.max() >= problem.n_pool:
+            bad = task_index[(task_index < 0) | (task_index >= problem.n_pool)][0]
+            raise ValueError(f"task_index {bad} is not a position in the pool of {problem.n_pool} tasks")
+        if worker.min() < 0 or worker.max() >= problem.n_workers:
+            bad = worker[(worker < 0) | (worker >= problem.n_workers)][0]
+            raise ValueError(f"worker {bad} does not exist (n_workers={problem.n_workers})")
+        if np.unique(task_index).size != task_index.size:
+            raise ValueError("task_index places a task twice")
+    loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
     return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))

@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_int
+from barrierlb._validate import check_array, check_bool, check_int, check_real
 from barrierlb.ledger import Ledger
 from barrierlb.problem import StepProblem, horizon_weights
 
@@ -121,6 +121,10 @@ def step_problem(state: Ledger, horizon: int = 0, *, gamma: float = 1.0, max_wai
     """
     horizon = check_int("horizon", horizon, minimum=0)
     stride = check_int("stride", stride, minimum=1) if horizon else 1
+    gamma = check_real("gamma", gamma, minimum=0.0, maximum=1.0)
+    max_wait = None if max_wait is None else check_int("max_wait", max_wait, minimum=0)
+    work_conserving = check_bool("work_conserving", work_conserving)
+    refill = check_bool("refill", refill)
     rows = horizon + 1
     occupied = state._slot_id >= 0
     if state._profiles:

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from barrierlb._validate import INT64_MAX, check_int, check_real
+from barrierlb._validate import INT64_MAX, check_array, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
 from barrierlb.policies.bfio import BFIO, LLM_DECODE
@@ -166,10 +166,11 @@ class DecodeRouter:
         cap = check_real("max_output_tokens", max_output_tokens, minimum=0.0, allow_inf=True)
         steps = min(steps, cap)
         request_id = check_int("request_id", request_id, minimum=0)
+        queued = self._clock() if queued_at is None else check_real("queued_at", queued_at)
         self.state.submit_one(request_id, prompt, growth=1.0, steps=steps, prompt=prompt)
         if math.isfinite(cap):
             self._bounded.cap[request_id] = cap
-        self._queued_at[request_id] = self._clock() if queued_at is None else float(queued_at)
+        self._queued_at[request_id] = queued
 
     def route(self) -> dict[int, int]:
         """Place queued requests in free slots; returns ``{request_id: data_parallel_rank}``.
@@ -226,7 +227,7 @@ class DecodeRouter:
         Every id in ``finished`` is checked to be running before anything
         changes, so a rejected report can be retried without aging twice.
         """
-        finished = np.asarray(list(finished), dtype=np.int64)
+        finished = check_array("finished", list(finished), ndim=1, dtype=np.int64)
         for request_id in finished.tolist():
             self._running(request_id)
         if np.unique(finished).size != finished.size:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.energy import AbsolutePowerModel, PowerModel, RooflineStepTime, StepTimeModel, power_preset, step_cost
 from barrierlb.metrics import RunMetrics, summarize
 from barrierlb.policies import Policy
@@ -62,12 +62,13 @@ class SimulationConfig:
         Default: the reference code's relative model with the paper's 100 W idle /
         400 W max / exponent 0.7 (docs/energy.md).
     speeds : tuple of float, optional
-        Relative worker speeds (heterogeneous workers); step time uses
-        ``max_g L_g / speed_g``. Default all 1.
+        Relative worker speeds (heterogeneous workers), positive and finite; step time
+        uses ``max_g L_g / speed_g``. Default all 1.
     record_loads : bool
         Keep the per-step, per-worker loads (for plots and CSV dumps).
     max_steps : int or None
-        Stop after this many barrier steps (default :data:`DEFAULT_MAX_STEPS`);
+        Stop after this many barrier steps (default :data:`DEFAULT_MAX_STEPS`),
+        or this many decision points at which nothing ran (:meth:`Simulator.run`);
         a run stopped here with requests left has ``truncated=True``.
         ``None``: no cap.
     """
@@ -92,8 +93,9 @@ class SimulationConfig:
         check_real("rate_scale", self.rate_scale, minimum=1e-9)
         if self.speeds is not None:
             speeds = np.asarray(self.speeds, dtype=np.float64)
-            if speeds.shape != (self.n_workers,) or not (speeds > 0).all():
-                raise ValueError(f"speeds must be {self.n_workers} positive numbers, got {self.speeds!r}")
+            if speeds.shape != (self.n_workers,) or not ((speeds > 0) & np.isfinite(speeds)).all():
+                raise ValueError(f"speeds must be {self.n_workers} positive finite numbers, got {self.speeds!r}")
+        object.__setattr__(self, "record_loads", check_bool("record_loads", self.record_loads))
         if self.max_steps is not None:
             check_int("max_steps", self.max_steps, minimum=1)
         if self.step_time is not None and not isinstance(self.step_time, (StepTimeModel, RooflineStepTime)):
@@ -161,6 +163,8 @@ class Simulator:
         self._next = 0                 # next request not yet in the pool
         self.clock_s = 0.0
         self.steps = 0
+        #: Decision points at which nothing ran and no request was still to arrive (no time passed).
+        self.idle_rounds = 0
         self._last_assign_step = 0
         self._series: dict[str, list] = {k: [] for k in ("time", "max", "sum", "min", "alive", "energy",
                                                          "tokens", "loads", "max_after", "sum_after")}
@@ -208,9 +212,13 @@ class Simulator:
                 self._last_assign_step = self.steps
         if state.n_active == 0:
             # Trace mode with an empty cluster: jump to the next arrival.
-            if self._arrival is not None and self._next < len(self.workload):
-                self.clock_s = max(self.clock_s, float(self._arrival[self._next]))
+            if self._arrival is not None and self._next < len(self.workload) \
+                    and self._arrival[self._next] > self.clock_s:
+                self.clock_s = float(self._arrival[self._next])
                 return True
+            # Nothing runs and nothing is on its way: the policy placed nothing on an empty
+            # cluster (or no worker is up). Counted, so that run() cannot loop here for ever.
+            self.idle_rounds += not self.done
             return not self.done
         ids = state.slot_ids()
         occupied = ids >= 0
@@ -250,7 +258,10 @@ class Simulator:
         """Run to the end of the workload, or until ``config.max_steps`` steps have run.
 
         A run that reaches the cap with requests left returns a result with
-        ``truncated=True``.
+        ``truncated=True``; so does one that has spent ``config.max_steps``
+        decision points with nothing running and nothing still to arrive
+        (:attr:`idle_rounds`: a policy that places nothing on an empty cluster,
+        or no worker up), which would otherwise never end.
 
         Parameters
         ----------
@@ -262,7 +273,7 @@ class Simulator:
         while self.step():
             if progress is not None and self.steps % 64 == 0:
                 progress(int(np.count_nonzero(~np.isnan(self._finish_s))), total)
-            if limit is not None and self.steps >= limit:
+            if limit is not None and (self.steps >= limit or self.idle_rounds >= limit):
                 break
         if progress is not None:
             progress(int(np.count_nonzero(~np.isnan(self._finish_s))), total)

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from barrierlb._validate import check_array, check_int
+from barrierlb._validate import check_array, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
 from barrierlb.predictors import PersistencePredictor
@@ -178,11 +178,14 @@ class SuperstepPlanner:
             return
         rows = self.horizon + 1
         if lookaheads is not None:
-            work = np.asarray(lookaheads, dtype=np.float64)
+            try:                    # numbers only: np.asarray(dtype=float64) takes True and "5" as 1.0 and 5.0
+                work = check_array("lookaheads", lookaheads)
+                given = f"shape {work.shape}"
+            except (TypeError, ValueError) as error:
+                work, given = np.full(1, -1.0), str(error)      # refused below, with the usual message
             work = np.repeat(work.reshape(-1, 1), rows, axis=1) if work.ndim == 1 else work
             if work.shape != (ids.size, rows) or not np.isfinite(work).all() or (work < 0).any():
-                raise ValueError(f"lookaheads must be {ids.size} non-negative finite rows of {rows}, "
-                                 f"got shape {np.shape(lookaheads)}")
+                raise ValueError(f"lookaheads must be {ids.size} non-negative finite rows of {rows}, got {given}")
         self.ledger.submit_arrays(ids, 0.0)        # the ledger rejects ids that are waiting or placed
         if lookaheads is not None:
             id_list = ids.tolist()
@@ -209,33 +212,52 @@ class SuperstepPlanner:
         measured : (seconds, count), optional
             Measured seconds summed over ``count`` task-steps, when the
             per-task costs stay on the worker.
+
+        Every argument is checked before anything is recorded: a ``ValueError``
+        or ``TypeError`` naming the problem (a task not on ``worker``, one named
+        twice, a cost or lookahead that is negative, not finite or of the wrong
+        shape) leaves the planner as it was.
         """
         worker = self._ledger.check_worker(worker)
-        finished = [int(t) for t in finished]
-        if costs:
-            ids = [t for t in costs if t not in self._modelled]
+        rows = self.horizon + 1
+        finished = check_array("finished", list(finished), ndim=1, dtype=np.int64).tolist()
+        if len(set(finished)) != len(finished):
+            raise ValueError(f"finished names a task twice: {sorted(finished)}")
+        for task_id in finished:
+            if task_id in self._finishing:
+                raise ValueError(f"task {task_id} was already reported finished")
+        cost_ids = check_array("costs' task ids", list(costs or ()), ndim=1, dtype=np.int64).tolist()
+        seconds = check_array("costs", [costs[t] for t in costs] if costs else [], ndim=1, nonnegative=True)
+        ahead = {task_id: check_array(f"lookahead of task {task_id}", row, shape=(rows,), nonnegative=True)
+                 for task_id, row in (lookahead or {}).items()}
+        check_array("lookahead's task ids", list(ahead), ndim=1, dtype=np.int64)
+        if load is not None:
+            load = check_array("load", load, shape=(rows,), nonnegative=True)
+        if measured is not None:
+            measured = (check_real("measured seconds", measured[0], minimum=0.0),
+                        check_int("measured count", measured[1], minimum=0))
+        for what, ids in (("finished", finished), ("costs", cost_ids), ("lookahead", list(ahead))):
+            for task_id in ids:
+                home = self._ledger.worker_of(task_id) if task_id in self._ledger._location else None
+                if home != worker:
+                    where = "is not placed" if home is None else f"lives on worker {home}"
+                    said = "finished on" if what == "finished" else f"in {what} reported by"
+                    raise ValueError(f"task {task_id} {said} worker {worker} but {where}")
+        if cost_ids:
+            ids = [t for t in cost_ids if t not in self._modelled]
             if ids:
                 self.predictor.observe(ids, [costs[t] for t in ids])
-            self._measured[0] += float(sum(costs.values()))
-            self._measured[1] += len(costs)
+            self._measured[0] += float(seconds.sum())
+            self._measured[1] += len(cost_ids)
         if measured is not None:
-            self._measured[0] += float(measured[0])
-            self._measured[1] += int(measured[1])
-        if lookahead:
-            for task_id, row in lookahead.items():
-                self._row[task_id] = np.asarray(row, dtype=np.float64)
-                self._modelled.add(task_id)
+            self._measured[0] += measured[0]
+            self._measured[1] += measured[1]
+        for task_id, row in ahead.items():
+            self._row[task_id] = row
+            self._modelled.add(task_id)
         if load is not None:
-            self._load[worker] = np.asarray(load, dtype=np.float64)
-        if finished:
-            ledger, finishing = self._ledger, self._finishing
-            for task_id in finished:
-                if task_id in finishing:
-                    raise ValueError(f"task {task_id} was already reported finished")
-                if ledger.worker_of(task_id) != worker:
-                    raise ValueError(f"task {task_id} finished on worker {worker} but lives on worker "
-                                     f"{ledger.worker_of(task_id)}")
-            finishing.update(dict.fromkeys(finished))
+            self._load[worker] = load
+        self._finishing.update(dict.fromkeys(finished))
 
     def lose_worker(self, worker: int) -> list[int]:
         """A worker died: its tasks come back, to be placed first; returns their ids (to re-create)."""

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_array, check_int, check_real
 
 #: Most requests one workload may hold (``n_requests``, ``--requests``): about
 #: 1 GB of simulator state, hours of simulation. Larger traces are read in part.
@@ -81,7 +81,10 @@ class Workload:
         Arrival times from the trace start, non-decreasing; ``None`` when the
         trace has no timestamps.
     zero_output_rows : int
-        Rows whose output was 0 tokens, run as 1 decode step.
+        Requests whose output was 0 tokens, run as 1 decode step.
+    zero_output_index : ndarray of int64, or None
+        Their positions, ascending (kept so that :meth:`take` counts the ones it
+        takes); ``None`` when no row was read with 0 output tokens.
     """
 
     name: str
@@ -89,6 +92,29 @@ class Workload:
     output_tokens: np.ndarray
     arrival_s: np.ndarray | None = None
     zero_output_rows: int = 0
+    zero_output_index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields as documented above (``ValueError``/``TypeError`` naming the field):
+        integral token counts (``2.7`` is an error, not 2), of one length, outputs of at least one
+        token, arrival times finite and non-decreasing."""
+        prompt = check_array("prompt_tokens", self.prompt_tokens, ndim=1, nonnegative=True, dtype=np.int64)
+        output = check_array("output_tokens", self.output_tokens, shape=prompt.shape, dtype=np.int64)
+        if output.size and output.min() < 1:
+            raise ValueError(f"output_tokens must be >= 1 (a request decodes at least one token), "
+                             f"got {output.min()}")
+        object.__setattr__(self, "prompt_tokens", prompt)
+        object.__setattr__(self, "output_tokens", output)
+        if self.arrival_s is not None:
+            arrival = check_array("arrival_s", self.arrival_s, shape=prompt.shape)
+            for start in range(0, arrival.size - 1, 1 << 20):     # in chunks: a loaded trace's peak memory
+                part = arrival[start:start + (1 << 20) + 1]
+                if (part[1:] < part[:-1]).any():
+                    k = start + int(np.flatnonzero(part[1:] < part[:-1])[0])
+                    raise ValueError(f"arrival_s must be non-decreasing, got {arrival[k]} then {arrival[k + 1]} "
+                                     f"at requests {k} and {k + 1}")
+            object.__setattr__(self, "arrival_s", arrival)
+        check_int("zero_output_rows", self.zero_output_rows, minimum=0, maximum=prompt.size)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
@@ -114,8 +140,11 @@ class Workload:
             span = float(self.arrival_s[-1] - self.arrival_s[0]) + (
                 float(np.mean(np.diff(self.arrival_s))) if n > 1 else 1.0)
             arrival = self.arrival_s[index] + span * (np.arange(n_requests) // n)
+        zero = None
+        if self.zero_output_index is not None:
+            zero = np.flatnonzero(np.isin(index, self.zero_output_index))
         return Workload(self.name, self.prompt_tokens[index], self.output_tokens[index], arrival,
-                        self.zero_output_rows)
+                        0 if zero is None else int(zero.size), zero if zero is not None and zero.size else None)
 
 
 def synthetic(n_requests: int, *, seed: int = 0, prompt_mean: float = 3200.0, prompt_std: float = 2600.0,
@@ -337,15 +366,15 @@ class _Rows:
 
     def workload(self, name: str) -> Workload:
         prompt, output = np.frombuffer(self.prompt, dtype=np.int64), np.frombuffer(self.output, dtype=np.int64)
-        zero = int((output == 0).sum())
-        output = np.maximum(output, 1)
         arrival = None
         if self.time is not None:
             times = np.frombuffer(self.time, dtype=np.float64)
             order = np.argsort(times, kind="stable")
             prompt, output, times = prompt[order], output[order], times[order]
             arrival = times - times[0] if times.size else times
-        return Workload(name, prompt, output, arrival, zero)
+        zero = np.flatnonzero(output == 0)
+        output = np.maximum(output, 1)
+        return Workload(name, prompt, output, arrival, int(zero.size), zero if zero.size else None)
 
 
 def _not_text(file: Path, error: UnicodeDecodeError) -> WorkloadError:

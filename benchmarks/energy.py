@@ -145,7 +145,7 @@ def trace_rows(label: str, spec: str, workers: int, slots: int, rate_scale: floa
             out = Path(tmp) / "r.json"
             with contextlib.redirect_stdout(io.StringIO()):
                 code = cli_main(["compare", *base, *MODELS[model], "--policies", ";".join(policies), "--no-progress",
-                                 "--json", str(out)])
+                                 "--json", str(out), "--force"])          # one file, rewritten per model
             if code != 0:
                 raise SystemExit(f"barrierlb compare failed for {label} / {model}")
             results = {r["policy"]: r for r in json.loads(out.read_text())["results"]}

@@ -155,3 +155,10 @@ def test_chunked_scoring_places_as_one_block():
     chunked = _solve(np.asarray, problem, block_numbers=50)
     assert whole.task_index.tolist() == chunked.task_index.tolist()
     assert whole.worker.tolist() == chunked.worker.tolist()
+
+
+def test_free_slots_the_rounds_cannot_count_are_refused():
+    # Before: sum(free_slots) wrapped to -2**63 and the solver placed nothing, silently.
+    with pytest.raises(ValueError, match="free_slots must be <= 3,074,457,345,618,258,602 per worker"):
+        solve_batched(np.zeros((1, 2)), np.ones((3, 1)), np.array([2**62, 2**62]), np.ones(1))
+    assert solve_batched(np.zeros((1, 2)), np.ones((3, 1)), np.array([2**40, 2**40]), np.ones(1)).worker.size == 3

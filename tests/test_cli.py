@@ -73,7 +73,7 @@ def test_compare_defaults_run_plain_bfio_whatever_the_output_lengths(tmp_path):
     assert main(["compare", *SMALL, "--workload", f"csv:{trace}", "--json", str(out)]) == 0
     policies = [r["policy"] for r in json.loads(out.read_text())["results"]]
     assert policies == ["fcfs", "jsq-tokens", "bfio:horizon=0", "bfio"]
-    assert main(["compare", *SMALL, "--json", str(out)]) == 0           # synthetic: outputs ~1,200 tokens
+    assert main(["compare", *SMALL, "--json", str(out), "--force"]) == 0   # synthetic: outputs ~1,200 tokens
     assert [r["policy"] for r in json.loads(out.read_text())["results"]] == policies
 
 
@@ -234,7 +234,8 @@ def test_compare_runs_a_parameterised_workload(tmp_path):
     assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", spec, "--json", str(out)]) == 0
     config = json.loads(out.read_text())["config"]
     assert config["workload"] == spec and config["workload_name"] == spec and config["requests"] == 400
-    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", "long-context", "--json", str(out)]) == 0
+    assert main(["compare", *SMALL, "--policies", "fcfs", "--workload", "long-context", "--json", str(out),
+                 "--force"]) == 0
     assert json.loads(out.read_text())["config"]["workload_name"] == "long-context"
 
 
@@ -312,3 +313,60 @@ def test_step_time_choice_is_checked_by_the_parser():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "invalid choice: 'quadratic'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command, flag, name", [("compare", "--json", "r.json"), ("compare", "--plot", "r.png"),
+                                                 ("simulate", "--csv", "r.csv"), ("simulate", "--json", "r.json")])
+def test_an_existing_output_is_kept_unless_forced(tmp_path, capsys, command, flag, name):
+    # Before: an earlier run's results were overwritten without a word.
+    target = tmp_path / name
+    target.write_bytes(b"earlier results")
+    extra = ["--policies", "fcfs"] if command == "compare" else ["--policy", "fcfs"]
+    assert main([command, *SMALL, *extra, flag, str(target)]) == 2
+    assert "the file exists; pass --force to overwrite it" in capsys.readouterr().err
+    assert target.read_bytes() == b"earlier results"
+    assert main([command, *SMALL, *extra, flag, str(target), "--force"]) == 0
+    assert target.read_bytes() != b"earlier results"
+
+
+def test_json_output_is_standard_json_when_a_metric_is_not_a_number(tmp_path):
+    # Before: TPOT of a run whose requests decode one token each was written as NaN,
+    # which is not JSON (jq, JavaScript and other strict parsers refuse the file).
+    trace, out = tmp_path / "one.csv", tmp_path / "r.json"
+    trace.write_text("input_length,output_length\n10,1\n20,1\n")
+    assert main(["simulate", "--workload", f"csv:{trace}", "--workers", "2", "--slots", "2", "--pool", "2",
+                 "--policy", "fcfs", "--no-progress", "--json", str(out)]) == 0
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    result = json.loads(out.read_text(), parse_constant=refuse)["results"][0]
+    assert result["tpot_mean_s"] is None and result["throughput_tok_s"] > 0
+
+
+def test_a_policy_that_never_places_is_one_line(capsys):
+    argv = ["simulate", *SMALL, "--workload", "synthetic:output_mean=5,output_std=1", "--max-steps", "20",
+            "--policy", "bfio:horizon=0,work_conserving=false,max_wait=none"]
+    assert main(argv) == 2
+    assert "placed nothing in 20 decisions with no request running" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, capsys, monkeypatch):
+    # Before: the output was opened in place, so a write that failed half way (a full disk)
+    # left half a file where, with --force, the earlier results had been.
+    target = tmp_path / "r.json"
+    target.write_text("earlier results")
+    real_write_text = Path.write_text
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full_disk)
+    assert main(["simulate", *SMALL, "--policy", "fcfs", "--json", str(target), "--force"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    assert target.read_text() == "earlier results" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    csv = tmp_path / "loads.csv"
+    assert main(["simulate", *SMALL, "--policy", "fcfs", "--csv", str(csv)]) == 0
+    assert csv.read_text().startswith("step,step_time_s,worker_0") and not list(tmp_path.glob(".*partial*"))

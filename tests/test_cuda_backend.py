@@ -138,6 +138,11 @@ def test_bad_arguments_are_refused():
                             device="cpu")
     with pytest.raises(ValueError, match=r"cost\(spec\) of task 5 must be a number or \(work, growth, steps\)"):
         balancer.submit(5, {})
+    for silent in ("abc", (True, 0.0, 3.0), ("5", 0.0, 3.0)):    # before: float() took them as numbers
+        balancer = CudaBalancer(2, create=decode.create, step=decode.step, cost=lambda spec, v=silent: v,
+                                device="cpu")
+        with pytest.raises(ValueError, match=r"cost\(spec\) of task 5 must be a number or .* of numbers"):
+            balancer.submit(5, {})
     balancer = CudaBalancer(2, create=decode.create, step=decode.step, cost=lambda spec: -1.0, device="cpu")
     with pytest.raises(ValueError, match="work must be finite and >= 0"):
         balancer.submit(5, {})
@@ -204,3 +209,27 @@ def test_cuda_device_workers_allocate_on_their_device():
             assert isinstance(keys, cupy.ndarray) and keys.device.id == workers[g].id
     balancer.run()
     assert balancer.active == 0
+
+
+def test_a_failed_create_drops_only_its_task():
+    # Before: the tasks of the same decision after the failing one were reported finished
+    # too and never ran: lost without a word.
+    def create_but_3(spec, xp):
+        if spec["id"] == 3:
+            raise MemoryError("out of device memory")
+        return decode.create(spec, xp)
+
+    specs = [dict(spec, id=i) for i, spec in enumerate(_specs(6))]
+    balancer = CudaBalancer(2, create=create_but_3, step=decode.step, cost=decode.cost, device="cpu",
+                            policy="round-robin")
+    for spec in specs:
+        balancer.submit(spec["id"], spec)
+    with pytest.raises(RuntimeError, match=r"create\(\) failed for task 3"):
+        balancer.step()
+    assert balancer.active == 3 and sorted(balancer.planner.waiting_ids().tolist()) == [4, 5]
+    for _ in range(1000):
+        if not balancer.active and not balancer.waiting:
+            break
+        balancer.step()
+    finished = sum(report.finished for report in balancer.reports)
+    assert finished == 5 and balancer.ledger.n_active == 0 and balancer.ledger.n_waiting == 0

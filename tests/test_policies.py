@@ -31,6 +31,9 @@ def test_unknown_policy_lists_the_known_ones():
     ("bfio:candidates=0", "candidates"),
     ("bfio:deadline_ms=-1", "deadline_ms"),
     ("bfio:spread=2", "spread must be true or false"),
+    # before: the last one won without a word
+    ("bfio:horizon=4,horizon=8", "option 'horizon' is given twice"),
+    ("bfio:max-wait=4,max_wait=8", "option 'max_wait' is given twice"),
 ])
 def test_bad_policy_options(spec, message):
     with pytest.raises((ValueError, TypeError), match=message):

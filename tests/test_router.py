@@ -44,6 +44,9 @@ def test_decide_arrays_and_cost_lookahead():
     assert cost_lookahead(lambda obj, h: 2.0, None, 2).tolist() == [2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="non-negative number or 3"):
         cost_lookahead(lambda obj, h: [1.0, -1.0, 0.0], None, 2)
+    for silent in (True, "5", ["1", "2", "3"], float("nan")):      # before: True and "5" were taken as 1.0 and 5.0
+        with pytest.raises(ValueError, match="non-negative number or 3"):
+            cost_lookahead(lambda obj, h, v=silent: v, None, 2)
 
 
 def test_llm_serving_example_runs_end_to_end():
@@ -211,3 +214,25 @@ def test_the_ledgers_one_task_paths_match_the_general_ones():
         one.place(Decision(task_ids=np.array([8, 9]), workers=np.array([0, 0])))
     with pytest.raises(ValueError, match="not running"):
         one.complete([5])
+
+
+def test_step_report_refuses_a_request_id_that_is_not_an_integer():
+    # Before: np.asarray(..., dtype=int64) truncated 7.9 to 7 and finished request 7.
+    router = DecodeRouter(2, 2, policy="fcfs")
+    router.add_request(7, 100)
+    router.route()
+    with pytest.raises(ValueError, match="finished must hold integers, got 7.9"):
+        router.step_report(finished=[7.9])
+    assert router.rank_of(7) in (0, 1) and float(router.load().sum()) == 100.0     # not aged, still running
+
+
+def test_a_bad_queued_at_leaves_the_router_as_it_was():
+    # Before: the request entered the pool before float(queued_at) raised, so it had no
+    # queueing time and every later route() with max_wait_s failed with KeyError.
+    router = DecodeRouter(2, 2, policy="fcfs", max_wait_s=1.0, clock=lambda: 10.0)
+    for bad, kind in (("soon", TypeError), (float("nan"), ValueError)):
+        with pytest.raises(kind, match="queued_at must be"):
+            router.add_request(8, 100, queued_at=bad)
+        assert router.queued == 0 and not router.is_queued(8)
+    router.add_request(8, 100, queued_at=9.5)
+    assert router.route() == {8: 0}

@@ -89,6 +89,9 @@ def test_heterogeneous_speeds_slow_the_step():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_workers": 0}, "n_workers"), ({"arrivals": "poisson"}, "arrivals"), ({"speeds": (1.0,)}, "speeds"),
     ({"rate_scale": 0.0}, "rate_scale"),
+    # before: an infinitely fast worker took no time, and "no" recorded the loads
+    ({"n_workers": 2, "speeds": (1.0, float("inf"))}, "speeds must be 2 positive finite numbers"),
+    ({"record_loads": "no thanks"}, "record_loads must be true or false"),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -316,3 +319,18 @@ def golden_digest(case: str) -> str:
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_golden_simulations_make_the_recorded_decisions(case):
     assert golden_digest(case) == GOLDEN[case][3]
+
+
+def test_a_run_in_which_nothing_is_ever_placed_stops_at_the_cap():
+    # Before: bfio without work conservation and without a waiting bound places nothing on
+    # an empty cluster (any task raises the imbalance), so step() returned True without a
+    # step run and run() looped for ever, max_steps or not.
+    config = SimulationConfig(n_workers=2, slots=2, pool=4, max_steps=50)
+    policy = make_policy("bfio:horizon=0,work_conserving=false,max_wait=none")
+    sim = Simulator(tiny([10, 20], [3, 3]), policy, config=config)
+    result = sim.run()
+    assert result.truncated and sim.idle_rounds == 50 and sim.steps == 0
+    # With a waiting bound the same policy places them after max_wait decisions and finishes.
+    bounded = Simulator(tiny([10, 20], [3, 3]), make_policy("bfio:horizon=0,work_conserving=false,max_wait=3"),
+                        config=config).run()
+    assert not bounded.truncated and bounded.metrics.requests_completed == 2

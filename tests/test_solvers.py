@@ -580,3 +580,55 @@ def test_share_caps_each_worker_at_its_share_of_the_placements(seed, n_workers, 
     counts = np.bincount(result.worker, minlength=n_workers)
     cap = free if k == free.sum() else -(-k * free // free.sum())
     assert (counts <= cap).all()
+
+
+@pytest.mark.parametrize("task_index, worker, message", [
+    ([-1], [0], "task_index -1 is not a position"),
+    ([2], [0], "task_index 2 is not a position"),
+    ([1.7], [0], "task_index must hold integers"),
+    ([1], [-1], "worker -1 does not exist"),
+    ([1], [2], "worker 2 does not exist"),
+    ([1, 1], [0, 1], "places a task twice"),
+    ([0, 1], [0], "worker must have shape"),
+])
+def test_predicted_imbalance_refuses_a_placement_that_is_not_one(task_index, worker, message):
+    # Before: numpy wrapped -1 to the last task, truncated 1.7 to 1, added a
+    # task twice, and scored the result as if it were a placement.
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises((ValueError, TypeError), match=message):
+        predicted_imbalance(problem, task_index, worker)
+    assert predicted_imbalance(problem, [0, 1], [0, 1]) == 4.0
+
+
+@pytest.mark.parametrize("flag", ["work_conserving", "local_search", "spread", "strict_ties", "share"])
+def test_solver_flags_are_checked_not_truth_tested(flag):
+    # Before: bool("false") is True, so work_conserving="false" placed every task.
+    from barrierlb.solvers.fast import solve_problem
+
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises(ValueError, match=f"{flag} must be true or false"):
+        solve_problem(problem, **{flag: "maybe"})
+    assert solve_problem(problem, **{flag: "false"}).task_index.size == (0 if flag == "work_conserving" else 2)
+
+
+def test_exact_and_batched_solvers_check_work_conserving():
+    from barrierlb.solvers.batched import solve_batched
+    from barrierlb.solvers.exact import solve_exact_problem
+
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.array([[1.0], [5.0]]), [1, 1])
+    with pytest.raises(ValueError, match="work_conserving must be true or false"):
+        solve_exact_problem(problem, work_conserving="maybe")
+    with pytest.raises(ValueError, match="work_conserving must be true or false"):
+        solve_batched(np.zeros((1, 2)), np.array([[1.0], [5.0]]), np.array([1, 1]), np.ones(1),
+                      work_conserving="maybe")
+    assert solve_exact_problem(problem, work_conserving="no").task_index.size == 0
+
+
+def test_free_slots_the_solvers_cannot_count_are_refused():
+    # Before: sum(free_slots) wrapped to -2**63, so n_to_place was negative and the fast
+    # solver failed with "negative dimensions are not allowed".
+    with pytest.raises(ValueError, match="free_slots must be <= 3,074,457,345,618,258,602 per worker"):
+        StepProblem.from_arrays(np.zeros((1, 2)), np.ones((3, 1)), [2**62, 2**62])
+    problem = StepProblem.from_arrays(np.zeros((1, 2)), np.ones((3, 1)), [2**40, 2**40])
+    assert problem.n_to_place == 3 and solve_fast(np.zeros((1, 2)), np.ones((3, 1)), [2**40, 2**40],
+                                                  np.ones(1)).task_index.size == 3

@@ -107,6 +107,8 @@ def test_dead_worker_cannot_take_tasks_and_failure_returns_ids():
     (lambda: ClusterState(2, 1).submit_arrays([1], [-1.0]), "non-negative"),
     (lambda: ClusterState(2, 1).submit_arrays([1, 2], [1.0, 2.0, 3.0]), "shape"),
     (lambda: ClusterState(2, 1).submit(["task"]), "Task"),
+    # before: an OverflowError from numpy ("Python int too large to convert to C long")
+    (lambda: ClusterState(2, 1).submit_one(2**63, 1.0), "task_ids must fit in int64"),
 ])
 def test_bad_input_names_the_problem(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -140,6 +142,10 @@ def test_refresh_predictions_sets_remaining_steps():
     (lambda: ClusterState(2, 1, alive=[1, 0.7]), "alive must hold true/false"),
     (lambda: ClusterState(2, 1).submit_arrays([1.5], [1.0]), "task_ids must hold integers, got 1.5"),
     (lambda: ClusterState(2, 1).submit_arrays([2**70], [1.0]), "task_ids must fit in int64"),
+    # before: 2.0**63 compared equal to int64's max as a float, and was cast to -2**63
+    (lambda: ClusterState(2, 1).submit_arrays([2.0**63], [1.0]), "task_ids must fit in int64"),
+    (lambda: ClusterState(2, 1).tasks_on(np.float64(2.0**63)), "worker must be an integer"),
+    (lambda: ClusterState(2, 1).complete(np.array([2.0**63])), "task_ids must fit in int64"),
     (lambda: ClusterState(2, 1).submit_arrays([1, 2], [1.0, 2.0], growth=[1.0, 2.0, 3.0]),
      r"growth must be a scalar or have shape \(2,\), got shape \(3,\)"),
     (lambda: ClusterState(2, 1).submit_arrays([1], [1.0], prompt=[1.0, 2.0]), "prompt must be a scalar"),
@@ -260,3 +266,36 @@ def test_per_task_reports_are_checked_before_anything_changes():
     assert state.n_waiting == 0
     state.submit_arrays(np.array([3]), np.array([1.0]))          # a withdrawn id may come back
     assert state.pool_ids.tolist() == [3]
+
+
+def test_a_withdrawn_profile_task_leaves_no_profile_behind():
+    # Before: withdraw() kept the profile, so a new affine task under the freed id was
+    # projected and aged as the old profile (work 100 instead of 1).
+    state = ClusterState(1, 2)
+    state.submit(Task.from_profile(5, [100.0, 100.0, 100.0]))
+    state.withdraw(5)
+    state.submit_arrays([5], [1.0])
+    assert state.step_problem(2).pool_work.tolist() == [[1.0, 1.0, 1.0]]
+    state.place(Placement(np.array([5]), np.array([0])))
+    state.advance()
+    assert state.current_load().tolist() == [1.0]
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"work_conserving": "false"}, None),
+    ({"work_conserving": "maybe"}, "work_conserving must be true or false"),
+    ({"refill": "perhaps"}, "refill must be true or false"),
+    ({"max_wait": -1}, "max_wait must be >= 0"),
+    ({"max_wait": 0.5}, "max_wait must be an integer"),
+    ({"gamma": 1.5}, "gamma must be <= 1.0"),
+])
+def test_step_problem_options_are_checked(option, message):
+    # Before: work_conserving="false" was stored as the string (truthy: every task placed),
+    # max_wait=-1 forced every task and 0.5 was compared as given.
+    state = ClusterState(2, 2)
+    state.submit([Task.constant(i, 1.0 + i) for i in range(3)])
+    if message is None:
+        assert state.step_problem(0, **option).work_conserving is False
+    else:
+        with pytest.raises((ValueError, TypeError), match=message):
+            state.step_problem(0, **option)

@@ -84,6 +84,10 @@ def test_bad_input_names_the_problem():
         planner.submit_many([1.5])
     with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
         planner.submit(1, [-1.0])
+    for silent in (True, "5", [[1.0, 2.0], [3.0]]):        # before: True and "5" were taken as 1.0 and 5.0
+        with pytest.raises(ValueError, match="lookaheads must be 1 non-negative"):
+            planner.submit(1, silent)
+    assert planner.n_waiting == 0
     with pytest.raises(ValueError, match="worker 5 does not exist"):
         planner.report(5)
     planner.submit(1, 1.0)
@@ -187,3 +191,54 @@ def test_the_built_package_carries_the_backends(tmp_path):
                          env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert all(path.startswith(str(target)) for path in out.stdout.split()), out.stdout
+
+
+def _planned(capacity=2):
+    planner = SuperstepPlanner(2, policy=make_policy("round-robin"), capacity=capacity)
+    planner.submit_many([1, 2, 3], np.ones(3))
+    planner.plan()
+    return planner
+
+
+@pytest.mark.parametrize("report, message", [
+    ({"finished": [99], "costs": {1: 5.0}}, "task 99 finished on worker 0 but is not placed"),
+    ({"finished": [1], "costs": {2: 5.0}}, "task 2 in costs reported by worker 0 but lives on worker 1"),
+    ({"finished": [1, 1]}, "finished names a task twice"),
+    ({"finished": [1.5]}, "finished must hold integers"),
+    ({"costs": {1: float("nan")}}, "costs contains NaN"),
+    ({"costs": {1: -1.0}}, "costs must be non-negative"),
+    ({"costs": {1: 1.0}, "lookahead": {3: [1.0, 2.0]}}, r"lookahead of task 3 must have shape \(1,\)"),
+    ({"costs": {1: 1.0}, "lookahead": {3: [-1.0]}}, "lookahead of task 3 must be non-negative"),
+    ({"costs": {1: 1.0}, "load": [1.0, 2.0]}, r"load must have shape \(1,\)"),
+    ({"costs": {1: 1.0}, "measured": (float("inf"), 1)}, "measured seconds must be finite"),
+    ({"costs": {1: 1.0}, "measured": (1.0, 1.5)}, "measured count must be an integer"),
+])
+def test_a_bad_report_is_refused_whole(report, message):
+    # Before: the costs, lookaheads and load were recorded first, and a bad finished
+    # id raised after them (or 1.5 became task 1), so a retried report counted twice;
+    # a NaN cost or a short lookahead surfaced only at a later plan(), naming neither.
+    planner, clean = _planned(), _planned()
+    assert planner.tasks_on(0).tolist() == [1, 3] and planner.tasks_on(1).tolist() == [2]
+    with pytest.raises((ValueError, TypeError), match=message):
+        planner.report(0, **report)
+    for p in (planner, clean):
+        p.report(0, finished=[1], costs={1: 1.0, 3: 3.0})
+        p.submit_many([4, 5], None)
+    assert planner._measured == clean._measured == [4.0, 2]
+    assert not planner.predictor.known(2) and planner.lookahead(3).tolist() == clean.lookahead(3).tolist()
+    mine, theirs = planner.plan(), clean.plan()
+    assert mine.task_ids.tolist() == theirs.task_ids.tolist() and mine.workers.tolist() == theirs.workers.tolist()
+    assert planner.n_active == clean.n_active == 4
+
+
+def test_the_persistence_predictor_refuses_a_cost_that_is_not_one():
+    from barrierlb.predictors import PersistencePredictor
+
+    predictor = PersistencePredictor(2)
+    for costs, message in (([float("nan")], "costs contains NaN"), ([-1.0], "costs must be non-negative"),
+                           ([1.0, 2.0], r"costs must have shape \(1,\)")):
+        with pytest.raises(ValueError, match=message):
+            predictor.observe([5], costs)
+        assert not predictor.known(5)       # before: the row was taken first, and NaN recorded
+    predictor.observe([5], [2.0])
+    assert predictor.lookahead([5], 1).tolist() == [[2.0, 2.0]]

@@ -245,3 +245,35 @@ def test_bad_generator_parameters_are_named(spec, message):
 def test_parameters_that_almost_never_give_positive_tokens_raise_instead_of_drawing_for_ever():
     with pytest.raises(WorkloadError, match="draws had prompt and output of at least one token"):
         load_workload("synthetic:prompt_mean=-100000,prompt_std=10", n_requests=100)
+
+
+def test_zero_output_rows_counts_the_requests_taken(tmp_path):
+    # Before: take() kept the whole trace's count, so the first 2 rows of this trace
+    # reported 2 zero-output rows (they have none) and 8 rows (the trace twice) 2, not 4.
+    path = write(tmp_path, "z.csv", "timestamp,input_length,output_length\n3,10,0\n0,10,5\n1,10,5\n2,10,0\n")
+    assert load_workload("csv:" + path).zero_output_rows == 2
+    for n, zeros in ((2, 0), (3, 1), (4, 2), (8, 4)):
+        taken = load_workload("csv:" + path, n_requests=n)
+        assert taken.zero_output_rows == zeros, n
+        assert taken.zero_output_rows == taken.zero_output_index.size if zeros else taken.zero_output_index is None
+    untimed = load_workload("csv:" + write(tmp_path, "u.csv", "input_length,output_length\n1,0\n1,3\n"))
+    sampled = untimed.take(50, seed=3)
+    assert sampled.zero_output_rows == int((np.isin(np.random.default_rng(3).integers(0, 2, 50), [0])).sum())
+
+
+@pytest.mark.parametrize("fields, message", [
+    (([10, 20], [2.7, 3]), "output_tokens must hold integers, got 2.7"),
+    (([10, 20], [0, 3]), "output_tokens must be >= 1"),
+    (([10, -1], [1, 3]), "prompt_tokens must be non-negative"),
+    (([10, 20, 5], [3, 3]), r"output_tokens must have shape \(3,\)"),
+    (([10, 20], [3, 3], [5.0, 1.0]), "arrival_s must be non-decreasing, got 5.0 then 1.0"),
+    (([10, 20], [3, 3], [0.0, float("nan")]), "arrival_s contains NaN"),
+])
+def test_a_workload_built_by_hand_is_checked(fields, message):
+    # Before: 2.7 output tokens ran as 2, a 0-token output as 1, mismatched lengths failed
+    # with an IndexError inside the simulator, and unsorted arrivals gave wrong TTFTs.
+    from barrierlb.workloads import Workload
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        Workload("hand", *(np.array(f) for f in fields))
+    assert Workload("hand", [1, 2], np.array([1, 5], dtype=np.int32)).output_tokens.dtype == np.int64

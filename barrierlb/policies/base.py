@@ -180,7 +180,10 @@ def make_policy(spec: str, *, defaults: dict | None = None, **options) -> Policy
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"policy option {item!r} in {spec!r} must look like key=value")
-        parsed[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        key = key.strip().replace("-", "_")
+        if key in parsed:
+            raise ValueError(f"policy option {key!r} is given twice in {spec!r}")
+        parsed[key] = _parse_value(value.strip())
     parsed.update(options)
     cls = _REGISTRY[name]
     accepted = inspect.signature(cls.__init__).parameters

@@ -50,6 +50,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from barrierlb._validate import INT64_MAX, check_bool
+
 #: How the placements of :func:`solve_batched` are made (its result's ``path``).
 PATH = "batched-greedy"
 
@@ -179,6 +181,7 @@ def _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, fo
     _check_shapes(projected_load, pool_work, free_slots, weights, alive, forced)
     if isinstance(block_numbers, bool) or not isinstance(block_numbers, int) or block_numbers < 1:
         raise ValueError(f"block_numbers must be a positive integer, got {block_numbers!r}")
+    work_conserving = check_bool("work_conserving", work_conserving)
     if isinstance(peak_weight, bool) or not isinstance(peak_weight, (int, float)) or not peak_weight >= 0:
         raise ValueError(f"peak_weight must be a non-negative number, got {peak_weight!r}")
     _check_dtypes(xp, projected_load=projected_load, pool_work=pool_work, free_slots=free_slots, weights=weights,
@@ -197,6 +200,10 @@ def _solve(xp, device, projected_load, pool_work, free_slots, weights, alive, fo
     free = xp.where(alive, xp.astype(free_slots, i64), 0)
     if n_workers and int(xp.min(free)) < 0:
         raise ValueError(f"free_slots must be non-negative, got a minimum of {int(xp.min(free))}")
+    most = INT64_MAX // max(n_pool, n_workers, 1)        # the rounds count placements in int64
+    if n_workers and int(xp.max(free)) > most:
+        raise ValueError(f"free_slots must be <= {most:,} per worker with {n_pool} waiting tasks and "
+                         f"{n_workers} workers (counted in int64), got {int(xp.max(free)):,}")
     n_alive = int(xp.sum(xp.astype(alive, i64)))
     peak_cost = n_alive * float(peak_weight)
     total = work @ d                                                          # W_i, (N,)

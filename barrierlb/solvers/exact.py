@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_real
+from barrierlb._validate import check_bool, check_real
 from barrierlb.problem import StepProblem
 
 #: Seconds per (task, open worker, step) entry that building the MILP takes at least (measured
@@ -93,7 +93,8 @@ def solve_exact_problem(problem: StepProblem, *, work_conserving: bool | None = 
     started = time.perf_counter() if started is None else started
     time_limit_s = check_real("time_limit_s", time_limit_s, minimum=0.0)
     peak_weight = check_real("peak_weight", peak_weight, minimum=0.0)
-    work_conserving = problem.work_conserving if work_conserving is None else bool(work_conserving)
+    work_conserving = (problem.work_conserving if work_conserving is None
+                       else check_bool("work_conserving", work_conserving))
     loads, work, d = problem.projected_load, problem.pool_work, problem.weights
     free, alive, forced = problem.free_slots, problem.alive, problem.forced
     n_rows, n_workers = loads.shape

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from barrierlb._validate import check_int, check_real
+from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.problem import StepProblem, imbalance_of_loads
 from barrierlb.solvers import enumeration
 from barrierlb.solvers.enumeration import LEVEL_MOVES
@@ -203,11 +203,13 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
     started = time.perf_counter() if started is None else started
     if not isinstance(problem, StepProblem):
         raise TypeError(f"problem must be a StepProblem, got {type(problem).__name__}")
-    work_conserving = problem.work_conserving if work_conserving is None else bool(work_conserving)
+    work_conserving = (problem.work_conserving if work_conserving is None
+                       else check_bool("work_conserving", work_conserving))
+    local_search = check_bool("local_search", local_search)
     budget = 16 if max_moves is None else check_int("max_moves", max_moves, minimum=0)
     max_candidates = check_int("max_candidates", max_candidates, minimum=1)
-    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0), bool(spread),
-                 bool(strict_ties), bool(share))
+    p = _Problem(problem, work_conserving, check_real("peak_weight", peak_weight, minimum=0.0),
+                 check_bool("spread", spread), check_bool("strict_ties", strict_ties), check_bool("share", share))
     deadline = None
     if deadline_ms is not None:
         deadline = started + check_real("deadline_ms", deadline_ms, minimum=0.0) / 1e3

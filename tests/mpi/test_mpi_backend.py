@@ -121,9 +121,22 @@ def test_bad_arguments(comm):
         MPIBalancer(dict, comm="world")
     with pytest.raises(ValueError, match="mode"):
         MPIBalancer(dict, comm=comm, mode="gossip")
+    # Before: accepted, and a decision cut short by the clock on one rank but not another
+    # stopped the job as if the ranks' floating point differed.
+    for timed in ("bfio:deadline_ms=5", "bfio-exact"):
+        with pytest.raises(ValueError, match="decides against the clock.*use mode='root'"):
+            MPIBalancer(dict, comm=comm, policy=timed)
+    MPIBalancer(dict, comm=comm, policy="bfio-exact", mode="root")
+    with pytest.raises(ValueError, match="yield_cpu must be true or false"):
+        MPIBalancer(dict, comm=comm, yield_cpu="maybe")     # before: bool("maybe") yielded the core
     balancer = MPIBalancer(dict, comm=comm)
     with pytest.raises(KeyError, match="not on this rank"):
         balancer.record(12345, 0.1)
+    balancer.tasks[7] = {}
+    for bad, message in ((float("nan"), "must be finite"), (-0.5, "must be >= 0"), ("0.1", "must be a number")):
+        with pytest.raises((ValueError, TypeError), match=f"seconds {message}"):
+            balancer.record(7, bad)         # before: float() took NaN, -0.5 and "0.1" as costs
+    assert balancer._step_costs == {}
 
 
 def test_projected_load_counts_the_tasks_here_with_a_measurement(comm):
