@@ -188,13 +188,8 @@ class DecodeRouter:
             decision = _place_one(state, policy, self._bounded if refresh else None, self._slot_cap)
             # The pool's one task (position 0) onto its rank: what place() does once it has matched the
             # decision's ids to the pool, with the same checks of the rank.
-            worker = int(decision.workers[0])
-            state._place_one(0, worker)
-            self.last_decision = decision
-            request_id = int(decision.task_ids[0])
-            self._queued_at.pop(request_id, None)
-            self._slot_cap[state._location[request_id]] = self._bounded.cap.get(request_id, math.inf)
-            return {request_id: worker}
+            state._place_one(0, int(decision.workers[0]))
+            return self._record_placed(decision)
         if refresh:
             state.refresh_predictions(self._bounded)
         started = time.perf_counter()
@@ -213,6 +208,10 @@ class DecodeRouter:
 
     def _placed(self, decision: Decision) -> dict[int, int]:
         self.state.place(decision)
+        return self._record_placed(decision)
+
+    def _record_placed(self, decision: Decision) -> dict[int, int]:
+        """The router's own bookkeeping of a decision the ledger has placed: ``{request_id: rank}``."""
         self.last_decision = decision
         placed = decision.task_ids.tolist()
         location, cap = self.state._location, self._bounded.cap
