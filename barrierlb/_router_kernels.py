@@ -1,8 +1,9 @@
 """The router's compiled kernel for one waiting request (:func:`barrierlb.router._place_one`).
 
 One numba call gives what the one-request decision hands the solver's greedy:
-the running requests' projected load per rank at every kept step, each kept
-step's peak over the alive ranks, and the waiting request's lookahead. It does
+the running requests' projected load per rank at every kept step and each kept
+step's peak over the alive ranks (:func:`one_request_arrays`), and another the
+waiting request's lookahead (:func:`waiting_lookahead`). The first does
 the arithmetic of :func:`barrierlb.projection.running_projection` in the same
 order (slots row-major into per-rank buckets of kept rows covered, a reverse
 cumulative sum over the buckets, ``max(base + slope * h, 0)``), so the sums,
@@ -31,13 +32,14 @@ greedy = greedy_kernel()
 
 @njit(cache=True, nogil=True)
 def one_request_arrays(slot_id, slot_work, slot_growth, remaining, by_slot, rows, stride, kept, alive, every_rank,
-                       pool_work, pool_growth, pool_steps, capacity, active_count):
-    """The arguments of the solver's greedy for one waiting request.
+                       capacity, active_count):
+    """The arguments of the solver's greedy for one waiting request, but its lookahead
+    (:func:`waiting_lookahead`).
 
     ``remaining`` holds the running requests' predicted remaining steps, per slot
     (``by_slot``: shape ``(G * S,)``, read where a slot is occupied) or per
     occupied slot in row-major order; ``kept``: the kept steps as floats.
-    Returns ``loads (R, G), peak (R,), work (1, R), peak_work (1,), free (G,)``
+    Returns ``loads (R, G), peak (R,), free (G,)``
     (free slots, zero on a dead rank), the greedy's ``unplaced``, ``must``,
     ``score`` and ``placed`` (task, rank) arrays, and the alive ranks.
     """
@@ -69,14 +71,6 @@ def one_request_arrays(slot_id, slot_work, slot_growth, remaining, by_slot, rows
             loads[j - 1, g] = value
             if (every_rank or alive[g]) and value > peak[j - 1]:
                 peak[j - 1] = value
-    work = np.zeros((1, n_kept))
-    top = np.zeros(1)
-    for j in range(n_kept):
-        h = kept[j]
-        if h < pool_steps:
-            work[0, j] = max(pool_work + pool_growth * h, 0.0)
-        if j == 0 or work[0, j] > top[0]:
-            top[0] = work[0, j]
     free = np.zeros(n_workers, dtype=np.int64)
     n_alive = 0
     n_free = 0
@@ -86,7 +80,7 @@ def one_request_arrays(slot_id, slot_work, slot_growth, remaining, by_slot, rows
             free[g] = capacity[g] - active_count[g]
             if free[g] != 0:
                 n_free += 1
-    return (loads, peak, work, top, free, np.ones(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_),
+    return (loads, peak, free, np.ones(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_),
             np.empty((1, n_free)), np.zeros(2, dtype=np.int64), n_alive)
 
 
@@ -207,9 +201,8 @@ def place_one(slot_id, slot_work, slot_growth, slot_age, slot_cap, remaining, mo
     for j in range(work.shape[1]):
         if j == 0 or work[0, j] > top:
             top = work[0, j]
-    loads, peak, _, _, free, unplaced, must, score, placed, n_alive = one_request_arrays(
-        slot_id, slot_work, slot_growth, given, by_slot, rows, stride, kept, alive, every_rank, 0.0, 0.0, 0.0,
-        capacity, active_count)
+    loads, peak, free, unplaced, must, score, placed, n_alive = one_request_arrays(
+        slot_id, slot_work, slot_growth, given, by_slot, rows, stride, kept, alive, every_rank, capacity, active_count)
     if score.shape[1] == 0:
         return -1, 0.0
     peak_work = np.full(1, top)
