@@ -118,7 +118,7 @@ class SurvivalPredictor:
         self.seed = check_int("seed", seed, minimum=0)
         self.strata = check_int("strata", strata, minimum=1)
         self._recent = np.zeros(0)
-        self._recent_prompt = np.zeros(0)         # NaN where a finished request's prompt was not given
+        self._recent_prompt = np.zeros(0)         # with strata; NaN where a finished request's prompt was not given
         self._sorted = np.zeros(0)
         # The strata, when there are any: interior prompt edges, and every group's outputs sorted in one
         # array, group k's shifted up by k * _shift so that one searchsorted serves all groups.
@@ -142,9 +142,9 @@ class SurvivalPredictor:
                                  nonnegative=True)
         if output.size:
             self._recent = np.concatenate([self._recent, output])[-self.window:]
-            self._recent_prompt = np.concatenate([self._recent_prompt, prompt])[-self.window:]
             self._sorted = np.sort(self._recent)
-            if self.strata > 1:
+            if self.strata > 1:                   # one distribution needs no prompts
+                self._recent_prompt = np.concatenate([self._recent_prompt, prompt])[-self.window:]
                 self._group()
 
     def _group(self) -> None:
@@ -200,13 +200,14 @@ class SurvivalPredictor:
 
 def _quantile_above(values: np.ndarray, start, end, threshold: np.ndarray, q) -> np.ndarray:
     """The ``q``-quantile of ``values[start:end] - threshold`` over the entries above ``threshold``
-    (``values`` sorted; ``start``/``end`` numbers or arrays broadcasting against ``threshold``);
-    ``inf`` where none is above."""
-    first = np.maximum(np.searchsorted(values, threshold, side="right"), start)
+    (``values`` sorted, not empty; ``start``/``end`` numbers or arrays broadcasting against
+    ``threshold``); ``inf`` where none is above."""
+    first = np.searchsorted(values, threshold, side="right")
+    if not np.isscalar(start) or start:
+        first = np.maximum(first, start)
     alive = end - first
-    pick = np.clip(first + np.floor(q * alive).astype(np.int64), 0, max(values.size - 1, 0))
-    return np.where(alive > 0, values[pick] - threshold, math.inf) if values.size else \
-        np.full(np.broadcast(threshold, q).shape, math.inf)
+    pick = np.minimum(first + np.floor(q * alive).astype(np.int64), end - 1)    # where alive > 0: in range
+    return np.where(alive > 0, values[pick] - threshold, math.inf)
 
 
 def _lifetime_kernel():
