@@ -131,37 +131,61 @@ def running_and_waiting(slot_id, slot_prompt, slot_age, pool_id, pool_prompt):
 
 # ------------------------------------------------ one decision in one call (the proxy's usual one)
 @njit(cache=True, nogil=True)
-def survival_remaining(sorted_outputs, quantile, min_samples, generated, cap):
-    """:class:`~barrierlb.predictors.SurvivalPredictor`'s ``remaining`` of one request that has
-    generated ``generated`` tokens, bounded by its ``max_tokens`` ``cap`` as the router's bounded
-    predictor bounds it (``min(predicted, max(cap - generated, 1))``; ``cap`` inf: no bound).
-    The same arithmetic as ``SurvivalPredictor._conditional`` (``searchsorted(..., "right")``)."""
+def _quantile_above(values, start, end, threshold, quantile):
+    """``(q-quantile of values[start:end] - threshold over the entries above threshold, how many)``;
+    ``inf`` when none is (``values[start:end]`` sorted)."""
+    lo, hi = start, end                     # first index whose value is > threshold
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if values[mid] <= threshold:
+            lo = mid + 1
+        else:
+            hi = mid
+    alive = end - lo
+    if alive <= 0:
+        return np.inf, 0
+    return values[min(lo + int(np.floor(quantile * alive)), end - 1)] - threshold, alive
+
+
+@njit(cache=True, nogil=True)
+def survival_remaining(model, prompt, generated, cap):
+    """:class:`~barrierlb.predictors.SurvivalPredictor`'s ``remaining`` of one request of ``prompt``
+    tokens that has generated ``generated``, bounded by its ``max_tokens`` ``cap`` as the router's
+    bounded predictor bounds it (``min(predicted, max(cap - generated, 1))``; ``cap`` inf: no bound).
+
+    ``model`` is the predictor's arrays (:meth:`barrierlb.router._Bounded.survival_arrays`):
+    ``(sorted outputs, grouped outputs, group ends, prompt edges, group shift, quantile,
+    min_samples)``. The same arithmetic as ``SurvivalPredictor._conditional``
+    (``searchsorted(..., "right")``): the pooled quantile, or the request's prompt group's where
+    that group has ``min_samples`` outputs above ``generated``."""
+    sorted_outputs, grouped, group_end, edges, shift, quantile, min_samples = model
     a = float(generated)
     n = sorted_outputs.size
     predicted = np.inf
     if n >= min_samples:
-        lo, hi = 0, n                       # first index whose output is > a
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if sorted_outputs[mid] <= a:
-                lo = mid + 1
-            else:
-                hi = mid
-        alive = n - lo
-        if alive > 0:
-            pick = min(lo + int(np.floor(quantile * alive)), n - 1)
-            predicted = sorted_outputs[pick] - a
+        predicted, _ = _quantile_above(sorted_outputs, 0, n, a, quantile)
+        if grouped.size:
+            lo, hi = 0, edges.size          # the group: edges at or below the prompt
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if edges[mid] <= prompt:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            start = group_end[lo - 1] if lo > 0 else 0
+            own, alive = _quantile_above(grouped, start, group_end[lo], a + lo * shift, quantile)
+            if alive >= min_samples:
+                predicted = own
     return min(predicted, max(cap - a, 1.0))
 
 
 @njit(cache=True, nogil=True)
-def waiting_lookahead(kept, pool_work, pool_growth, steps, survival, sorted_outputs, quantile, min_samples,
-                      pool_cap):
+def waiting_lookahead(kept, pool_work, pool_growth, steps, survival, model, pool_prompt, pool_cap):
     """The waiting request's lookahead ``work (1, R)`` over the kept steps: ``max(work + growth * h, 0)``
     while ``h < steps``; with ``survival`` its steps are the bounded survival prediction at 0 tokens
-    (:func:`survival_remaining`), else ``steps`` as given."""
+    (:func:`survival_remaining` of ``model``), else ``steps`` as given."""
     if survival:
-        steps = survival_remaining(sorted_outputs, quantile, min_samples, 0, pool_cap)
+        steps = survival_remaining(model, pool_prompt, 0, pool_cap)
     work = np.zeros((1, kept.size))
     for j in range(kept.size):
         h = kept[j]
@@ -171,16 +195,15 @@ def waiting_lookahead(kept, pool_work, pool_growth, steps, survival, sorted_outp
 
 
 @njit(cache=True, nogil=True)
-def place_one(slot_id, slot_work, slot_growth, slot_age, slot_cap, remaining, mode, sorted_outputs, quantile,
-              min_samples, rows, stride, kept, d, alive, every_rank, work, total, capacity, active_count,
-              peak_weight, tie_break, spread):
+def place_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_cap, remaining, mode, model, rows, stride,
+              kept, d, alive, every_rank, work, total, capacity, active_count, peak_weight, tie_break, spread):
     """The one-request decision in one call: returns ``(rank, objective)`` (rank -1: no free slot).
 
     The running requests' remaining steps come from ``remaining`` per slot
     (``mode`` 0: shape ``(G * S,)``, the ledger's stored predictions), per
     occupied slot in row-major order (``mode`` 1: a predictor's answers) or
-    from the bounded survival prediction at each slot's age and cap (``mode``
-    2: :func:`survival_remaining`). Then :func:`one_request_arrays`' arrays,
+    from the bounded survival prediction at each slot's prompt, age and cap
+    (``mode`` 2: :func:`survival_remaining` of ``model``). Then :func:`one_request_arrays`' arrays,
     the solver's compiled greedy on them with the waiting request's lookahead
     ``work`` and its weighted sum ``total`` (``work @ d``, computed by the
     caller as the solver computes it), and :func:`imbalance_objective`.
@@ -191,8 +214,8 @@ def place_one(slot_id, slot_work, slot_growth, slot_age, slot_cap, remaining, mo
         for g in range(n_workers):
             for s in range(n_slots):
                 if slot_id[g, s] >= 0:
-                    given[g * n_slots + s] = survival_remaining(sorted_outputs, quantile, min_samples,
-                                                                slot_age[g, s], slot_cap[g, s])
+                    given[g * n_slots + s] = survival_remaining(model, slot_prompt[g, s], slot_age[g, s],
+                                                                slot_cap[g, s])
         by_slot = True
     else:
         given = remaining

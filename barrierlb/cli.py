@@ -108,7 +108,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_nonnegative_int, default=None,
                         help="lookahead H for bfio/greedy policies that do not set their own")
     parser.add_argument("--predictor", default="oracle",
-                        help="oracle | noisy[:SIGMA] | survival[:QUANTILE] | scenarios[:DRAWS] | none (default oracle)")
+                        help="oracle | noisy[:SIGMA] | survival[:QUANTILE] | prompt-survival[:STRATA] | "
+                             "scenarios[:DRAWS] | none (default oracle)")
     parser.add_argument("--arrivals", choices=("pool", "trace"), default="pool",
                         help="pool: overloaded, always R waiting (default); trace: the trace's timestamps")
     parser.add_argument("--rate-scale", type=_positive_float, default=1.0,

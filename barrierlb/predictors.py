@@ -1,8 +1,9 @@
 """Lookahead predictors: how many decode steps a request has left, how much a task will cost.
 
 A predictor answers ``remaining(task_ids, prompt, generated)`` with the
-predicted steps left (counting the next one) for each request; ``observe``
-feeds it the output lengths of requests that finished. ``adaptive`` predictors
+predicted steps left (counting the next one) for each request;
+``observe(output_tokens, prompt_tokens=None)`` feeds it the output lengths of
+requests that finished, with their prompt lengths where known. ``adaptive`` predictors
 change their answers as they learn and are refreshed before every decision.
 """
 
@@ -26,7 +27,7 @@ class OraclePredictor:
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         return np.maximum(self._output[np.asarray(task_ids)] - np.asarray(generated), 0.0)
 
-    def observe(self, output_tokens) -> None:
+    def observe(self, output_tokens, prompt_tokens=None) -> None:
         pass
 
 
@@ -38,7 +39,7 @@ class NoEndPredictor:
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         return np.full(np.shape(task_ids), math.inf)
 
-    def observe(self, output_tokens) -> None:
+    def observe(self, output_tokens, prompt_tokens=None) -> None:
         pass
 
 
@@ -59,7 +60,7 @@ class NoisyOraclePredictor:
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         return np.maximum(self._predicted[np.asarray(task_ids)] - np.asarray(generated), 0.0)
 
-    def observe(self, output_tokens) -> None:
+    def observe(self, output_tokens, prompt_tokens=None) -> None:
         pass
 
 
@@ -73,12 +74,20 @@ class SurvivalPredictor:
     ``min_samples`` requests have finished, and for requests that outlived every
     finished one, it predicts no end (``inf``): the lookahead keeps them running.
 
+    With ``strata`` above 1 the distribution is also conditioned on the prompt
+    length: the finished requests whose prompts are known are cut into
+    ``strata`` groups of equal size by prompt length (edges at the quantiles of
+    the window's prompts, so no scale is hand-picked), and a request is
+    predicted from its own group's outputs wherever at least ``min_samples`` of
+    them ran longer than it has; elsewhere from all finished outputs.
+
     Parameters
     ----------
     quantile : float
         Which conditional quantile to predict, in (0, 1).
     min_samples : int
-        Finished requests needed before predicting.
+        Finished requests needed before predicting (and, with ``strata``, the
+        outputs of a group longer than ``generated`` needed to use that group).
     window : int
         Only the most recent ``window`` finished requests are kept, so the
         estimate follows a drifting workload.
@@ -92,12 +101,14 @@ class SurvivalPredictor:
         Seed of the draws. A request's draws depend only on the seed, its id
         and the draw index, so the same request keeps the same futures from one
         decision to the next (common random numbers).
+    strata : int
+        Prompt-length groups (1: the output distribution ignores the prompt).
     """
 
     adaptive = True
 
     def __init__(self, *, quantile: float = 0.5, min_samples: int = 32, window: int = 4096, draws: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, strata: int = 1):
         self.quantile = check_real("quantile", quantile, minimum=0.0, maximum=1.0)
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must be strictly between 0 and 1, got {quantile}")
@@ -105,47 +116,98 @@ class SurvivalPredictor:
         self.window = check_int("window", window, minimum=1)
         self.draws = check_int("draws", draws, minimum=0)
         self.seed = check_int("seed", seed, minimum=0)
+        self.strata = check_int("strata", strata, minimum=1)
         self._recent = np.zeros(0)
+        self._recent_prompt = np.zeros(0)         # with strata; NaN where a finished request's prompt was not given
         self._sorted = np.zeros(0)
+        # The strata, when there are any: interior prompt edges, and every group's outputs sorted in one
+        # array, group k's shifted up by k * _shift so that one searchsorted serves all groups.
+        self._edges = np.zeros(0)
+        self._grouped = np.zeros(0)
+        self._group_end = np.zeros(1, dtype=np.int64)
+        self._shift = 0.0
 
     @property
     def n_observed(self) -> int:
         return int(self._recent.size)
 
-    def observe(self, output_tokens) -> None:
+    def observe(self, output_tokens, prompt_tokens=None) -> None:
+        """Learn finished requests' output lengths, with their prompt lengths where known
+        (``prompt_tokens``: one per output, or ``None``)."""
         output = check_array("output_tokens", np.atleast_1d(output_tokens), ndim=1, nonnegative=True)
+        if prompt_tokens is None:
+            prompt = np.full(output.size, math.nan)
+        else:
+            prompt = check_array("prompt_tokens", np.atleast_1d(prompt_tokens), shape=output.shape,
+                                 nonnegative=True)
         if output.size:
             self._recent = np.concatenate([self._recent, output])[-self.window:]
             self._sorted = np.sort(self._recent)
+            if self.strata > 1:                   # one distribution needs no prompts
+                self._recent_prompt = np.concatenate([self._recent_prompt, prompt])[-self.window:]
+                self._group()
+
+    def _group(self) -> None:
+        known = ~np.isnan(self._recent_prompt)
+        prompt, output = self._recent_prompt[known], self._recent[known]
+        if prompt.size < self.min_samples:
+            self._edges, self._grouped, self._group_end = np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64)
+            return
+        self._edges = np.unique(np.quantile(prompt, np.arange(1, self.strata) / self.strata))
+        group = np.searchsorted(self._edges, prompt, side="right")
+        self._shift = float(output.max()) + 1.0
+        self._grouped = np.sort(output + group * self._shift)
+        self._group_end = np.searchsorted(self._grouped, np.arange(1, self._edges.size + 2) * self._shift)
 
     def remaining(self, task_ids, prompt, generated) -> np.ndarray:
         generated = np.asarray(generated, dtype=np.float64)
         if self._sorted.size < self.min_samples:
             return np.full(generated.shape, math.inf)
-        return self._conditional(generated, self.quantile)
+        return self._conditional(prompt, generated, self.quantile)
 
-    def _conditional(self, generated: np.ndarray, q) -> np.ndarray:
+    def _conditional(self, prompt, generated: np.ndarray, q) -> np.ndarray:
         """The ``q``-quantile (a number, or an array broadcasting against ``generated``) of
-        ``output - generated`` over the finished outputs longer than ``generated``; ``inf``
-        where no finished request ran that long."""
-        n = self._sorted.size
-        first = np.searchsorted(self._sorted, generated, side="right")     # outputs > generated
-        alive = n - first
-        pick = np.minimum(first + np.floor(q * alive).astype(np.int64), n - 1)
-        return np.where(alive > 0, self._sorted[pick] - generated, math.inf)
+        ``output - generated`` over the finished outputs longer than ``generated`` (of the
+        request's prompt group where that has ``min_samples`` of them); ``inf`` where no
+        finished request ran that long."""
+        pooled = _quantile_above(self._sorted, 0, self._sorted.size, generated, q)
+        if not self._grouped.size or prompt is None:
+            return pooled
+        group = np.searchsorted(self._edges, np.asarray(prompt, dtype=np.float64), side="right")
+        end = self._group_end[group]
+        start = np.where(group > 0, self._group_end[np.maximum(group - 1, 0)], 0)
+        offset = group * self._shift
+        own = _quantile_above(self._grouped, start, end, generated + offset, q)
+        enough = end - np.maximum(np.searchsorted(self._grouped, generated + offset, side="right"), start) \
+            >= self.min_samples
+        return np.where(enough, own, pooled)
 
     def sample(self, task_ids, prompt, generated) -> np.ndarray:
         """``draws`` draws of each request's remaining length, shape ``(draws, n)``.
 
         Draw ``k`` of a request that has generated ``a`` tokens is the
-        ``u``-quantile of the finished outputs longer than ``a``, minus ``a``,
-        with ``u`` uniform from a hash of (seed, task id, k). No end (``inf``)
-        where :meth:`remaining` predicts none.
+        ``u``-quantile of the finished outputs longer than ``a`` (in its prompt
+        group, as :meth:`remaining` chooses), minus ``a``, with ``u`` uniform
+        from a hash of (seed, task id, k). No end (``inf``) where
+        :meth:`remaining` predicts none.
         """
         generated = np.asarray(generated, dtype=np.float64)
         if self._sorted.size < self.min_samples:
             return np.full((self.draws, generated.size), math.inf)
-        return self._conditional(generated, _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed))
+        return self._conditional(prompt, generated,
+                                 _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed))
+
+
+def _quantile_above(values: np.ndarray, start, end, threshold: np.ndarray, q) -> np.ndarray:
+    """The ``q``-quantile of ``values[start:end] - threshold`` over the entries above ``threshold``
+    (``values`` sorted, not empty; ``start``/``end`` numbers or arrays broadcasting against
+    ``threshold``); ``inf`` where none is above."""
+    first = np.searchsorted(values, threshold, side="right")
+    if not np.isscalar(start) or start:
+        first = np.maximum(first, start)
+    alive = end - first
+    pick = np.minimum(first + np.floor(q * alive).astype(np.int64), end - 1)    # where alive > 0: in range
+    return np.where(alive > 0, values[pick] - threshold, math.inf)
 
 
 def _lifetime_kernel():
@@ -395,7 +457,8 @@ def cost_lookahead(cost, obj, horizon: int) -> np.ndarray:
 
 
 def make_predictor(spec: str, output_tokens, *, seed: int = 0):
-    """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]``, ``scenarios[:draws]`` or ``none``."""
+    """``oracle``, ``noisy[:sigma]``, ``survival[:quantile]``, ``prompt-survival[:strata]`` (the survival
+    median per prompt-length group, default 16 groups), ``scenarios[:draws]`` or ``none``."""
     name, _, arg = spec.partition(":")
 
     def number(kind, default):
@@ -417,10 +480,15 @@ def make_predictor(spec: str, output_tokens, *, seed: int = 0):
         return NoisyOraclePredictor(output_tokens, sigma=number(float, 0.5), seed=seed)
     if name == "survival":
         return SurvivalPredictor(quantile=number(float, 0.5))
+    if name == "prompt-survival":
+        strata = number(int, 16)
+        if strata < 1:
+            raise ValueError(f"predictor {spec!r}: prompt-survival needs at least 1 stratum")
+        return SurvivalPredictor(strata=strata)
     if name == "scenarios":
         draws = number(int, 16)
         if draws < 1:
             raise ValueError(f"predictor {spec!r}: scenarios needs at least 1 draw")
         return SurvivalPredictor(draws=draws, seed=seed)
     raise ValueError(f"unknown predictor {spec!r}; use oracle, noisy[:SIGMA], survival[:QUANTILE], "
-                     "scenarios[:DRAWS] or none")
+                     "prompt-survival[:STRATA], scenarios[:DRAWS] or none")

@@ -67,12 +67,14 @@ class _Bounded:
         return self.inner is None or (type(self.inner) is SurvivalPredictor and not self.draws)
 
     def survival_arrays(self) -> tuple:
-        """``(sorted outputs, quantile, min_samples)`` for :func:`barrierlb._router_kernels.survival_remaining`
-        (no inner predictor: no outputs, so no end is predicted)."""
+        """The survival predictor's arrays for :func:`barrierlb._router_kernels.survival_remaining`:
+        ``(sorted outputs, grouped outputs, group ends, prompt edges, group shift, quantile,
+        min_samples)`` (no inner predictor: no outputs, so no end is predicted)."""
         inner = self.inner
         if inner is None:
             return _NO_SURVIVAL
-        return inner._sorted, float(inner.quantile), int(inner.min_samples)
+        return (inner._sorted, inner._grouped, inner._group_end, inner._edges, float(inner._shift),
+                float(inner.quantile), int(inner.min_samples))
 
     def _limit(self, task_ids, generated) -> np.ndarray:
         # dict.get mapped in C over the ids (a generator of lookups cost ~1 µs a running request)
@@ -90,9 +92,9 @@ class _Bounded:
     def sample(self, task_ids, prompt, generated) -> np.ndarray:
         return np.minimum(self.inner.sample(task_ids, prompt, generated), self._limit(task_ids, generated)[None])
 
-    def observe(self, output_tokens) -> None:
+    def observe(self, output_tokens, prompt_tokens=None) -> None:
         if self.inner is not None:
-            self.inner.observe(output_tokens)
+            self.inner.observe(output_tokens, prompt_tokens=prompt_tokens)
 
 
 class DecodeRouter:
@@ -137,6 +139,7 @@ class DecodeRouter:
         # one-request kernel bounds the running requests' predictions by
         self._slot_cap = np.full(self.state._slot_id.shape, math.inf)
         self._outputs: list[int] = []          # finished lengths not yet given to the predictor
+        self._output_prompts: list[float] = []  # and their prompt lengths
         self.last_decision = None
         self._one_request = True              # the shortcut for one waiting request (off: always the full decision)
 
@@ -262,10 +265,12 @@ class DecodeRouter:
         request_id = self._running(request_id)
         if output_tokens is not None:
             output_tokens = check_int("output_tokens", output_tokens, minimum=0)
+        prompt = float(self.state._slot_prompt[self.state._location[request_id]])
         self.state.complete([request_id])
         self._bounded.cap.pop(request_id, None)
         if output_tokens is not None:
             self._outputs.append(output_tokens)       # learned at the next decision, in one batch
+            self._output_prompts.append(prompt)
 
     def set_prompt_tokens(self, request_id: int, prompt_tokens: float) -> None:
         """Correct a queued or running request's prompt length (an exact count that came after an estimate)."""
@@ -303,10 +308,11 @@ class DecodeRouter:
         self.state.set_alive(self._rank(rank), True)
 
     # ------------------------------------------------------------------- views
-    def observe_output(self, output_tokens) -> None:
-        """Feed finished requests' output lengths to a learning predictor."""
+    def observe_output(self, output_tokens, prompt_tokens=None) -> None:
+        """Feed finished requests' output lengths (with their prompt lengths, where known) to a
+        learning predictor."""
         self._flush_outputs()
-        self._bounded.observe(output_tokens)
+        self._bounded.observe(output_tokens, prompt_tokens=prompt_tokens)
 
     def _flush_outputs(self, *, all_of_them: bool = True) -> None:
         """Give the finished lengths to the predictor. Before a decision only once they are a
@@ -315,8 +321,8 @@ class DecodeRouter:
         for every request."""
         learned = getattr(self.predictor, "n_observed", 0) or 0
         if self._outputs and (all_of_them or 64 * len(self._outputs) >= learned):
-            outputs, self._outputs = self._outputs, []
-            self._bounded.observe(outputs)
+            outputs, prompts, self._outputs, self._output_prompts = self._outputs, self._output_prompts, [], []
+            self._bounded.observe(outputs, prompt_tokens=prompts)
 
     def rank_of(self, request_id: int) -> int:
         return self.state.worker_of(request_id)
@@ -391,7 +397,7 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
     kernels = _router_kernels()
     kept = _kept_rows(rows, stride)
     survival = bounded is not None and bounded.compiled
-    sorted_outputs, quantile, min_samples = bounded.survival_arrays() if survival else _NO_SURVIVAL
+    model = bounded.survival_arrays() if survival else _NO_SURVIVAL
     remaining = _NO_REMAINING
     if survival:
         # The bounded survival prediction of every running request and of the waiting one, in the kernels.
@@ -405,13 +411,13 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
     else:
         remaining, steps, cap, mode = state._slot_remaining.ravel(), float(pool["steps"][0]), 0.0, 0
     work = kernels.waiting_lookahead(kept, float(pool["work"][0]), float(pool["growth"][0]), steps, survival,
-                                     sorted_outputs, quantile, min_samples, cap)
+                                     model, float(pool["prompt"][0]), cap)
     # The running requests' projection (running_projection's arithmetic, in its order), its peaks, the
     # solver's own compiled greedy on them and the objective as imbalance_of_loads gives it, in one call;
     # the lookahead's weighted sum as the solver computes it (work @ d), so that the scores are its own.
     worker, objective = kernels.place_one(
-        slot_id, state._slot_work, state._slot_growth, state._slot_age, slot_cap, remaining, mode, sorted_outputs,
-        quantile, min_samples, rows, stride, kept, d, alive, every_rank, work, work @ d, state.capacity,
+        slot_id, state._slot_work, state._slot_growth, state._slot_age, state._slot_prompt, slot_cap, remaining, mode,
+        model, rows, stride, kept, d, alive, every_rank, work, work @ d, state.capacity,
         state._active_count, float(policy.peak_weight), tie_break, policy.spread)
     return Decision(task_ids=pool["ids"].copy(), workers=np.array((worker,), dtype=np.int64),
                     pool_index=np.zeros(1, dtype=np.int64), branch="heuristic", objective=objective,
@@ -419,7 +425,7 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
                     info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1})
 
 
-_NO_SURVIVAL = (np.zeros(0), 0.5, 1)
+_NO_SURVIVAL = (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64), np.zeros(0), 0.0, 0.5, 1)
 _NO_REMAINING = np.zeros(0)
 
 

@@ -247,7 +247,7 @@ class Simulator:
         if finished_mask.any():
             finished = state.complete_slots(finished_mask)
             self._finish_s[finished] = self.clock_s
-            self.predictor.observe(self._output[finished])
+            self.predictor.observe(self._output[finished], prompt_tokens=self._prompt[finished])
         after = state.current_load()[alive]
         series["max_after"].append(float(after.max()))
         series["sum_after"].append(float(after.sum()))

@@ -25,8 +25,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--running", type=int, default=3, help="requests running throughout (default 3)")
     parser.add_argument("--requests", type=int, default=1000, help="requests a block (default 1000)")
+    parser.add_argument("--strata", type=int, default=1,
+                        help="prompt-length groups of the survival predictor (default 1; serve's default 16)")
     args = parser.parse_args()
-    router = DecodeRouter(8, 256, policy=decode_preset(0.0), predictor=SurvivalPredictor(draws=0))
+    router = DecodeRouter(8, 256, policy=decode_preset(0.0), predictor=SurvivalPredictor(draws=0, strata=args.strata))
     rng = np.random.default_rng(0)
     running: list[int] = []
     next_id = 0
@@ -34,7 +36,7 @@ def main() -> None:
         router.add_request(next_id, float(rng.integers(50, 800)), max_output_tokens=float(rng.integers(10, 300)))
         running += list(router.route())
         next_id += 1
-    router.observe_output(rng.integers(10, 300, 500).tolist())
+    router.observe_output(rng.integers(10, 300, 500).tolist(), prompt_tokens=rng.integers(50, 800, 500).tolist())
 
     def block(n: int) -> float:
         nonlocal next_id
@@ -50,7 +52,7 @@ def main() -> None:
     block(200)                                       # warm up: numba loads the kernels
     best = min(block(args.requests) for _ in range(5))
     print(f"{best * 1e6:.1f} us a request (add, route, progress, finish; {args.running} running, "
-          f"8 ranks x 256 slots)")
+          f"8 ranks x 256 slots, {args.strata} prompt strata)")
 
 
 if __name__ == "__main__":

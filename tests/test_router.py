@@ -236,3 +236,17 @@ def test_a_bad_queued_at_leaves_the_router_as_it_was():
         assert router.queued == 0 and not router.is_queued(8)
     router.add_request(8, 100, queued_at=9.5)
     assert router.route() == {8: 0}
+
+
+def test_finish_teaches_the_predictor_the_request_prompt_with_its_output():
+    predictor = SurvivalPredictor(min_samples=1, strata=2)
+    router = DecodeRouter(2, 2, policy="bfio:horizon=4", predictor=predictor)
+    for request_id, prompt in enumerate((10.0, 20.0, 3000.0)):
+        router.add_request(request_id, prompt)
+    placed = router.route()
+    router.set_prompt_tokens(2, 2500.0)                 # the exact count replaces the estimate
+    for request_id in placed:
+        router.finish(request_id, 4 + request_id)
+    router.observe_output([9], prompt_tokens=[40.0])
+    assert sorted(zip(predictor._recent_prompt.tolist(), predictor._recent.tolist())) == \
+        [(10.0, 4.0), (20.0, 5.0), (40.0, 9.0), (2500.0, 6.0)]

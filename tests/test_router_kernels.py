@@ -7,6 +7,7 @@ import pytest
 
 from barrierlb import _router_kernels as kernels
 from barrierlb.projection import _kept_rows, running_projection
+from barrierlb.router import _NO_SURVIVAL
 from barrierlb.state import ClusterState
 
 
@@ -45,7 +46,7 @@ def test_one_request_arrays_match_the_projection_exactly(seed):
         assert np.array_equal(loads, expected)
         want_peak = np.where(alive[None, :], expected, -np.inf).max(axis=1)
         assert np.array_equal(peak, want_peak)
-        lookahead = kernels.waiting_lookahead(kept, pool_work, pool_growth, pool_steps, False, np.zeros(0), 0.5, 1,
+        lookahead = kernels.waiting_lookahead(kept, pool_work, pool_growth, pool_steps, False, _NO_SURVIVAL, 0.0,
                                               np.inf)
         want_work = np.where(kept < pool_steps, np.maximum(pool_work + pool_growth * kept, 0.0), 0.0)
         assert np.array_equal(lookahead, want_work[None])
@@ -113,23 +114,27 @@ def test_scalar_progress_rejects_what_the_array_path_rejects():
     assert np.array_equal(state._slot_age, before)
 
 
+@pytest.mark.parametrize("strata", [1, 2, 7])
 @pytest.mark.parametrize("seed", range(6))
-def test_survival_remaining_equals_the_bounded_predictor(seed):
+def test_survival_remaining_equals_the_bounded_predictor(seed, strata):
     from barrierlb.predictors import SurvivalPredictor
     from barrierlb.router import _Bounded
 
     rng = np.random.default_rng(seed)
-    predictor = SurvivalPredictor(quantile=float(rng.uniform(0.05, 0.95)), min_samples=int(rng.integers(1, 30)))
-    predictor.observe(rng.integers(0, 90, int(rng.integers(0, 60))))
+    predictor = SurvivalPredictor(quantile=float(rng.uniform(0.05, 0.95)), min_samples=int(rng.integers(1, 30)),
+                                  strata=strata)
+    learned = int(rng.integers(0, 160))
+    predictor.observe(rng.integers(0, 90, learned), prompt_tokens=rng.integers(0, 500, learned))
+    assert strata == 1 or learned < predictor.min_samples or predictor._grouped.size == learned
     bounded = _Bounded(predictor)
     ids = np.arange(50)
     caps = np.where(rng.random(50) < 0.5, rng.integers(1, 100, 50).astype(float), np.inf)
     bounded.cap.update({i: float(c) for i, c in zip(ids.tolist(), caps.tolist()) if np.isfinite(c)})
     generated = rng.integers(0, 120, 50)
-    want = bounded.remaining(ids, np.zeros(50), generated)
+    prompt = rng.integers(0, 600, 50).astype(float)
+    want = bounded.remaining(ids, prompt, generated)
     assert bounded.compiled
-    sorted_outputs, quantile, min_samples = bounded.survival_arrays()
-    got = [kernels.survival_remaining(sorted_outputs, quantile, min_samples, int(a), float(c))
-           for a, c in zip(generated, caps)]
+    model = bounded.survival_arrays()
+    got = [kernels.survival_remaining(model, float(p), int(a), float(c)) for p, a, c in zip(prompt, generated, caps)]
     assert np.array_equal(np.array(got), want)
     assert _Bounded(None).compiled and not _Bounded(SurvivalPredictor(draws=4)).compiled

@@ -17,10 +17,12 @@ POLICIES = ("bfio:horizon=72,gamma=0.7,peak_weight=1000,max_wait=1024,stride=8",
 def _random_router(rng, policy, *, integral):
     ranks = int(rng.integers(1, 9))
     slots = int(rng.integers(1, 6))
-    predictor = SurvivalPredictor(min_samples=int(rng.integers(1, 40)))
+    predictor = SurvivalPredictor(min_samples=int(rng.integers(1, 40)), strata=int(rng.choice([1, 3, 16])))
     router = DecodeRouter(ranks, slots, policy=policy, predictor=predictor if rng.random() < 0.9 else None)
     if router.predictor is not None:
-        router.observe_output(rng.integers(0, 80, int(rng.integers(0, 60))))
+        learned = int(rng.integers(0, 60))
+        prompts = rng.integers(0, 300, learned) if rng.random() < 0.8 else None    # prompt groups, or one
+        router.observe_output(rng.integers(0, 80, learned), prompt_tokens=prompts)
     ids = iter(range(10_000))
     running = []
     for _ in range(int(rng.integers(0, ranks * slots + 1))):

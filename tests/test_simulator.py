@@ -334,3 +334,52 @@ def test_a_run_in_which_nothing_is_ever_placed_stops_at_the_cap():
     bounded = Simulator(tiny([10, 20], [3, 3]), make_policy("bfio:horizon=0,work_conserving=false,max_wait=3"),
                         config=config).run()
     assert not bounded.truncated and bounded.metrics.requests_completed == 2
+
+
+def test_prompt_strata_predict_each_prompt_group_from_its_own_outputs():
+    """Short prompts end after 5 tokens, long ones after 100: one distribution predicts their mix for
+    both, the prompt groups each its own; a group with too few outputs longer than the tokens generated
+    falls back to all of them."""
+    prompts = np.array([10.0] * 40 + [1000.0] * 40)
+    outputs = np.array([5.0] * 40 + [100.0] * 40)
+    pooled, grouped = SurvivalPredictor(min_samples=8), SurvivalPredictor(min_samples=8, strata=2)
+    for predictor in (pooled, grouped):
+        predictor.observe(outputs, prompt_tokens=prompts)
+    assert pooled.remaining([0, 1], [10, 1000], [0, 0]).tolist() == [100.0, 100.0]
+    assert grouped.remaining([0, 1], [12, 990], [0, 0]).tolist() == [5.0, 100.0]
+    # At 5 tokens the short group has none longer: the pooled answer, the long outputs.
+    assert grouped.remaining([0], [10], [5]).tolist() == [95.0]
+    assert np.isinf(grouped.remaining([0], [10], [100])).all()          # outlived every finished one
+    draws = SurvivalPredictor(min_samples=8, strata=2, draws=50)
+    draws.observe(outputs, prompt_tokens=prompts)
+    assert set(draws.sample([3, 4], [10, 1000], [0, 0])[:, 0].tolist()) == {5.0}
+    assert make_predictor("prompt-survival", None).strata == 16
+    assert make_predictor("prompt-survival:4", None).strata == 4
+
+
+def test_prompt_strata_learn_only_from_known_prompts_and_reject_bad_ones():
+    predictor = SurvivalPredictor(min_samples=4, strata=4)
+    predictor.observe([7, 8, 9, 10, 11])                                    # prompts unknown: pooled only
+    assert predictor.n_observed == 5 and predictor._grouped.size == 0
+    assert predictor.remaining([0], [50], [0]).tolist() == [9.0]
+    for bad, message in (([1.0, 2.0], "prompt_tokens"), ([-1.0, 1.0, 1.0], "prompt_tokens"),
+                         ([np.nan, 1.0, 1.0], "prompt_tokens")):
+        with pytest.raises(ValueError, match=message):
+            predictor.observe([1, 2, 3], prompt_tokens=bad)
+    assert predictor.n_observed == 5                                        # nothing learned from them
+    predictor.observe([50, 60, 70, 80], prompt_tokens=[500, 500, 500, 500])
+    assert predictor._grouped.size == 4                                     # the known pairs only
+    with pytest.raises(ValueError, match="strata"):
+        SurvivalPredictor(strata=0)
+    with pytest.raises(ValueError, match="at least 1 stratum"):
+        make_predictor("prompt-survival:0", None)
+
+
+def test_the_simulator_teaches_the_predictor_prompt_and_output_of_each_finished_request():
+    workload = synthetic(300, seed=4, prompt_mean=300, prompt_std=200, output_mean=40, output_std=20)
+    predictor = SurvivalPredictor(strata=4, min_samples=8)
+    simulate(workload, make_policy("bfio:horizon=8"), config=SimulationConfig(n_workers=2, slots=4, pool=8),
+             predictor=predictor)
+    pairs = sorted(zip(predictor._recent_prompt.tolist(), predictor._recent.tolist()))
+    assert pairs == sorted(zip(workload.prompt_tokens.astype(float).tolist(),
+                               workload.output_tokens.astype(float).tolist()))

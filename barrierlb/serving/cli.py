@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the mean output length seen so far")
     parser.add_argument("--draws", type=int, default=0,
                         help="sampled futures per request for the survival predictor (default 0: its median)")
+    parser.add_argument("--strata", type=int, default=ServeConfig.strata,
+                        help="prompt-length groups of the survival predictor: output lengths are learned per "
+                             "group of similar prompts (default %(default)s; 1: one distribution for all)")
     parser.add_argument("--prompt-tokens", choices=("tokenize", "estimate"), default="tokenize",
                         help="count prompt tokens with the engine's /tokenize (default; falls back to the "
                              "estimate) or estimate them from the text (4 characters a token)")
@@ -89,7 +92,8 @@ def config_from_args(args) -> ServeConfig:
     if args.ranks and args.pin:
         raise ValueError("--pin is for --engine; with --ranks every rank is its own URL")
     return ServeConfig(ranks=ranks, engine=args.engine, dp_size=args.dp_size or 1, pin=args.pin, slots=args.slots,
-                       policy=args.policy, draws=args.draws, prompt_tokens=args.prompt_tokens,
+                       policy=args.policy, draws=args.draws, strata=args.strata,
+                       prompt_tokens=args.prompt_tokens,
                        tokenize_delay_s=args.tokenize_delay_s,
                        tokenize_min_tokens=args.tokenize_min_tokens, settle_passes=args.settle_passes,
                        host=args.host,

@@ -38,6 +38,11 @@ class ServeConfig:
         (:func:`barrierlb.policies.bfio.decode_preset`).
     draws : int
         Sampled futures per request for the survival predictor (0: its median).
+    strata : int
+        Prompt-length groups of the survival predictor (default 16): a request's
+        output length is predicted from the finished requests with prompts of
+        similar length (1: from all of them alike;
+        :class:`barrierlb.predictors.SurvivalPredictor`).
     prompt_tokens : "tokenize" or "estimate"
         Count prompt tokens with the engine's ``/tokenize`` endpoint (falling
         back to the estimate where it has none), or estimate from the text.
@@ -83,6 +88,7 @@ class ServeConfig:
     slots: int = 8
     policy: str = "bfio"
     draws: int = 0
+    strata: int = 16
     prompt_tokens: str = "tokenize"
     tokenize_delay_s: float = 0.0
     tokenize_min_tokens: int = 64
@@ -120,6 +126,7 @@ class ServeConfig:
         _positive_int("max_queue", self.max_queue)
         if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < 0:
             raise ValueError(f"draws must be a non-negative integer, got {self.draws!r}")
+        _positive_int("strata", self.strata)
         if not isinstance(self.policy, str) or not self.policy:
             raise ValueError(f"policy must be a policy spec or 'auto', got {self.policy!r}")
         if self.prompt_tokens not in ("tokenize", "estimate"):

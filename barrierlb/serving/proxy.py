@@ -97,7 +97,7 @@ class Proxy:
         self.config = config
         g = config.n_ranks
         self._auto = config.policy == "auto"
-        self._predictor = SurvivalPredictor(draws=config.draws)
+        self._predictor = SurvivalPredictor(draws=config.draws, strata=config.strata)
         policy = decode_preset(0.0) if self._auto else config.policy
         self.router = DecodeRouter(g, config.slots, policy=policy, predictor=self._predictor,
                                    max_wait_s=config.max_wait_s)
