@@ -80,9 +80,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_json(path: str | None, payload) -> None:
+def add_json_argument(parser, help: str = "write the records as JSON") -> None:
+    """``--json PATH`` and ``--force``: an existing PATH is refused before the run (:func:`check_json_argument`)."""
+    parser.add_argument("--json", metavar="PATH", help=f"{help} (refused if PATH exists, unless --force)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+
+
+def check_json_argument(parser, args) -> None:
+    """Refuse, before any measurement, a ``--json`` file that exists (without ``--force``)."""
+    if args.json and Path(args.json).exists() and not args.force:
+        parser.error(f"--json {args.json} already exists; give --force to overwrite it, or another path")
+
+
+def write_json(path: str | None, payload, *, force: bool = False) -> None:
     """Write ``payload`` (a list of records, or a dict of such lists) as JSON; every record gets
-    an ``environment`` key (:func:`environment`)."""
+    an ``environment`` key (:func:`environment`).
+
+    Without ``force`` an existing file is never overwritten: one that appeared during the run
+    (:func:`check_json_argument` refused it before) leaves the records in ``PATH.1`` (``.2``, ...)
+    beside it, and says so."""
     if not path:
         return
     env = environment()
@@ -91,5 +107,19 @@ def write_json(path: str | None, payload) -> None:
         for record in records if isinstance(records, list) else ():
             if isinstance(record, dict):
                 record.setdefault("environment", env)
-    Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"wrote {path}")
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    target = Path(path)
+    if force:
+        target.write_text(text)
+        print(f"wrote {target}")
+        return
+    for n in range(1000):
+        candidate = target if n == 0 else target.with_name(f"{target.name}.{n}")
+        try:
+            with candidate.open("x") as handle:
+                handle.write(text)
+        except FileExistsError:
+            continue
+        print(f"wrote {candidate}" + (f" ({target} appeared during the run; it is left as it was)" if n else ""))
+        return
+    raise FileExistsError(f"{target} and {target}.1 to .999 all exist; the records were not written")

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import print_table, write_json  # noqa: E402
+from _common import add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.policies.bfio import LLM_DECODE  # noqa: E402
@@ -28,8 +28,9 @@ from barrierlb.workloads import synthetic  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     workload = synthetic(args.requests, seed=0)
     rows = []
     for base in ("bfio:horizon=0", LLM_DECODE.replace(",max_wait=1024", "")):
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
                        ("avg_imbalance", "avg imbalance", "{:,.0f}"), ("idle_fraction", "idle", "{:.2%}"),
                        ("ttft_p99_s", "TTFT p99 s", "{:.1f}"), ("ttft_max_s", "TTFT max s", "{:.1f}")],
                 f"bounded waiting, synthetic, {args.requests:,} requests")
-    write_json(args.json, rows)
+    write_json(args.json, rows, force=args.force)
     return 0
 
 

@@ -18,7 +18,6 @@ scheduling overhead; the overhead is reported separately per superstep.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,8 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "dask_pipeline"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run as pipeline  # noqa: E402
+from _common import add_json_argument, check_json_argument, write_json  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,8 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2, help="runs per mode (the table shows the mean)")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     from distributed import Client, LocalCluster
 
     specs = pipeline.requests(args.requests, 0)
@@ -72,8 +74,7 @@ def main(argv=None) -> int:
         summary.append(entry)
         print(f"{mode:>12} {wait:>15.3f} {wait / base:>8.2f} {entry['wall_s']:>8.1f} {entry['steps']:>6} "
               f"{'-' if not over else format(entry['overhead_ms_per_step'], '.1f'):>17}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"runs": rows, "summary": summary}, indent=2) + "\n")
+    write_json(args.json, {"runs": rows, "summary": summary}, force=args.force)
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, percentiles_ms, print_table, write_json  # noqa: E402
+from _common import DATA, add_json_argument, check_json_argument, percentiles_ms, print_table, write_json  # noqa: E402
 
 from barrierlb.policies import make_policy  # noqa: E402
 from barrierlb.problem import predicted_imbalance  # noqa: E402
@@ -191,8 +191,9 @@ COLUMNS = [("case", "case", "{}"), ("solver", "solver", "{}"), ("n_workers", "G"
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer instances; under a minute on 2 cores")
-    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    add_json_argument(parser, "write the records as JSON")
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     started = time.perf_counter()
     data = workloads()
     n = 60 if args.quick else 300
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
     limits = limit_rows(data["decode"])
     print_table(limits, LIMIT_COLUMNS, "bfio-exact: whole decision against time_limit_s")
     print(f"total {time.perf_counter() - started:.1f} s")
-    write_json(args.json, {"solvers": rows, "alike_batches": alike, "time_limits": limits})
+    write_json(args.json, {"solvers": rows, "alike_batches": alike, "time_limits": limits}, force=args.force)
     return 0
 
 
@@ -308,8 +309,9 @@ def fleet_main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer instances")
     parser.add_argument("--gpu", action="store_true", help="add the CuPy rows (fails without CuPy and a GPU)")
     parser.add_argument("--sizes", default="1024,4096", help="fleet sizes G to run, comma-separated")
-    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    add_json_argument(parser, "write the records as JSON")
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     try:
         sizes = {int(size) for size in args.sizes.split(",")}
     except ValueError:
@@ -326,7 +328,7 @@ def fleet_main(argv=None) -> int:
                                data[case], namespaces)
     print_table(rows, FLEET_COLUMNS, f"Fleet decision points ({'quick' if args.quick else 'full'} run)")
     print(f"total {time.perf_counter() - started:.1f} s")
-    write_json(args.json, {"fleet": rows})
+    write_json(args.json, {"fleet": rows}, force=args.force)
     return 0
 
 
@@ -392,8 +394,9 @@ def pool_main(argv=None) -> int:
     parser.add_argument("--sizes", default="1000,5000,20000,100000", help="pool sizes, comma-separated")
     parser.add_argument("--unbounded-max", type=int, default=5000,
                         help="largest pool the unbounded policy runs on (20,000 took 100 s here)")
-    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    add_json_argument(parser, "write the records as JSON")
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     try:
         sizes = [int(size) for size in args.sizes.split(",")]
     except ValueError:
@@ -404,7 +407,7 @@ def pool_main(argv=None) -> int:
     make_policy("bfio").decide(_pool_state(workload, 600))          # compile and load the kernels first
     rows = pool_rows(sizes, args.unbounded_max, workload)
     print_table(rows, POOL_COLUMNS, "One bfio decision on an empty 32 x 72 cluster by pool size")
-    write_json(args.json, {"pool_scaling": rows})
+    write_json(args.json, {"pool_scaling": rows}, force=args.force)
     return 0
 
 

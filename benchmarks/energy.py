@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, print_table, write_json  # noqa: E402
+from _common import DATA, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import build_parser, energy_models  # noqa: E402
@@ -174,8 +174,9 @@ def main(argv=None) -> int:
                         help="sweep pool R = min(4G, this) (default 256: the greedy's fill decisions grow "
                              "with R squared times G)")
     parser.add_argument("--rates", default="50,400", help="trace regime rate scales (default 50,400)")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     rows: list[dict] = []
     quick = args.quick
     n = 2000 if quick else 20000
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
         rows += sweep
     for row in rows:
         print(f"{row['workload']} / {row['regime']} / G={row['workers']} / {row['model']}: {row['command']}")
-    write_json(args.json, rows)
+    write_json(args.json, rows, force=args.force)
     return 0
 
 

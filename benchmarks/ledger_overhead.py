@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, print_table, write_json  # noqa: E402
+from _common import ROOT, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 # Runs in the child, which imports barrierlb from the source given: prints {case: p50 microseconds}.
 _CHILD = """
@@ -110,8 +110,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="supersteps per run (default 1000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per source, taken in turn (default 3)")
     parser.add_argument("--baseline-src", type=Path, help="folder with another barrierlb package to compare")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     if args.steps < 1 or args.runs < 1:
         parser.error("--steps and --runs must be >= 1")
     sources = [("this", ROOT)] + ([("baseline", args.baseline_src.resolve())] if args.baseline_src else [])
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     if args.baseline_src:
         columns.append(("ratio", "this / baseline", "{:.2f}x"))
     print_table(rows, columns, "ledger and planner bookkeeping per superstep (64 tasks on 2 workers)")
-    write_json(args.json, rows)
+    write_json(args.json, rows, force=args.force)
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, print_table, write_json  # noqa: E402
+from _common import ROOT, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 # Runs in the child: import, reset the peak, load, report the peak above the size before.
 _CHILD = """
@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--csv-mb", type=float, default=20.0,
                         help="size of the generated CSV file in MB (default 20; the CSV loader is slower)")
     parser.add_argument("--baseline-src", type=Path, help="folder with another barrierlb package to compare")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     sources = [("this", ROOT)] + ([("baseline", args.baseline_src.resolve())] if args.baseline_src else [])
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     if args.baseline_src:
         columns += [("peak_ratio", "peak vs baseline", "{:.3f}x"), ("time_ratio", "time vs baseline", "{:.2f}x")]
     print_table(rows, columns, "trace loaders on generated files (peak resident memory during the load)")
-    write_json(args.json, rows)
+    write_json(args.json, rows, force=args.force)
     return 0
 
 

@@ -26,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_json_argument, check_json_argument, write_json  # noqa: E402
+
 STEP_S = 0.010
 
 
@@ -72,7 +76,7 @@ def worker(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=32, help="tasks per rank")
     parser.add_argument("--policies", default="bfio:horizon=8;greedy:horizon=8;round-robin")
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
+    check_json_argument(parser, args)
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     if mpiexec is None:
         print("mpiexec not found: pip install 'barrierlb[mpi,mpi-runtime]'", file=sys.stderr)
@@ -97,8 +102,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['ranks']:>5} {r['policy']:>16} {r['mode']:>10} {r['new_per_rank']:>8} {r['p50_ms']:>8.3f} "
               f"{r['p99_ms']:>8.3f} {r['fraction_of_10ms']:>9.2%}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, rows, force=args.force)
     return 0
 
 

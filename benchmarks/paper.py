@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, print_table, write_json  # noqa: E402
+from _common import DATA, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.policies.bfio import LLM_DECODE, LLM_DECODE_SHORT, decode_preset  # noqa: E402
@@ -120,7 +120,7 @@ def compare_with_reference(row: dict, workload: str, n: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5,000 requests and smaller sweeps")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     parser.add_argument("--skip-sweeps", action="store_true")
     parser.add_argument("--skip-main", action="store_true", help="only the scaling sweeps")
     parser.add_argument("--sweep-seeds", type=int, default=3, help="workload seeds per B-sweep point (default 3)")
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
                         help="comma-separated subset of the main part's workloads (synthetic, burstgpt, "
                              "long-context, azure-code); default all that are present")
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     n = 5_000 if args.quick else 20_000
     specs = {"synthetic": "synthetic"}
     if (DATA / "burstgpt_sample_8000.json").is_file():
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
                                        ("reference_ratio", "reference", "{:.2f}"),
                                        ("ratio_after_vs_reference", "/ reference", "{:.3f}")],
                         f"{'B' if key == 'sweep_b' else 'G'} sweep (synthetic, R = 4G)")
-    write_json(args.json, payload)
+    write_json(args.json, payload, force=args.force)
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, print_table, write_json  # noqa: E402
+from _common import DATA, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.predictors import make_predictor  # noqa: E402
@@ -75,8 +75,9 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES)
     parser.add_argument("--only", choices=["table", "long-context", "sweep"], action="append",
                         help="run only these groups (default all)")
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     groups = set(args.only or ["table", "long-context", "sweep"])
     payload = {"workloads": [], "sweep": []}
     config = SimulationConfig(n_workers=32, slots=72, pool=128)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                                        ("reference_ratio_mean", "reference", "{:.2f}"),
                                        ("vs_reference", "barrierlb / reference (>= 1 wins)", "{:.3f}")],
                     "H=0 scaling sweep (synthetic, seeds 0-2)")
-    write_json(args.json, payload)
+    write_json(args.json, payload, force=args.force)
     return 0
 
 

@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, ROOT, print_table, write_json  # noqa: E402
+from _common import DATA, ROOT, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb.workloads import load_workload, synthetic  # noqa: E402
 
@@ -626,8 +626,9 @@ def main(argv=None) -> int:
                         help="the cost part also runs a bare aiohttp forwarder (no pool, no decision, no counting), "
                              "its blocks alternating with the others': the floor of an aiohttp proxy (keys bare_*)")
     parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
-    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    add_json_argument(parser, "write the records as a JSON list")
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     from barrierlb.serving.config import ServeConfig
@@ -670,7 +671,7 @@ def main(argv=None) -> int:
         for line in spread(rows):
             print(line)
     if args.skip_overhead:
-        write_json(args.json, rows)
+        write_json(args.json, rows, force=args.force)
         return 0
     proxy_record = part2(args)
     print_table([proxy_record], [("rate_rps", "rate/s", "{:.0f}"), ("overhead_p50_ms", "added p50 ms", "{:.3f}"),
@@ -696,7 +697,7 @@ def main(argv=None) -> int:
     sweep = (f"{p['rate_rps']:.0f}/s -> p99 +{p['overhead_p99_ms']:.2f} ms" for p in proxy_record["sweep"])
     print("sweep: " + ", ".join(sweep))
     print(f"total {time.monotonic() - started:.0f} s")
-    write_json(args.json, rows + [proxy_record])
+    write_json(args.json, rows + [proxy_record], force=args.force)
     return 0
 
 

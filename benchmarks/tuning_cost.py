@@ -22,7 +22,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import DATA, print_table, write_json  # noqa: E402
+from _common import DATA, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.policies.bfio import OnlineTuning  # noqa: E402
@@ -39,8 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workload", choices=sorted(SPECS), default="burstgpt")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", metavar="PATH")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
+    check_json_argument(parser, args)
     workload = load_workload(SPECS[args.workload], n_requests=args.requests, seed=0)
     policy = make_policy("bfio")
     seen, chosen = [], []
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
                        ("decision_ms_p50", "decide p50 ms", "{:.3f}"), ("decision_ms_p99", "decide p99 ms", "{:.3f}"),
                        ("share_of_p50", "share of p50", "{:.1%}")],
                 f"plain bfio's controller on {args.workload}: G=32 B=72 R=128, {args.requests:,} requests")
-    write_json(args.json, {"rows": rows})
+    write_json(args.json, {"rows": rows}, force=args.force)
     return 0
 
 

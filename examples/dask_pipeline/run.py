@@ -144,10 +144,12 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--kill-worker-at", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--json", metavar="PATH", help="write the summary to PATH (must not exist)")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.steps < 1 or args.slots < 1:
         parser.error("--workers, --steps and --slots must be positive")
+    if args.json and Path(args.json).exists():
+        parser.error(f"--json {args.json} exists; not overwriting it")
     if args.kill_worker_at is not None and args.policy == "dask":
         parser.error("--kill-worker-at is supported with barrierlb policies")
 

@@ -41,11 +41,13 @@ def parse(argv=None):
                         help="predict block cost from the refinement schedule, or from measured time")
     parser.add_argument("--mode", choices=("replicated", "root"), default="replicated")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="PATH", help="write the summary (rank 0)")
+    parser.add_argument("--json", metavar="PATH", help="write the summary to PATH (rank 0; must not exist)")
     parser.add_argument("--fail-on-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.blocks < 1 or args.horizon < 0:
         parser.error("--steps and --blocks must be positive, --horizon non-negative")
+    if args.json and Path(args.json).exists():
+        parser.error(f"--json {args.json} exists; not overwriting it")
     return args
 
 
