@@ -131,16 +131,23 @@ def running_and_waiting(slot_id, slot_prompt, slot_age, pool_id, pool_prompt):
 
 # ------------------------------------------------ one decision in one call (the proxy's usual one)
 @njit(cache=True, nogil=True)
-def _quantile_above(values, start, end, threshold, quantile):
-    """``(q-quantile of values[start:end] - threshold over the entries above threshold, how many)``;
-    ``inf`` when none is (``values[start:end]`` sorted)."""
-    lo, hi = start, end                     # first index whose value is > threshold
+def _first_above(values, lo, hi, x):
+    """The first index in ``[lo, hi)`` of sorted ``values`` whose value is above ``x`` (``hi``: none),
+    as ``searchsorted(..., "right")``."""
     while lo < hi:
         mid = (lo + hi) // 2
-        if values[mid] <= threshold:
+        if values[mid] <= x:
             lo = mid + 1
         else:
             hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _quantile_above(values, start, end, threshold, quantile):
+    """``(q-quantile of values[start:end] - threshold over the entries above threshold, how many)``;
+    ``inf`` when none is (``values[start:end]`` sorted)."""
+    lo = _first_above(values, start, end, threshold)
     alive = end - lo
     if alive <= 0:
         return np.inf, 0
@@ -165,15 +172,9 @@ def survival_remaining(model, prompt, generated, cap):
     if n >= min_samples:
         predicted, _ = _quantile_above(sorted_outputs, 0, n, a, quantile)
         if grouped.size:
-            lo, hi = 0, edges.size          # the group: edges at or below the prompt
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if edges[mid] <= prompt:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            start = group_end[lo - 1] if lo > 0 else 0
-            own, alive = _quantile_above(grouped, start, group_end[lo], a + lo * shift, quantile)
+            group = _first_above(edges, 0, edges.size, prompt)      # the edges at or below the prompt
+            start = group_end[group - 1] if group > 0 else 0
+            own, alive = _quantile_above(grouped, start, group_end[group], a + group * shift, quantile)
             if alive >= min_samples:
                 predicted = own
     return min(predicted, max(cap - a, 1.0))

@@ -135,15 +135,14 @@ class SurvivalPredictor:
         """Learn finished requests' output lengths, with their prompt lengths where known
         (``prompt_tokens``: one per output, or ``None``)."""
         output = check_array("output_tokens", np.atleast_1d(output_tokens), ndim=1, nonnegative=True)
-        if prompt_tokens is None:
-            prompt = np.full(output.size, math.nan)
-        else:
-            prompt = check_array("prompt_tokens", np.atleast_1d(prompt_tokens), shape=output.shape,
-                                 nonnegative=True)
+        if prompt_tokens is not None:
+            prompt_tokens = check_array("prompt_tokens", np.atleast_1d(prompt_tokens), shape=output.shape,
+                                        nonnegative=True)
         if output.size:
             self._recent = np.concatenate([self._recent, output])[-self.window:]
             self._sorted = np.sort(self._recent)
             if self.strata > 1:                   # one distribution needs no prompts
+                prompt = np.full(output.size, math.nan) if prompt_tokens is None else prompt_tokens
                 self._recent_prompt = np.concatenate([self._recent_prompt, prompt])[-self.window:]
                 self._group()
 
@@ -170,17 +169,14 @@ class SurvivalPredictor:
         ``output - generated`` over the finished outputs longer than ``generated`` (of the
         request's prompt group where that has ``min_samples`` of them); ``inf`` where no
         finished request ran that long."""
-        pooled = _quantile_above(self._sorted, 0, self._sorted.size, generated, q)
+        pooled, _ = _quantile_above(self._sorted, 0, self._sorted.size, generated, q)
         if not self._grouped.size or prompt is None:
             return pooled
         group = np.searchsorted(self._edges, np.asarray(prompt, dtype=np.float64), side="right")
         end = self._group_end[group]
         start = np.where(group > 0, self._group_end[np.maximum(group - 1, 0)], 0)
-        offset = group * self._shift
-        own = _quantile_above(self._grouped, start, end, generated + offset, q)
-        enough = end - np.maximum(np.searchsorted(self._grouped, generated + offset, side="right"), start) \
-            >= self.min_samples
-        return np.where(enough, own, pooled)
+        own, alive = _quantile_above(self._grouped, start, end, generated + group * self._shift, q)
+        return np.where(alive >= self.min_samples, own, pooled)
 
     def sample(self, task_ids, prompt, generated) -> np.ndarray:
         """``draws`` draws of each request's remaining length, shape ``(draws, n)``.
@@ -198,16 +194,16 @@ class SurvivalPredictor:
                                  _uniform_hash(np.asarray(task_ids, dtype=np.uint64), self.draws, self.seed))
 
 
-def _quantile_above(values: np.ndarray, start, end, threshold: np.ndarray, q) -> np.ndarray:
-    """The ``q``-quantile of ``values[start:end] - threshold`` over the entries above ``threshold``
-    (``values`` sorted, not empty; ``start``/``end`` numbers or arrays broadcasting against
-    ``threshold``); ``inf`` where none is above."""
+def _quantile_above(values: np.ndarray, start, end, threshold: np.ndarray, q) -> tuple[np.ndarray, np.ndarray]:
+    """``(q-quantile of values[start:end] - threshold over the entries above threshold, how many
+    entries are above)`` (``values`` sorted, not empty; ``start``/``end`` numbers or arrays
+    broadcasting against ``threshold``); the quantile is ``inf`` where none is above."""
     first = np.searchsorted(values, threshold, side="right")
     if not np.isscalar(start) or start:
         first = np.maximum(first, start)
     alive = end - first
     pick = np.minimum(first + np.floor(q * alive).astype(np.int64), end - 1)    # where alive > 0: in range
-    return np.where(alive > 0, values[pick] - threshold, math.inf)
+    return np.where(alive > 0, values[pick] - threshold, math.inf), alive
 
 
 def _lifetime_kernel():

@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--strata", type=int, default=1,
                         help="prompt-length groups of the survival predictor (default 1; serve's default 16)")
     args = parser.parse_args()
-    router = DecodeRouter(8, 256, policy=decode_preset(0.0), predictor=SurvivalPredictor(draws=0, strata=args.strata))
+    grouped = {"strata": args.strata} if args.strata > 1 else {}     # the default runs on trees before --strata
+    router = DecodeRouter(8, 256, policy=decode_preset(0.0), predictor=SurvivalPredictor(draws=0, **grouped))
     rng = np.random.default_rng(0)
     running: list[int] = []
     next_id = 0
@@ -36,7 +37,10 @@ def main() -> None:
         router.add_request(next_id, float(rng.integers(50, 800)), max_output_tokens=float(rng.integers(10, 300)))
         running += list(router.route())
         next_id += 1
-    router.observe_output(rng.integers(10, 300, 500).tolist(), prompt_tokens=rng.integers(50, 800, 500).tolist())
+    if grouped:                    # with prompts only then, so that the default run is the one before --strata
+        router.observe_output(rng.integers(10, 300, 500).tolist(), prompt_tokens=rng.integers(50, 800, 500).tolist())
+    else:
+        router.observe_output(rng.integers(10, 300, 500).tolist())
 
     def block(n: int) -> float:
         nonlocal next_id
