@@ -22,6 +22,7 @@ from barrierlb.energy import (
     relative_power,
 )
 from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS, accelerator_preset, model_preset
+from barrierlb.outputs import output_file
 from barrierlb.policies import available_policies, make_policy
 from barrierlb.policies.bfio import (
     LLM_DECODE,
@@ -427,23 +428,21 @@ def _result_dict(spec: str, result: SimulationResult) -> dict:
 
 
 @contextlib.contextmanager
-def _written(path: str):
-    """Yields a temporary path next to ``path``, moved onto it (``os.replace``) once the writing has
-    finished: a write that fails or is interrupted leaves no partial file, and the earlier file
-    (``--force``) as it was."""
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.partial{target.suffix}")
-    try:
-        yield partial
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+def _written(path: str, force: bool):
+    """Yields a temporary path next to ``path``, published once the writing has finished
+    (:func:`barrierlb.outputs.output_file`): a write that fails or is interrupted leaves no
+    partial file; ``--force`` replaces the file at once; without it a file that appeared at
+    ``path`` during the run is left as it was and the output goes to ``PATH.1``, said on stderr."""
+    with output_file(path, force=force) as out:
+        yield out.partial
+    if out.moved_aside:
+        print(f"barrierlb: {out.note()}", file=sys.stderr)
 
 
-def _write_json(path: str, payload: dict) -> None:
+def _write_json(path: str, payload: dict, force: bool) -> None:
     """Write ``payload`` as standard JSON: a metric that is not a number (NaN, e.g. TPOT when no
     request decoded two tokens) or infinite is written as ``null``, which every parser reads."""
-    with _user_errors(OSError, prefix=f"cannot write {path}: "), _written(path) as partial:
+    with _user_errors(OSError, prefix=f"cannot write {path}: "), _written(path, force) as partial:
         partial.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
 
 
@@ -475,11 +474,11 @@ def cmd_compare(args) -> int:
     print(f"simulated {len(workload):,} requests x {len(results)} policies in {time.perf_counter() - started:.1f} s")
     if args.json:
         _write_json(args.json, {"config": _config_dict(args, workload),
-                                "results": [_result_dict(spec, r) for spec, r in results]})
+                                "results": [_result_dict(spec, r) for spec, r in results]}, args.force)
     if args.plot:
         from barrierlb.plots import plot_loads
 
-        with _user_errors(RuntimeError, OSError, ValueError), _written(args.plot) as partial:
+        with _user_errors(RuntimeError, OSError, ValueError), _written(args.plot, args.force) as partial:
             plot_loads([r for _, r in results], partial)
     return 0
 
@@ -490,13 +489,14 @@ def cmd_simulate(args) -> int:
     [(spec, result)] = _run(workload, [args.policy], args, record_loads=bool(args.csv))
     print_table([(spec, result)], workload.name)
     if args.csv:
-        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), _written(args.csv) as partial, \
+        with _user_errors(OSError, prefix=f"cannot write {args.csv}: "), _written(args.csv, args.force) as partial, \
                 open(partial, "w") as handle:
             handle.write("step,step_time_s," + ",".join(f"worker_{g}" for g in range(args.workers)) + "\n")
             for k, (duration, loads) in enumerate(zip(result.step_time_s, result.loads)):
                 handle.write(f"{k},{duration:.9g}," + ",".join(f"{v:.0f}" for v in loads) + "\n")
     if args.json:
-        _write_json(args.json, {"config": _config_dict(args, workload), "results": [_result_dict(spec, result)]})
+        _write_json(args.json, {"config": _config_dict(args, workload), "results": [_result_dict(spec, result)]},
+                    args.force)
     return 0
 
 

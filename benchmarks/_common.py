@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from barrierlb.cli import plain_table
+from barrierlb.outputs import output_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -107,19 +108,6 @@ def write_json(path: str | None, payload, *, force: bool = False) -> None:
         for record in records if isinstance(records, list) else ():
             if isinstance(record, dict):
                 record.setdefault("environment", env)
-    text = json.dumps(payload, indent=2, default=str) + "\n"
-    target = Path(path)
-    if force:
-        target.write_text(text)
-        print(f"wrote {target}")
-        return
-    for n in range(1000):
-        candidate = target if n == 0 else target.with_name(f"{target.name}.{n}")
-        try:
-            with candidate.open("x") as handle:
-                handle.write(text)
-        except FileExistsError:
-            continue
-        print(f"wrote {candidate}" + (f" ({target} appeared during the run; it is left as it was)" if n else ""))
-        return
-    raise FileExistsError(f"{target} and {target}.1 to .999 all exist; the records were not written")
+    with output_file(path, force=force) as out:
+        out.partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(out.note())

@@ -370,3 +370,25 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, cap
     csv = tmp_path / "loads.csv"
     assert main(["simulate", *SMALL, "--policy", "fcfs", "--csv", str(csv)]) == 0
     assert csv.read_text().startswith("step,step_time_s,worker_0") and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("command, flag, name", [("compare", "--json", "r.json"), ("simulate", "--csv", "r.csv")])
+def test_an_output_that_appeared_during_the_run_is_left_and_the_results_go_beside_it(tmp_path, capsys, monkeypatch,
+                                                                                    command, flag, name):
+    # Before: the check ran before the simulation, and a file created during it was replaced.
+    import barrierlb.cli as cli
+
+    target = tmp_path / name
+    real_run = cli._run
+
+    def run_then_another_writer(*args, **kwargs):
+        results = real_run(*args, **kwargs)
+        target.write_text("another run's results")
+        return results
+
+    monkeypatch.setattr(cli, "_run", run_then_another_writer)
+    extra = ["--policies", "fcfs"] if command == "compare" else ["--policy", "fcfs"]
+    assert main([command, *SMALL, *extra, flag, str(target)]) == 0
+    assert target.read_text() == "another run's results"
+    assert f"{name}.1 ({target} appeared during the run; it is left as it was)" in capsys.readouterr().err
+    assert (tmp_path / f"{name}.1").stat().st_size > 100

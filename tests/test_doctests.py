@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["barrierlb._xp", "barrierlb.problem", "barrierlb.state", "barrierlb.ledger", "barrierlb.policies.base",
-           "barrierlb.router"]
+           "barrierlb.router", "barrierlb.outputs"]
 
 
 @pytest.mark.parametrize("name", MODULES)

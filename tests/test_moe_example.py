@@ -205,6 +205,31 @@ def test_same_seed_same_records(tmp_path):
         assert a == b
 
 
+def test_records_and_plot_never_replace_files_that_appeared_during_the_run(tmp_path, capsys, monkeypatch):
+    # Before: --json and --plot were refused before the run, then written with write_text and
+    # savefig, so a file created at either path during the run was replaced.
+    pytest.importorskip("matplotlib")
+    import run
+
+    out, plot = tmp_path / "moe.json", tmp_path / "pareto.png"
+    real = run.run_policy
+
+    def policy_then_another_writer(*args, **kwargs):
+        record = real(*args, **kwargs)
+        out.write_text("another run")
+        plot.write_text("another plot")
+        return record
+
+    monkeypatch.setattr(run, "run_policy", policy_then_another_writer)
+    assert main([*SMALL, "--steps", "100", "--policies", "static;priced", "--link", "nvlink",
+                 "--json", str(out), "--plot", str(plot)]) == 0
+    assert out.read_text() == "another run" and plot.read_text() == "another plot"
+    assert len(json.loads((tmp_path / "moe.json.1").read_text())) == 2
+    assert (tmp_path / "pareto.png.1").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    said = capsys.readouterr().out
+    assert f"{out} appeared during the run; it is left as it was" in said and "pareto.png.1" in said
+
+
 def test_pareto_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "pareto.png"

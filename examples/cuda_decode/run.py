@@ -145,8 +145,9 @@ def main(argv=None) -> int:
                         f"{r['overhead_us_per_task']:.2f}", f"{r['unit_ns_per_row']:.2f}", f"{r['wall_s']:.2f}"]
                        for r in rows]))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        from barrierlb.outputs import write_text
+
+        print(write_text(args.json, json.dumps(rows, indent=2) + "\n").note())
     return 0
 
 

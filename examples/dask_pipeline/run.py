@@ -177,7 +177,9 @@ def main(argv=None) -> int:
           f"workers_lost={summary['workers_lost']} barrier_wait={summary['barrier_wait_s']:.3f}s "
           f"wall={summary['wall_s']:.1f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        from barrierlb.outputs import write_text
+
+        print(write_text(args.json, json.dumps(summary, indent=2) + "\n").note())
     ok = summary["lost"] == 0 and summary["duplicated"] == 0 and not wrong
     return 0 if ok else 1
 

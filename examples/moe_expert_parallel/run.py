@@ -57,6 +57,7 @@ from experts import (  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import plain_table  # noqa: E402
+from barrierlb.outputs import output_file, write_text  # noqa: E402
 
 DEFAULT_POLICIES = "static;eplb;eplb-hierarchical;jsq-tokens;bfio:horizon=0;priced"
 LINKS = ("nvlink", "inter-node")
@@ -310,9 +311,11 @@ def main(argv=None) -> int:
           f"{args.redundant} redundant, {args.routing} routing, {args.steps} steps, seed {args.seed}")
     print(plain_table(header, table))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        print(write_text(args.json, json.dumps(rows, indent=2) + "\n").note())
     if args.plot:
-        plot_pareto(rows, args.plot)
+        with output_file(args.plot) as out:
+            plot_pareto(rows, str(out.partial))
+        print(out.note())
     return 0
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blocks import STEP_US, Block, cost_model, make_spec, size_at  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
+from barrierlb.outputs import write_text  # noqa: E402
 
 
 def parse(argv=None):
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         print(f"mass not conserved: relative error {summary['mass_error']:.2e}", file=sys.stderr)
         return 1
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(write_text(args.json, json.dumps(summary, indent=2) + "\n").note())
     return 0
 
 
