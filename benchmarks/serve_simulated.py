@@ -30,6 +30,7 @@ the machine's:
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -165,10 +166,10 @@ def main(argv=None) -> int:
     by = {(r["sample"], r["policy"]): r for r in rows}
     for r in rows:
         base = by[r["sample"], reference]["idle_fraction"]
-        r["idle_ratio"] = r["idle_fraction"] / base if base else float("nan")
+        r["idle_ratio"] = r["idle_fraction"] / base if base and math.isfinite(base) else float("nan")
         for key in ("idle_floor", "idle_rearranged"):
             if key in r:
-                r[f"{key}_ratio"] = r[key] / base if base else float("nan")
+                r[f"{key}_ratio"] = r[key] / base if base and math.isfinite(base) else float("nan")
     columns = [("sample", "sample", "{}"), ("policy", "policy", "{}"), ("idle_fraction", "idle", "{:.2%}"),
                ("idle_ratio", f"/ {reference}", "{:.3f}"), ("idle_floor", "floor", "{:.2%}"),
                ("idle_floor_ratio", f"floor / {reference}", "{:.3f}"), ("idle_rearranged", "rearranged", "{:.2%}"),
@@ -177,10 +178,17 @@ def main(argv=None) -> int:
     print_table(rows, columns, f"{name}, {args.ranks} ranks x {args.slots} slots, {args.requests} requests a sample "
                                f"at {args.overload:g}x the saturated rate, predictor {args.predictor}")
     for spec in specs[1:]:
-        ratios = [r["idle_ratio"] for r in rows if r["policy"] == spec]
+        # A policy that keeps up leaves no request waiting: no idle "while requests waited", no ratio.
+        ratios = [r["idle_ratio"] for r in rows if r["policy"] == spec and math.isfinite(r["idle_ratio"])]
+        unmeasured = sum(r["policy"] == spec for r in rows) - len(ratios)
+        if not ratios:
+            print(f"{spec}: no sample with requests waiting under both it and {reference}")
+            continue
         line = (f"{spec} idle / {reference} idle over {len(ratios)} samples: median {statistics.median(ratios):.3f}, "
-                f"best {min(ratios):.3f}, worst {max(ratios):.3f}, at most 0.5 in {sum(x <= 0.5 for x in ratios)}")
-        floors = [r["idle_floor_ratio"] for r in rows if r["policy"] == spec and "idle_floor_ratio" in r]
+                f"best {min(ratios):.3f}, worst {max(ratios):.3f}, at most 0.5 in {sum(x <= 0.5 for x in ratios)}"
+                + (f" ({unmeasured} more with no request waiting under one of them)" if unmeasured else ""))
+        floors = [r["idle_floor_ratio"] for r in rows
+                  if r["policy"] == spec and math.isfinite(r.get("idle_floor_ratio", math.nan))]
         if floors:
             line += (f"; its resident requests' floor over {reference}'s idle is above 0.5 in "
                      f"{sum(x > 0.5 for x in floors)} of {len(floors)}")
