@@ -299,9 +299,12 @@ class BFIO(Policy):
         held tasks (at most :data:`HOLD_ROUNDS` times; placements still over
         the bound then stay unplaced), so their slots go to others. Tasks at their
         waiting bound are never held, so ``max_wait`` still bounds the wait.
-        Default ``None`` (off): 0.05 took the BurstGPT serving replay's idle from
-        about 0.61 to 0.53 of ``vllm``'s over 12 samples
-        (``benchmarks/serve_simulated.py``, docs/serving.md).
+        Default ``None`` (off; ``barrierlb serve`` uses 0.05). With 0.05, ``bfio``'s
+        idle over ``vllm``'s in the BurstGPT replay to 32 emulated ranks x 4 slots was
+        0.35 to 0.49 (six runs) against 0.47 to 0.69 without, and in that setting
+        simulated (``benchmarks/serve_simulated.py``, 12 request samples) its median
+        0.538 against 0.611; on the simulator's 72-slot workloads the idle moved by at
+        most 0.26 points (docs/serving.md, 3 December 2026).
 
     A decision's ``branch`` is ``"exact"`` when the solver's enumeration proved
     the placement optimal, else ``"heuristic"``; ``info["path"]`` names the
