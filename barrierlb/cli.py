@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from barrierlb.energy import (
     relative_power,
 )
 from barrierlb.hardware import ACCELERATOR_PRESETS, MODEL_PRESETS, accelerator_preset, model_preset
-from barrierlb.outputs import output_file
+from barrierlb.outputs import finite, output_file
 from barrierlb.policies import available_policies, make_policy
 from barrierlb.policies.bfio import (
     LLM_DECODE,
@@ -443,18 +442,7 @@ def _write_json(path: str, payload: dict, force: bool) -> None:
     """Write ``payload`` as standard JSON: a metric that is not a number (NaN, e.g. TPOT when no
     request decoded two tokens) or infinite is written as ``null``, which every parser reads."""
     with _user_errors(OSError, prefix=f"cannot write {path}: "), _written(path, force) as partial:
-        partial.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
-
-
-def _finite(value):
-    """``value`` with every non-finite float, at any depth of dicts and lists, replaced by ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+        partial.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
 
 
 def default_policies(workload, predictor: str = "oracle") -> str:

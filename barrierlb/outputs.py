@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import secrets
 import shutil
@@ -148,3 +149,16 @@ def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> Ou
     with output_file(path, force=force) as out:
         out.partial.write_text(text)
     return out
+
+
+def finite(value):
+    """``value`` with every non-finite float (NaN, infinity), at any depth of dicts, lists and
+    tuples, replaced by ``None``: JSON has no such numbers, and ``json.dumps`` would write
+    ``NaN``, which strict parsers (jq, JavaScript) refuse; ``null`` every parser reads."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value

@@ -164,6 +164,23 @@ class StepProblem:
                       weights=np.add.reduceat(self.weights, rows), stride=stride)
         return StepProblem._built(**values)
 
+    def keeping(self, rows: Any) -> StepProblem:
+        """The same problem with only the waiting tasks at ``rows`` (ascending pool positions).
+
+        Examples
+        --------
+        >>> problem = StepProblem.from_arrays(np.zeros((1, 2)), [[1.0], [2.0], [3.0]], [1, 1])
+        >>> problem.keeping([0, 2]).pool_ids.tolist()
+        [0, 2]
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows[0] < 0 or rows[-1] >= self.n_pool or (np.diff(rows) <= 0).any())):
+            raise ValueError(f"rows must be ascending positions below {self.n_pool}, got {rows.tolist()}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(pool_work=self.pool_work[rows], pool_ids=self.pool_ids[rows], forced=self.forced[rows],
+                      pool_prompt=self.pool_prompt[rows])
+        return StepProblem._built(**values)
+
     @classmethod
     def from_arrays(cls, projected_load: Any, pool_work: Any, free_slots: Any, *, alive: Any = None,
                     weights: Any = None, forced: Any = None, pool_ids: Any = None,
@@ -328,3 +345,32 @@ def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, p
             raise ValueError("task_index places a task twice")
     loads = loads_after(problem.projected_load, problem.pool_work, task_index, worker)
     return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))
+
+
+def peak_raise(problem: StepProblem, task_index: Any) -> np.ndarray:
+    """How much placing each of the tasks at ``task_index`` alone would raise the peak term, per worker.
+
+    ``R[k, g] = sum_h d_h relu(w[i_k, h] - m[h, g])`` with ``m[h, g] = max_g' L[h, g'] - L[h, g]``,
+    the worker's margin below the projected maximum before the decision (the
+    :mod:`~barrierlb.solvers.fast` greedy's peak term, without the peak weight), for every
+    worker, whether or not it has a free slot; ``inf`` on dead workers.
+
+    Examples
+    --------
+    >>> problem = StepProblem.from_arrays([[5.0, 1.0]], [[3.0]], [1, 0])
+    >>> peak_raise(problem, [0]).tolist()       # on the full worker 1 it would fit under the peak
+    [[3.0, 0.0]]
+    """
+    index = np.asarray(task_index, dtype=np.int64)
+    loads, alive, d = problem.projected_load, problem.alive, problem.weights
+    raised = np.zeros((index.size, problem.n_workers))
+    if not alive.any():
+        raised[:] = np.inf
+        return raised
+    margin = np.where(alive[None, :], loads, -np.inf).max(axis=1)[:, None] - loads
+    work = problem.pool_work[index]
+    for h in range(loads.shape[0]):
+        if d[h]:
+            raised += d[h] * np.maximum(work[:, h, None] - margin[h][None, :], 0.0)
+    raised[:, ~alive] = np.inf
+    return raised

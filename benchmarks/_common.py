@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from barrierlb.cli import plain_table
-from barrierlb.outputs import output_file
+from barrierlb.outputs import finite, output_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -94,8 +94,9 @@ def check_json_argument(parser, args) -> None:
 
 
 def write_json(path: str | None, payload, *, force: bool = False) -> None:
-    """Write ``payload`` (a list of records, or a dict of such lists) as JSON; every record gets
-    an ``environment`` key (:func:`environment`).
+    """Write ``payload`` (a list of records, or a dict of such lists) as standard JSON (a metric
+    that is not a finite number as ``null``); every record gets an ``environment`` key
+    (:func:`environment`).
 
     Without ``force`` an existing file is never overwritten: one that appeared during the run
     (:func:`check_json_argument` refused it before) leaves the records in ``PATH.1`` (``.2``, ...)
@@ -109,5 +110,5 @@ def write_json(path: str | None, payload, *, force: bool = False) -> None:
             if isinstance(record, dict):
                 record.setdefault("environment", env)
     with output_file(path, force=force) as out:
-        out.partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        out.partial.write_text(json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n")
     print(out.note())

@@ -581,6 +581,8 @@ def _serve_options(items) -> dict:
 
 
 def main(argv=None) -> int:
+    from barrierlb.serving.config import ServeConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32 ranks on BurstGPT and the proxy's cost only")
     parser.add_argument("--seconds", type=float, default=None, help="arrivals last this long (default 20, quick 6)")
@@ -597,7 +599,8 @@ def main(argv=None) -> int:
                         help="with --quick, also measure the proxy with --prompt-tokens estimate")
     parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the proxy's and the emulator's loop in the cost part (default auto: uvloop if installed)")
-    parser.add_argument("--bfio", default="bfio", help="the bfio row's --policy (default bfio, serve's default)")
+    parser.add_argument("--bfio", default=ServeConfig.policy,
+                        help=f"the bfio row's --policy (default serve's, {ServeConfig.policy})")
     parser.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
                         help="a ServeConfig field for the replay's proxies, e.g. settle_passes=0 (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
@@ -619,7 +622,7 @@ def main(argv=None) -> int:
                         help="the cost part also runs a proxy importing barrierlb from DIR (e.g. a checkout of main), "
                              "its blocks alternating with the others' (keys baseline_*)")
     parser.add_argument("--overhead-policy", default=None,
-                        help="the cost part's --policy (default: serve's default, bfio)")
+                        help=f"the cost part's --policy (default serve's, {ServeConfig.policy})")
     parser.add_argument("--baseline-policy", default=None,
                         help="the baseline proxy's --policy (default: --overhead-policy's)")
     parser.add_argument("--bare", action="store_true",
@@ -631,8 +634,6 @@ def main(argv=None) -> int:
     check_json_argument(parser, args)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
-    from barrierlb.serving.config import ServeConfig
-
     args.overhead_policy = args.overhead_policy or ServeConfig.policy
     args.baseline_policy = args.baseline_policy or args.overhead_policy
     args.serve_options = _serve_options(args.serve_option)

@@ -42,3 +42,15 @@ def test_a_file_that_appeared_during_the_run_is_left_and_the_records_go_beside_i
     record = json.loads((tmp_path / "r.json.2").read_text())[0]
     assert record["policy"] == "vllm" and "environment" in record
     assert "r.json.2" in capsys.readouterr().out
+
+
+def test_records_are_standard_json_with_null_for_a_metric_that_is_not_a_number(tmp_path):
+    # Before: NaN (a ratio with no request waiting) was written as NaN, which strict parsers refuse.
+    target = tmp_path / "r.json"
+    write_json(str(target), [{"policy": "bfio", "idle_ratio": float("nan"), "runs": [1.0, float("inf")]}])
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    record = json.loads(target.read_text(), parse_constant=refuse)[0]
+    assert record["idle_ratio"] is None and record["runs"] == [1.0, None]

@@ -11,7 +11,8 @@ from barrierlb.router import DecodeRouter
 POLICIES = ("bfio:horizon=72,gamma=0.7,peak_weight=1000,max_wait=1024,stride=8",
             "bfio:horizon=72,gamma=0.9,peak_weight=1000,max_wait=1024",
             "bfio:horizon=0", "bfio:horizon=5,gamma=0.5", "bfio:horizon=16,stride=3,spread=false",
-            "bfio:horizon=12,strict_ties=true", "bfio:horizon=30,peak_weight=1,stride=4")
+            "bfio:horizon=12,strict_ties=true", "bfio:horizon=30,peak_weight=1,stride=4",
+            "bfio:horizon=16,stride=2,hold=0.05")
 
 
 def _random_router(rng, policy, *, integral):

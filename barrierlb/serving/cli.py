@@ -44,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slots", type=int, required=True,
                         help="requests each rank runs at once (the engine's max batch; llama-server's -np)")
     parser.add_argument("--policy", default=ServeConfig.policy,
-                        help="a policy spec (default bfio: BF-IO tuning its horizon, discount, stride and waiting "
-                             "bound online from the lifetimes it observes): bfio:horizon=16, jsq-tokens, vllm, "
-                             "round-robin, ... (barrierlb policies lists them), or auto: the fixed BF-IO preset "
-                             "for the mean output length seen so far")
+                        help=f"a policy spec (default {ServeConfig.policy}: BF-IO tuning its horizon, discount, "
+                             "stride and waiting bound online from the lifetimes it observes, holding a request "
+                             "rather than stacking it on a rank at the peak while the ranks it fits are full): "
+                             "bfio, bfio:horizon=16, jsq-tokens, vllm, round-robin, ... (barrierlb policies lists "
+                             "them), or auto: the fixed BF-IO preset for the mean output length seen so far")
     parser.add_argument("--draws", type=int, default=0,
                         help="sampled futures per request for the survival predictor (default 0: its median)")
     parser.add_argument("--strata", type=int, default=ServeConfig.strata,
