@@ -1,12 +1,14 @@
 """One request's router calls as ``barrierlb serve`` makes them, in a loop: add, route, progress, finish.
 
-8 ranks x 256 slots, the serve preset (``decode_preset(0)``), a survival
-predictor with 500 lengths learned, ``--running`` requests running, each new
-request with a ``max_tokens``; prints the best of five blocks in microseconds a
-request. Compare two trees by running it with each on ``PYTHONPATH``:
+8 ranks x 256 slots, a policy (``--policy``; default the short-output preset
+``decode_preset(0)``, serve's default before 3 December, so that older trees run the same
+loop), a survival predictor with 500 lengths learned, ``--running`` requests running,
+each new request with a ``max_tokens``; prints the best of five blocks in microseconds
+a request. Compare two trees by running it with each on ``PYTHONPATH``:
 
     PYTHONPATH=. python benchmarks/router_loop.py
     PYTHONPATH=/path/to/other/tree python benchmarks/router_loop.py
+    PYTHONPATH=. python benchmarks/router_loop.py --policy bfio:hold=0.05 --strata 16   # serve's default now
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests a block (default 1000)")
     parser.add_argument("--strata", type=int, default=1,
                         help="prompt-length groups of the survival predictor (default 1; serve's default 16)")
+    parser.add_argument("--policy", default=None, help="policy spec (default decode_preset(0))")
     args = parser.parse_args()
     grouped = {"strata": args.strata} if args.strata > 1 else {}     # the default runs on trees before --strata
-    router = DecodeRouter(8, 256, policy=decode_preset(0.0), predictor=SurvivalPredictor(draws=0, **grouped))
+    policy = args.policy or decode_preset(0.0)
+    router = DecodeRouter(8, 256, policy=policy, predictor=SurvivalPredictor(draws=0, **grouped))
     rng = np.random.default_rng(0)
     running: list[int] = []
     next_id = 0
@@ -56,7 +60,7 @@ def main() -> None:
     block(200)                                       # warm up: numba loads the kernels
     best = min(block(args.requests) for _ in range(5))
     print(f"{best * 1e6:.1f} us a request (add, route, progress, finish; {args.running} running, "
-          f"8 ranks x 256 slots, {args.strata} prompt strata)")
+          f"8 ranks x 256 slots, {args.strata} prompt strata, policy {policy})")
 
 
 if __name__ == "__main__":
