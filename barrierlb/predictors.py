@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from barrierlb._numba import compiled
 from barrierlb._validate import check_array, check_int, check_real
 
 
@@ -207,10 +208,9 @@ def _quantile_above(values: np.ndarray, start, end, threshold: np.ndarray, q) ->
 
 
 def _lifetime_kernel():
-    """:mod:`barrierlb._lifetime_kernel`, imported on first use (numba loads then, not at import)."""
-    from barrierlb import _lifetime_kernel
-
-    return _lifetime_kernel
+    """:mod:`barrierlb._lifetime_kernel`, imported on first use (numba loads then, not at import;
+    :func:`barrierlb._numba.compiled`)."""
+    return compiled("_lifetime_kernel")
 
 
 def _uniform_hash(ids: np.ndarray, draws: int, seed: int) -> np.ndarray:

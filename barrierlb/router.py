@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from barrierlb._numba import compiled
 from barrierlb._validate import INT64_MAX, check_array, check_int, check_real
 from barrierlb.policies import Decision, Policy, make_policy
 from barrierlb.policies.base import in_pool
@@ -441,14 +442,8 @@ def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool
     return horizon + 1, stride, d, greedy_tie_break(d, strict_ties=spread and strict_ties)
 
 
-_LOADED: dict = {}
-
-
 def _router_kernels():
-    kernels = _LOADED.get("router")
-    if kernels is None:                     # numba loads on the first one-request decision, not at import
-        from barrierlb import _router_kernels as kernels
-
-        _LOADED["router"] = kernels
-    return kernels
+    """:mod:`barrierlb._router_kernels`, imported on the first one-request decision (numba loads
+    then, not at import; :func:`barrierlb._numba.compiled`)."""
+    return compiled("_router_kernels")
 

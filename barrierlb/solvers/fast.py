@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from barrierlb._numba import compiled
 from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.problem import StepProblem, imbalance_of_loads
 from barrierlb.solvers import enumeration
@@ -264,17 +265,10 @@ def solve_problem(problem: StepProblem, *, work_conserving: bool | None = None, 
 
 
 def _kernels() -> Any:
-    """The numba-compiled greedy and local search (:mod:`barrierlb.solvers._compiled`).
-
-    Imported on first use, so that ``import barrierlb`` and the enumerations of
-    small problems do not load numba (about half a second; the kernels compile
-    once per installation and load from numba's cache afterwards)."""
-    try:
-        from barrierlb.solvers import _compiled
-    except ImportError as error:                   # numba is a dependency: a broken install
-        raise ImportError(f"the fast solver needs numba, a dependency of barrierlb ({error}); "
-                          "pip install numba") from error
-    return _compiled
+    """The numba-compiled greedy and local search (:mod:`barrierlb.solvers._compiled`), imported on
+    first use (:func:`barrierlb._numba.compiled`), so that the enumerations of small problems do
+    not load numba."""
+    return compiled("solvers._compiled")
 
 
 def greedy_tie_break(weights: np.ndarray, *, strict_ties: bool) -> float:
