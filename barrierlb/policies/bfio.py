@@ -301,7 +301,7 @@ class BFIO(Policy):
         waiting bound are never held, so ``max_wait`` still bounds the wait.
         Default ``None`` (off; ``barrierlb serve`` uses 0.05). With 0.05, ``bfio``'s
         idle over ``vllm``'s in the BurstGPT replay to 32 emulated ranks x 4 slots was
-        0.35 to 0.49 (six runs) against 0.47 to 0.69 without, and in that setting
+        0.35 to 0.49 (seven runs) against 0.47 to 0.69 without (three), and in that setting
         simulated (``benchmarks/serve_simulated.py``, 12 request samples) its median
         0.538 against 0.611; on the simulator's 72-slot workloads the idle moved by at
         most 0.26 points (docs/serving.md, 3 December 2026).

@@ -11,8 +11,8 @@ PIN_MODES = ("vllm", "sglang")
 
 #: ``barrierlb serve``'s policy: plain ``bfio`` with ``hold=0.05``
 #: (:class:`barrierlb.policies.bfio.BFIO`). In the BurstGPT replay to 32 emulated ranks x 4 slots
-#: its idle was 0.35 to 0.40 of ``vllm``'s over 3 runs against 0.47 to 0.69 for plain ``bfio``, and in the
-#: simulator 0.53 against 0.61 (median over 12 request samples); on the simulator's 72-slot
+#: its idle was 0.35 to 0.49 of ``vllm``'s over 7 runs against 0.47 to 0.69 for plain ``bfio`` (3 runs), and
+#: in the simulator 0.54 against 0.61 (median over 12 request samples); on the simulator's 72-slot
 #: workloads it is within 0.3% of plain ``bfio``'s throughput (docs/serving.md, 3 December 2026).
 DEFAULT_POLICY = "bfio:hold=0.05"
 
