@@ -162,3 +162,13 @@ def finite(value):
     if isinstance(value, (list, tuple)):
         return [finite(item) for item in value]
     return value
+
+
+def refuse_existing(parser, outputs: dict) -> None:
+    """Stop an ``argparse`` command before it runs when an output it would write exists:
+    ``outputs`` maps each flag to its path (or ``None``); ``parser.error`` names the first that
+    exists (exit status 2). A command without ``--force`` checks here, then writes through
+    :func:`output_file`, which never replaces a file that appears meanwhile."""
+    for flag, path in outputs.items():
+        if path and Path(path).exists():
+            parser.error(f"{flag} {path} exists; not overwriting it")

@@ -71,3 +71,16 @@ def test_without_hard_links_the_file_is_still_created_exclusively(tmp_path, monk
     out = write_text(target, "results")
     assert out.path == tmp_path / "r.json.1" and out.path.read_text() == "results"
     assert target.read_text() == "there first" and _names(tmp_path) == ["r.json", "r.json.1"]
+
+
+def test_refuse_existing_names_the_first_output_that_exists(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="example")
+    (tmp_path / "r.png").write_text("keep")
+    outputs.refuse_existing(parser, {"--json": str(tmp_path / "new.json"), "--csv": None})     # nothing there
+    with pytest.raises(SystemExit) as stopped:
+        outputs.refuse_existing(parser, {"--json": str(tmp_path / "new.json"), "--plot": str(tmp_path / "r.png")})
+    assert stopped.value.code == 2
+    assert f"--plot {tmp_path / 'r.png'} exists; not overwriting it" in capsys.readouterr().err
+    assert (tmp_path / "r.png").read_text() == "keep"

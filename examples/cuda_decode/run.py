@@ -112,8 +112,9 @@ def main(argv=None) -> int:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    if args.json and Path(args.json).exists():
-        parser.error(f"--json {args.json} exists; not overwriting it")
+    from barrierlb.outputs import refuse_existing
+
+    refuse_existing(parser, {"--json": args.json})
     from barrierlb.cli import plain_table
 
     try:

@@ -148,8 +148,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.steps < 1 or args.slots < 1:
         parser.error("--workers, --steps and --slots must be positive")
-    if args.json and Path(args.json).exists():
-        parser.error(f"--json {args.json} exists; not overwriting it")
+    from barrierlb.outputs import refuse_existing
+
+    refuse_existing(parser, {"--json": args.json})
     if args.kill_worker_at is not None and args.policy == "dask":
         parser.error("--kill-worker-at is supported with barrierlb policies")
 

@@ -57,7 +57,7 @@ from experts import (  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.cli import plain_table  # noqa: E402
-from barrierlb.outputs import output_file, write_text  # noqa: E402
+from barrierlb.outputs import output_file, refuse_existing, write_text  # noqa: E402
 
 DEFAULT_POLICIES = "static;eplb;eplb-hierarchical;jsq-tokens;bfio:horizon=0;priced"
 LINKS = ("nvlink", "inter-node")
@@ -283,9 +283,7 @@ def main(argv=None) -> int:
     links = [link.strip() for link in args.link.split(",") if link.strip()]
     if not links or any(link not in LINKS for link in links):
         parser.error(f"--link must list some of {', '.join(LINKS)}, got {args.link!r}")
-    for path in (args.json, args.plot):
-        if path and Path(path).exists():
-            parser.error(f"{path} exists; not overwriting it")
+    refuse_existing(parser, {"--json": args.json, "--plot": args.plot})
     rows = []
     for spec in [s.strip() for s in args.policies.split(";") if s.strip()]:
         for link in links:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from blocks import STEP_US, Block, cost_model, make_spec, size_at  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
-from barrierlb.outputs import write_text  # noqa: E402
+from barrierlb.outputs import refuse_existing, write_text  # noqa: E402
 
 
 def parse(argv=None):
@@ -47,8 +47,7 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1 or args.blocks < 1 or args.horizon < 0:
         parser.error("--steps and --blocks must be positive, --horizon non-negative")
-    if args.json and Path(args.json).exists():
-        parser.error(f"--json {args.json} exists; not overwriting it")
+    refuse_existing(parser, {"--json": args.json})
     return args
 
 
