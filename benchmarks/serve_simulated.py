@@ -23,7 +23,7 @@ the machine's:
   the least loaded rank with a free slot (the LPT rule, slots respected), which migration
   could reach.
 
-    python benchmarks/serve_simulated.py                       # 12 samples, about 40 s
+    python benchmarks/serve_simulated.py                       # 12 samples, 13 to 16 s on this 2-core machine
     python benchmarks/serve_simulated.py --samples 4 --json r.json
 """
 
