@@ -40,23 +40,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
+from _common import add_json_argument, check_json_argument, print_table, write_json  # noqa: E402
+from serve import workloads  # noqa: E402
 
 from barrierlb import make_policy  # noqa: E402
 from barrierlb.predictors import make_predictor  # noqa: E402
 from barrierlb.simulator import SimulationConfig, Simulator  # noqa: E402
-from barrierlb.workloads import Workload, load_workload, synthetic  # noqa: E402
-
-POLICIES = ("round-robin", "vllm", "jsq-tokens", "bfio")
-
-
-def source(seed: int) -> tuple[str, Workload]:
-    burst = DATA / "burstgpt_sample_8000.json"
-    if burst.is_file():
-        return "burstgpt", load_workload(f"burstgpt:{burst}")
-    print(f"burstgpt: {DATA} lacks the trace; using the synthetic generator with short outputs instead")
-    return "synthetic-short", synthetic(4000, seed=seed, prompt_mean=400, prompt_std=300, output_mean=60,
-                                        output_std=50)
+from barrierlb.workloads import Workload  # noqa: E402
 
 
 def sample(workload: Workload, args, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-prompt", type=int, default=4096)
     parser.add_argument("--max-output", type=int, default=128)
     parser.add_argument("--predictor", default="prompt-survival", help="predictor spec (default prompt-survival)")
-    parser.add_argument("--policies", default=",".join(POLICIES[1:]),
+    parser.add_argument("--policies", default="vllm,jsq-tokens,bfio",
                         help="comma-separated policy specs without commas of their own; the first is the "
                              "reference of the ratios (default vllm,jsq-tokens,bfio)")
     parser.add_argument("--seed", type=int, default=0)
@@ -147,7 +137,7 @@ def main(argv=None) -> int:
             make_policy(spec)
         except (TypeError, ValueError) as error:
             parser.error(f"--policies: {error}")
-    name, workload = source(args.seed)
+    [(name, workload)] = workloads(True, 0.0, args.seed)      # the quick replay's: BurstGPT, or its stand-in
     if args.requests > len(workload):
         parser.error(f"--requests {args.requests} is more than the {len(workload)} requests of {name}")
     started = time.perf_counter()

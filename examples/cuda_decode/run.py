@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    from barrierlb.outputs import refuse_existing
+    from barrierlb.outputs import refuse_existing, write_text
 
     refuse_existing(parser, {"--json": args.json})
     from barrierlb.cli import plain_table
@@ -146,8 +146,6 @@ def main(argv=None) -> int:
                         f"{r['overhead_us_per_task']:.2f}", f"{r['unit_ns_per_row']:.2f}", f"{r['wall_s']:.2f}"]
                        for r in rows]))
     if args.json:
-        from barrierlb.outputs import write_text
-
         print(write_text(args.json, json.dumps(rows, indent=2) + "\n").note())
     return 0
 

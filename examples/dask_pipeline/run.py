@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.steps < 1 or args.slots < 1:
         parser.error("--workers, --steps and --slots must be positive")
-    from barrierlb.outputs import refuse_existing
+    from barrierlb.outputs import refuse_existing, write_text
 
     refuse_existing(parser, {"--json": args.json})
     if args.kill_worker_at is not None and args.policy == "dask":
@@ -178,8 +178,6 @@ def main(argv=None) -> int:
           f"workers_lost={summary['workers_lost']} barrier_wait={summary['barrier_wait_s']:.3f}s "
           f"wall={summary['wall_s']:.1f}s")
     if args.json:
-        from barrierlb.outputs import write_text
-
         print(write_text(args.json, json.dumps(summary, indent=2) + "\n").note())
     ok = summary["lost"] == 0 and summary["duplicated"] == 0 and not wrong
     return 0 if ok else 1
