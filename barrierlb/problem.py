@@ -347,6 +347,18 @@ def predicted_imbalance(problem: StepProblem, task_index: Any, worker: Any, *, p
     return float(imbalance_of_loads(loads, problem.alive, problem.weights, peak_weight=peak_weight))
 
 
+def projected_peak(problem: StepProblem) -> np.ndarray:
+    """``max_g L[h, g]`` over the alive workers at every step of the horizon, shape (H + 1,);
+    ``-inf`` where no worker is alive.
+
+    Examples
+    --------
+    >>> projected_peak(StepProblem.from_arrays([[5.0, 1.0], [2.0, 3.0]], np.zeros((0, 2)), [0, 0])).tolist()
+    [5.0, 3.0]
+    """
+    return np.where(problem.alive[None, :], problem.projected_load, -np.inf).max(axis=1)
+
+
 def peak_raise(problem: StepProblem, task_index: Any) -> np.ndarray:
     """How much placing each of the tasks at ``task_index`` alone would raise the peak term, per worker.
 
@@ -367,7 +379,7 @@ def peak_raise(problem: StepProblem, task_index: Any) -> np.ndarray:
     if not alive.any():
         raised[:] = np.inf
         return raised
-    margin = np.where(alive[None, :], loads, -np.inf).max(axis=1)[:, None] - loads
+    margin = projected_peak(problem)[:, None] - loads
     work = problem.pool_work[index]
     for h in range(loads.shape[0]):
         if d[h]:

@@ -11,7 +11,7 @@ import numpy as np
 from barrierlb._validate import check_bool, check_int, check_real
 from barrierlb.policies.base import Decision, Policy, register
 from barrierlb.predictors import LifetimeObserver
-from barrierlb.problem import peak_raise, predicted_imbalance
+from barrierlb.problem import peak_raise, predicted_imbalance, projected_peak
 from barrierlb.projection import candidate_positions, step_problem
 from barrierlb.solvers.exact import solve_exact_problem
 from barrierlb.solvers.fast import FastResult, solve_problem
@@ -400,8 +400,7 @@ class BFIO(Policy):
         sampled = problem.sampled(self.stride)
         bound = 0.0
         if sampled.alive.any():
-            peak = np.where(sampled.alive[None, :], sampled.projected_load, -np.inf).max(axis=1)
-            bound = self.hold * float(sampled.weights @ np.maximum(peak, 0.0))
+            bound = self.hold * float(sampled.weights @ np.maximum(projected_peak(sampled), 0.0))
         rows = np.arange(problem.n_pool)
         held = 0
         for attempt in range(HOLD_ROUNDS + 1):
