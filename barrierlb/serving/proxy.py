@@ -36,17 +36,14 @@ from barrierlb.router import DecodeRouter
 from barrierlb.serving._deps import aiohttp, web
 from barrierlb.serving.config import ServeConfig
 from barrierlb.serving.tokens import BadRequest, StreamCounter, completion_tokens, estimate_tokens, parse_request
+from barrierlb.serving.upstream import ClosedBeforeAnswer, ConnectFailed, Upstream, UpstreamError
 
 #: Header of every proxied response: the rank that served it.
 RANK_HEADER = "X-Barrierlb-Rank"
 
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                          "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"))
-#: The request never reached the rank: safe to place again elsewhere.
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-#: The connection closed or was reset before any answer (after it connected): asked once more.
-_CLOSED_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-_STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+_STREAM_ERRORS = (UpstreamError, asyncio.TimeoutError, ConnectionError)
 #: Finished requests between two reconsiderations of the ``auto`` policy.
 _AUTO_EVERY = 64
 
@@ -122,13 +119,11 @@ class Proxy:
         self.decision_s: list[float] = []
         self._tasks: list[asyncio.Task] = []
         self._runner = None
-        self._session = None
+        self._session = None                      # aiohttp's client: probes, /tokenize, /v1/models
+        self._upstream = None                     # the forwarded requests' (barrierlb.serving.upstream)
         self.url: str | None = None
         self._metrics = _Metrics(g)
         self._probe_timeout = aiohttp.ClientTimeout(total=config.probe_timeout_s)
-        self._request_timeout = aiohttp.ClientTimeout(total=config.request_timeout_s,
-                                                      sock_connect=config.connect_timeout_s,
-                                                      sock_read=config.read_timeout_s)
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -140,6 +135,8 @@ class Proxy:
         # No cookie jar: an engine's cookies are its clients', never kept here and sent on others' requests.
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                               cookie_jar=aiohttp.DummyCookieJar())
+        self._upstream = Upstream(connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s,
+                                  total_timeout_s=config.request_timeout_s)
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -168,6 +165,8 @@ class Proxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self._upstream is not None:
+            await self._upstream.close()
 
     # ------------------------------------------------------------ admission
     def _enqueue(self, flight: _Flight) -> None:
@@ -483,21 +482,22 @@ class Proxy:
             return 4.0
         return min(max(self._counted_chars / self._counted_tokens, 0.5), 64.0)
 
-    def _upstream(self, request, rank: int, path: str, body: dict, raw: bytes | None):
+    def _request_to(self, request, rank: int, path: str, body: dict, raw: bytes | None):
+        """The URL, headers and body of the request to ``rank``."""
         config = self.config
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         if config.pin == "vllm":
-            headers["X-data-parallel-rank"] = str(rank)
+            headers = [(k, v) for k, v in headers if k.lower() != "x-data-parallel-rank"]
+            headers.append(("X-data-parallel-rank", str(rank)))
         elif config.pin == "sglang":
-            headers["X-Data-Parallel-Rank"] = str(rank)
+            headers = [(k, v) for k, v in headers if k.lower() not in ("x-data-parallel-rank", "content-type")]
+            headers += (("X-Data-Parallel-Rank", str(rank)), ("Content-Type", "application/json"))
             raw = json.dumps({**body, "routed_dp_rank": rank}).encode()
-            headers["Content-Type"] = "application/json"
         return config.rank_url(rank) + path, headers, raw
 
     async def _forward(self, request, flight: _Flight, rank: int, path: str, body: dict, raw):
         config = self.config
-        url, headers, payload = self._upstream(request, rank, path, body, raw)
-        timeout = self._request_timeout
+        url, headers, payload = self._request_to(request, rank, path, body, raw)
         flight.sent_at = time.monotonic()
         if flight.count_args is not None:
             # Counted once sent, or once it has run --tokenize-delay-s: a short request then costs one call.
@@ -509,28 +509,26 @@ class Proxy:
                 self._start_count(flight)      # its task runs once this request is written
         try:
             try:
-                upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-            except _CONNECT_ERRORS:
-                raise
-            except _CLOSED_ERRORS as closed:
+                upstream = await self._upstream.post(url, headers, payload)
+            except ClosedBeforeAnswer as closed:
                 # Closed (or reset) before any answer, as a kept-alive connection the rank had just closed is
                 # (llama-server closes idle ones after 5 s; a request written into one that is closing gets a
-                # reset): once more, on another connection. A second close, or a rank that no longer takes
+                # reset): once more, on a new connection. A second close, or a rank that no longer takes
                 # connections (it crashed with the request in flight), is a failure: a 502.
                 try:
-                    upstream = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-                except _CONNECT_ERRORS:
+                    upstream = await self._upstream.post(url, headers, payload, fresh=True)
+                except ConnectFailed:
                     raise closed from None
-        except _CONNECT_ERRORS as error:
-            raise _Retry(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__) from None
-        except aiohttp.ClientError as error:
+        except ConnectFailed as error:
+            raise _Retry(str(error)) from None
+        except UpstreamError as error:
             self._probe_soon(rank)
             self._release(flight)
             self.counters["failed"] += 1
             return _json_error(502, f"{config.describe_rank(rank)} failed: {type(error).__name__}: {error}",
                                "upstream_error")
-        answer_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-        answer_headers[RANK_HEADER] = str(rank)
+        answer_headers = [(k, v) for k, v in upstream.headers if k.lower() not in _HOP_BY_HOP]
+        answer_headers.append((RANK_HEADER, str(rank)))
         response = None
         complete = False
         try:
@@ -543,7 +541,7 @@ class Proxy:
             response = web.StreamResponse(status=200, headers=answer_headers)
             await response.prepare(request)
             counter = StreamCounter()
-            async for data in upstream.content.iter_any():
+            async for data in upstream.iter_any():
                 try:
                     await response.write(data)
                 except ConnectionResetError:              # the client went away: cancel upstream, free the slot
