@@ -47,6 +47,12 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+def _caught_up(loop):
+    """Wait for the proxy's loop to finish what it was running: the bookkeeping of an answer's end
+    (counters, the router's finish) comes just after the answer is sent, in the same step."""
+    loop.run(asyncio.sleep(0))
+
+
 def test_stream_and_body_pass_through_unchanged(loop):
     emulator, proxy = _cluster(loop)
 
@@ -69,6 +75,7 @@ def test_stream_and_body_pass_through_unchanged(loop):
                         assert via_proxy.endswith(b"data: [DONE]\n\n")
 
     _run(go())
+    _caught_up(loop)
     assert proxy.counters["completed"] == 4
 
 
@@ -132,6 +139,7 @@ def test_only_requests_that_run_past_the_tokenize_delay_are_tokenized(loop):
     for stream in (True, False):
         _run(go(150, stream))                                    # about 0.3 s: counted while it runs
     assert emulator.tokenize_calls == 2
+    _caught_up(loop)
     assert proxy.status()["counters"]["completed"] == 4
 
 
@@ -164,6 +172,7 @@ def test_only_prompts_estimated_at_the_threshold_or_more_are_tokenized(loop):
     assert emulator.tokenize_calls == 0
     _run(go(32))                                 # 160 characters: 40 tokens, counted by the engine
     assert emulator.tokenize_calls == 1
+    _caught_up(loop)
     assert proxy.status()["counters"]["completed"] == 2
 
 
@@ -225,6 +234,7 @@ def test_a_rank_that_closes_the_connection_before_answering_is_asked_once_more(l
                 return await _post(session, proxy.url + "/v1/completions", {"prompt": "hi", "max_tokens": 3})
 
         status, _, body = _run(go())
+        _caught_up(loop)
         assert status == 200 and json.loads(body)["choices"][0]["text"] == "ok" and closed
         assert proxy.counters["completed"] == 1 and proxy.counters["failed"] == 0
     finally:
@@ -250,6 +260,7 @@ def test_500_concurrent_requests_complete_once_within_slots(loop):
             return await asyncio.gather(*(one(i) for i in range(500)))
 
     results = _run(go())
+    _caught_up(loop)
     assert all(status == 200 for _, status, _, _ in results)
     assert len({i for i, *_ in results}) == 500
     stats = emulator.stats()
@@ -307,6 +318,7 @@ def test_client_disconnect_cancels_upstream_and_frees_the_slot(loop):
             return status, data
 
     status, data = _run(go())
+    _caught_up(loop)
     assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 3   # the one slot was freed
     stats = emulator.stats()
     assert stats["cancelled"] == [1] and stats["in_flight"] == [0]
@@ -397,6 +409,7 @@ def test_no_rank_up_answers_503_after_the_queue_timeout(loop):
             return await _post(session, proxy.url + "/v1/completions", {"prompt": "x", "max_tokens": 2})
 
     status, _, data = _run(go())
+    _caught_up(loop)
     assert status == 503 and "no slot became free within 0.5 s (ranks up: 0 of 1)" in data.decode()
     assert proxy.router.queued == 0
 

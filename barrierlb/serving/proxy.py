@@ -535,9 +535,11 @@ class Proxy:
             if upstream.status != 200 or not flight.stream:
                 data = await upstream.read()
                 complete = True
+                answer = web.Response(body=data, status=upstream.status, headers=answer_headers)
+                await _answered(flight, answer, request)
                 self._release(flight, completion_tokens(data) if upstream.status == 200 else None)
                 self.counters["completed" if upstream.status == 200 else "failed"] += 1
-                return web.Response(body=data, status=upstream.status, headers=answer_headers)
+                return answer
             response = web.StreamResponse(status=200, headers=answer_headers)
             await response.prepare(request)
             counter = StreamCounter()
@@ -550,12 +552,9 @@ class Proxy:
                     return response
                 flight.generated = counter.feed(data)     # the router learns it before the next decision
             complete = True
+            await _answered(flight, response)
             self._release(flight, counter.output_tokens)
             self.counters["completed"] += 1
-            try:
-                await response.write_eof()
-            except ConnectionResetError:                  # everything was sent; the client left before the end
-                pass
             return response
         except asyncio.CancelledError:
             if response is not None and _take_back(flight):     # its rank went down mid-stream
@@ -704,6 +703,20 @@ def _policy_options(spec: str) -> dict:
 def _expire(placed: asyncio.Future) -> None:
     if not placed.done():
         placed.set_exception(asyncio.TimeoutError())
+
+
+async def _answered(flight: _Flight, response, request=None) -> None:
+    """Send the end of a complete answer, before the bookkeeping of its end (the router's ``finish``,
+    the learning): that comes off the request's path. The flight's handler is then no longer cancelled
+    by a rank marked down (nothing is left to end), and a client that left before the end is not an error:
+    everything was sent. ``request``: the response is prepared first (it was not streamed)."""
+    flight.task = None
+    try:
+        if request is not None:
+            await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
 
 
 def _take_back(flight: _Flight) -> bool:
