@@ -17,13 +17,17 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def observe_slots(previous, before, ids, age):
-    """Compare the slots ``(ids, age)`` with the last call's ``(previous, before)``, then copy them there.
+def observe_slots(previous, before, ids, age, life, end, head, clock):
+    """Compare the slots ``(ids, age)`` with the last call's ``(previous, before)``, then copy them there,
+    and append the lifetimes of the tasks that left to the ring buffers ``life`` and ``end``.
 
-    Returns ``(elapsed, lifetimes)``: the steps run since the last call (the
+    Returns ``(elapsed, n_left)``: the steps run since the last call (the
     largest age gain of a task seen both times, at least 0; with none, the
-    oldest task that arrived since, at least 1) and, row-major, the lifetimes
-    of the tasks that left (their last age plus ``max(elapsed, 1)``).
+    oldest task that arrived since, at least 1) and how many tasks left. Their
+    lifetimes (their last age plus ``max(elapsed, 1)``), row-major, go to the
+    buffers from position ``head`` on, wrapping, each ending at step
+    ``clock + elapsed`` (a burst of more than the buffers hold keeps the latest, the
+    oldest of them then at ``(head + n_left) % size``, where the caller's next ``head`` is).
     """
     n_workers, n_slots = ids.shape
     stayed_any = False
@@ -49,5 +53,10 @@ def observe_slots(previous, before, ids, age):
             previous[g, s] = i
             before[g, s] = a
     elapsed = gain if stayed_any else max(arrived, 1)
-    lifetimes = left[:n_left] + max(elapsed, 1)
-    return elapsed, lifetimes
+    window = life.size
+    extra = max(elapsed, 1)
+    for k in range(max(n_left - window, 0), n_left):          # the latest `window` of them
+        position = (head + k) % window
+        life[position] = left[k] + extra
+        end[position] = clock + elapsed
+    return elapsed, n_left

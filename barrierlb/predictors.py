@@ -375,22 +375,13 @@ class LifetimeObserver:
         # largest age gain of a task seen both times (at least 0); with none seen both times, a task
         # that started since has run at most the steps between (the oldest arrival, at least 1). A
         # task that left lived its last age plus those steps (at least 1). The slots are copied.
-        elapsed, left = _lifetime_kernel().observe_slots(previous, before, ids, age)
+        # The ends go to the ring buffers in the same pass, from _head on.
+        elapsed, n_left = _lifetime_kernel().observe_slots(previous, before, ids, age, self._life, self._end,
+                                                           self._head, self.clock)
         self.clock += int(elapsed)
-        if left.size:
-            self._record(left)
-
-    def _record(self, lifetimes: np.ndarray) -> None:
-        """Append ``lifetimes`` (ended at the current clock) to the ring buffers."""
-        self.n_finished += int(lifetimes.size)
-        lifetimes = lifetimes[-self.window:]
-        n, head = lifetimes.size, self._head
-        first = min(n, self.window - head)                  # up to the end of the buffer, then from 0
-        self._life[head:head + first] = lifetimes[:first]
-        self._life[:n - first] = lifetimes[first:]
-        self._end[head:head + first] = self.clock
-        self._end[:n - first] = self.clock
-        self._head = (head + n) % self.window
+        if n_left:
+            self.n_finished += int(n_left)
+            self._head = (self._head + int(n_left)) % self.window
 
     def _kept(self, buffer: np.ndarray) -> np.ndarray:
         """The kept part of a ring buffer, oldest first."""

@@ -187,7 +187,7 @@ class DecodeRouter:
         free = state.free_slots
         if state.n_waiting == 0 or not free.any():
             return {}
-        policy.tune(state)          # plain bfio's online controller sees every decision's state
+        policy.tune(state, free)    # plain bfio's online controller sees every decision's state
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded, free):
             decision = _place_one(state, policy, self._bounded if refresh else None, self._slot_cap)
@@ -271,8 +271,9 @@ class DecodeRouter:
         self.state.complete([request_id])
         self._bounded.cap.pop(request_id, None)
         if output_tokens is not None:
-            self._outputs.append(output_tokens)       # learned at the next decision, in one batch
-            self._output_prompts.append(prompt)
+            self._outputs.append(output_tokens)       # learned in batches (_flush_outputs), here once one is due:
+            self._output_prompts.append(prompt)       # a proxy finishes a request after answering it, off its path
+            self._flush_outputs(all_of_them=False)
 
     def set_prompt_tokens(self, request_id: int, prompt_tokens: float) -> None:
         """Correct a queued or running request's prompt length (an exact count that came after an estimate)."""
@@ -317,10 +318,11 @@ class DecodeRouter:
         self._bounded.observe(output_tokens, prompt_tokens=prompt_tokens)
 
     def _flush_outputs(self, *, all_of_them: bool = True) -> None:
-        """Give the finished lengths to the predictor. Before a decision only once they are a
-        64th of what it has learned: a learning predictor sorts its whole window per batch
+        """Give the finished lengths to the predictor. At a decision or a finish only once they
+        are a 64th of what it has learned: a learning predictor sorts its whole window per batch
         (4,096 lengths for the survival predictor), and a decision per request would pay that
-        for every request."""
+        for every request. A decision thus sees what it would have seen had every batch waited
+        for it."""
         learned = getattr(self.predictor, "n_observed", 0) or 0
         if self._outputs and (all_of_them or 64 * len(self._outputs) >= learned):
             outputs, prompts, self._outputs, self._output_prompts = self._outputs, self._output_prompts, [], []
