@@ -71,7 +71,7 @@ def test_a_body_is_read_whole_and_the_connection_kept_for_the_next_request(_go):
         try:
             answers = []
             for i in range(3):
-                response = await client.post(url + "/v1/completions", [("X-Test", f"n{i}")], b'{"i": %d}' % i)
+                response = await client.post(url + "/v1/completions", [(b"X-Test", b"n%d" % i)], b'{"i": %d}' % i)
                 answers.append((response.status, response.headers, await response.read()))
                 response.release()
             return answers, log

@@ -43,6 +43,7 @@ RANK_HEADER = "X-Barrierlb-Rank"
 
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                          "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"))
+_HOP_BY_HOP_RAW = frozenset(name.encode() for name in _HOP_BY_HOP)
 _STREAM_ERRORS = (UpstreamError, asyncio.TimeoutError, ConnectionError)
 #: Finished requests between two reconsiderations of the ``auto`` policy.
 _AUTO_EVERY = 64
@@ -485,13 +486,14 @@ class Proxy:
     def _request_to(self, request, rank: int, path: str, body: dict, raw: bytes | None):
         """The URL, headers and body of the request to ``rank``."""
         config = self.config
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        # The client's headers as they came (bytes: nothing decoded to be encoded again).
+        headers = [(k, v) for k, v in request.raw_headers if k.lower() not in _HOP_BY_HOP_RAW]
         if config.pin == "vllm":
-            headers = [(k, v) for k, v in headers if k.lower() != "x-data-parallel-rank"]
-            headers.append(("X-data-parallel-rank", str(rank)))
+            headers = [(k, v) for k, v in headers if k.lower() != b"x-data-parallel-rank"]
+            headers.append((b"X-data-parallel-rank", b"%d" % rank))
         elif config.pin == "sglang":
-            headers = [(k, v) for k, v in headers if k.lower() not in ("x-data-parallel-rank", "content-type")]
-            headers += (("X-Data-Parallel-Rank", str(rank)), ("Content-Type", "application/json"))
+            headers = [(k, v) for k, v in headers if k.lower() not in (b"x-data-parallel-rank", b"content-type")]
+            headers += ((b"X-Data-Parallel-Rank", b"%d" % rank), (b"Content-Type", b"application/json"))
             raw = json.dumps({**body, "routed_dp_rank": rank}).encode()
         return config.rank_url(rank) + path, headers, raw
 

@@ -76,7 +76,7 @@ class Upstream:
         self._closed = False
 
     async def post(self, url: str, headers, body: bytes, *, fresh: bool = False) -> Response:
-        """Send ``POST url`` with ``headers`` (pairs of str, without ``Host`` or ``Content-Length``) and
+        """Send ``POST url`` with ``headers`` (pairs of bytes, without ``Host`` or ``Content-Length``) and
         ``body``; returns once the answer's headers have arrived. ``fresh``: on a new connection."""
         if self._closed:
             raise RuntimeError("the upstream client is closed")
@@ -95,16 +95,15 @@ class Upstream:
         head = [b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", pool.host_header,
                 b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n"]
         for name, value in headers:
-            head += (name.encode("utf-8", "surrogateescape"), b": ", value.encode("utf-8", "surrogateescape"),
-                     b"\r\n")
+            head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
-        if len(body) < 65536:
-            head.append(body)
-            connection.transport.write(b"".join(head))
-        else:                                          # no copy of a long body
-            connection.transport.write(b"".join(head))
-            connection.transport.write(body)
         try:
+            if len(body) < 65536:
+                head.append(body)
+                connection.transport.write(b"".join(head))
+            else:                                      # no copy of a long body
+                connection.transport.write(b"".join(head))
+                connection.transport.write(body)
             await response._head
         except BaseException:
             response.close()
