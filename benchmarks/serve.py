@@ -147,25 +147,49 @@ def emulator(ranks: int, slots: int, base_s: float, token_s: float, *extra: str)
                    r"EMULATOR_URLS=(\S+)")
 
 
-def bare_forwarder(urls: str, *extra: str) -> Process:
+def bare_forwarder(urls: str, *extra: str, client: str = "aiohttp") -> Process:
     """This script's :func:`run_bare_forwarder` in a child process."""
-    return Process([sys.executable, str(Path(__file__).resolve()), "--bare-forwarder", urls, *extra],
-                   r"listening on (\S+)")
+    return Process([sys.executable, str(Path(__file__).resolve()), "--bare-forwarder", urls, "--bare-client", client,
+                    *extra], r"listening on (\S+)")
 
 
-def run_bare_forwarder(urls: str, event_loop: str) -> int:
-    """A bare aiohttp forwarder, the floor of an aiohttp proxy's cost: each request goes to the next
-    rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting."""
+def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> int:
+    """A bare forwarder, the floor of a proxy's cost on an aiohttp server: each request goes to the next
+    rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting.
+    ``client``: its requests to the ranks on aiohttp's client, or on ``upstream``, the proxy's own
+    (:mod:`barrierlb.serving.upstream`)."""
     import itertools
 
     from barrierlb.serving._deps import aiohttp, web
     from barrierlb.serving._loop import run as run_loop
+    from barrierlb.serving.upstream import Upstream
 
     targets = itertools.cycle(url.rstrip("/") for url in urls.split(","))
     skip = {"host", "content-length", "transfer-encoding", "connection"}
+    skip_raw = {name.encode() for name in skip}
 
     async def main():
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        upstream = Upstream(connect_timeout_s=5.0, read_timeout_s=300.0, total_timeout_s=3600.0)
+
+        async def forward_upstream(request):
+            raw = await request.read()
+            headers = [(k, v) for k, v in request.raw_headers if k.lower() not in skip_raw]
+            answer = await upstream.post(next(targets) + request.path, headers, raw)
+            try:
+                out = [(k, v) for k, v in answer.headers if k.lower() not in skip]
+                if not any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in out):
+                    response = web.Response(body=await answer.read(), status=answer.status, headers=out)
+                else:
+                    response = web.StreamResponse(status=answer.status, headers=out)
+                    await response.prepare(request)
+                    async for data in answer.iter_any():
+                        await response.write(data)
+                    await response.write_eof()
+                answer.release()
+                return response
+            finally:
+                answer.close()                 # a no-op once released
 
         async def forward(request):
             raw = await request.read()
@@ -182,7 +206,7 @@ def run_bare_forwarder(urls: str, event_loop: str) -> int:
                 return response
 
         app = web.Application()
-        app.router.add_post("/v1/completions", forward)
+        app.router.add_post("/v1/completions", forward if client == "aiohttp" else forward_upstream)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -500,8 +524,9 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         if baseline:
             servers["baseline"] = stack.enter_context(proxy(engine.found, slots, args.baseline_policy, *extra, *loop,
                                                             src=baseline))
-        if args.bare and sweep:                  # once: it does not depend on the proxy's options
+        if args.bare and sweep:                  # once: they do not depend on the proxy's options
             servers["bare"] = stack.enter_context(bare_forwarder(engine.found, *loop))
+            servers["bare_upstream"] = stack.enter_context(bare_forwarder(engine.found, *loop, client="upstream"))
         direct_urls = engine.found.split(",")
         for warm in servers.values():
             asyncio.run(_timed_requests([warm.found], 100, 1.0, 99))           # warm up: kernels, connections
@@ -626,9 +651,11 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-policy", default=None,
                         help="the baseline proxy's --policy (default: --overhead-policy's)")
     parser.add_argument("--bare", action="store_true",
-                        help="the cost part also runs a bare aiohttp forwarder (no pool, no decision, no counting), "
-                             "its blocks alternating with the others': the floor of an aiohttp proxy (keys bare_*)")
+                        help="the cost part also runs two bare forwarders on an aiohttp server (no pool, no decision, "
+                             "no counting), their blocks alternating with the others': one on aiohttp's client (keys "
+                             "bare_*), one on the proxy's own upstream client (keys bare_upstream_*)")
     parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-client", choices=("aiohttp", "upstream"), default="aiohttp", help=argparse.SUPPRESS)
     add_json_argument(parser, "write the records as a JSON list")
     args = parser.parse_args(argv)
     check_json_argument(parser, args)
@@ -639,7 +666,7 @@ def main(argv=None) -> int:
     args.serve_options = _serve_options(args.serve_option)
     args.variants = [(variant, _serve_options(variant.split(","))) for variant in args.variant]
     if args.bare_forwarder:
-        return run_bare_forwarder(args.bare_forwarder, args.event_loop)
+        return run_bare_forwarder(args.bare_forwarder, args.event_loop, args.bare_client)
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)
     args.max_output = args.max_output or (128 if args.quick else 256)
     args.overhead_blocks = args.overhead_blocks or (2 if args.quick else 4)
@@ -686,6 +713,9 @@ def main(argv=None) -> int:
                                  ("bare_overhead_p50_ms", "bare aiohttp p50 ms", "{:.3f}"),
                                  ("bare_overhead_p99_ms", "bare aiohttp p99 ms", "{:.3f}"),
                                  ("bare_cpu_ms_per_request", "bare CPU ms/req", "{:.2f}"),
+                                 ("bare_upstream_overhead_p50_ms", "bare upstream p50 ms", "{:.3f}"),
+                                 ("bare_upstream_overhead_p99_ms", "bare upstream p99 ms", "{:.3f}"),
+                                 ("bare_upstream_cpu_ms_per_request", "bare upstream CPU ms/req", "{:.2f}"),
                                  ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
