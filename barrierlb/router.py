@@ -184,10 +184,14 @@ class DecodeRouter:
         """
         state, policy = self.state, self._policy
         self._flush_outputs(all_of_them=False)
-        free = state.free_slots
-        if state.n_waiting == 0 or not free.any():
+        if state.n_waiting == 0:
             return {}
-        policy.tune(state, free)    # plain bfio's online controller sees every decision's state
+        # Free slots and liveness per rank as lists: for the few ranks of data parallelism, Python's
+        # any/sum/all on them cost less than numpy's reductions, once per request at a proxy.
+        free = state.free_slots.tolist()
+        if not any(free):
+            return {}
+        policy.tune(state, sum(free))    # plain bfio's online controller sees every decision's state
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded, free):
             decision = _place_one(state, policy, self._bounded if refresh else None, self._slot_cap)
@@ -357,14 +361,16 @@ class DecodeRouter:
 
 
 # ----------------------------------------------------------- one waiting request
-def _one_request_path(policy: Policy, state: ClusterState, bounded: _Bounded, free: np.ndarray) -> bool:
+def _one_request_path(policy: Policy, state: ClusterState, bounded: _Bounded, free: list) -> bool:
     """Whether :func:`_place_one` gives this decision: plain ``bfio``, work-conserving, one point
     prediction per request (no sampled futures, no refill), affine requests only (the router's own),
-    and without ``hold`` unless every alive rank has a free slot (``free``: the state's free slots)."""
+    and without ``hold`` unless every alive rank has a free slot (``free``: the state's free slots,
+    a list; zero on a dead rank)."""
     # With ``hold``, the greedy's rank is the one where the request raises the peak least
     # only when every alive rank has a free slot; else the full decision judges the hold.
     return (type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
-            and not state._profiles and (policy.hold is None or bool(free[state.alive].all())))
+            and not state._profiles
+            and (policy.hold is None or all(f > 0 for f, up in zip(free, state.alive.tolist()) if up)))
 
 
 def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot_cap: np.ndarray) -> Decision:

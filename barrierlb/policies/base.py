@@ -74,11 +74,11 @@ class Policy(ABC):
         problem, positions = self.step_problem(state)
         return in_pool(self.decide_problem(problem, started=started), positions)
 
-    def tune(self, state: ClusterState, free=None) -> None:
+    def tune(self, state: ClusterState, n_free=None) -> None:
         """Set this decision's options from ``state`` before its step problem is built
         (plain ``bfio``'s online controller: :meth:`BFIO.tune`); nothing here. A driver that
         builds its own step problem (the router, the superstep planner) calls it first,
-        with ``free``, the state's ``free_slots``, where it has them."""
+        with ``n_free``, the state's free slots in all, where it has counted them."""
         return None
 
     def step_problem(self, state: ClusterState):

@@ -174,9 +174,9 @@ class OnlineTuning:
         self._derived: dict[int, dict] = {}          # placing -> options, for the current lifetime
         self.current = self._tune(0)
 
-    def update(self, state, free=None) -> dict:
+    def update(self, state, n_free=None) -> dict:
         """Observe ``state`` and return the options for its decision (also kept as ``current``);
-        ``free``: the state's ``free_slots`` if the caller has them.
+        ``n_free``: the state's free slots in all, if the caller has counted them.
 
         The options depend only on the lifetime estimate and on how many tasks the
         decision places, so they are derived once per (estimate, count) and reused
@@ -191,7 +191,7 @@ class OnlineTuning:
                 self.lifetime = lifetime
                 self._derived.clear()
         self.decisions += 1
-        placing = min(int((state.free_slots if free is None else free).sum()), state.n_waiting)
+        placing = min(int(state.free_slots.sum()) if n_free is None else n_free, state.n_waiting)
         current = self._derived.get(placing)
         if current is None:
             current = self._derived[placing] = self._tune(placing)
@@ -351,16 +351,16 @@ class BFIO(Policy):
         self.horizon, self.gamma, self.stride = values["horizon"], values["gamma"], values["stride"]
         self.peak_weight, self.max_wait = values["peak_weight"], values["max_wait"]
 
-    def tune(self, state, free=None) -> None:
+    def tune(self, state, n_free=None) -> None:
         """Let the online controller observe ``state`` and set the tuned options for its decision.
 
         :meth:`decide` does this itself; a driver that builds its own step problem
         (:class:`~barrierlb.router.DecodeRouter`, the superstep planner) calls it
-        first (``free``: the state's ``free_slots``, if it has them). Does nothing
-        when every tuned option is fixed.
+        first (``n_free``: the state's free slots in all, if it has counted them).
+        Does nothing when every tuned option is fixed.
         """
         if self.tuning is not None:
-            self._set_tuned(self.tuning.update(state, free))
+            self._set_tuned(self.tuning.update(state, n_free))
 
     def step_problem(self, state):
         positions = candidate_positions(state.pool_wait, int(state.free_slots.sum()), self.candidates,
