@@ -3,11 +3,11 @@ parsed by llhttp (``httptools``, the parser uvicorn uses).
 
 Why not aiohttp's client, which the proxy uses for its health probes, ``/tokenize``
 and ``/v1/models``: on the forwarded requests' path it was the largest cost a proxy
-adds. A bare forwarder that passes each request to a rank as it is added 1.30 ms
-(p50, one request at a time, 1.33 ms of CPU a request) through aiohttp's client and
-0.79 ms (0.85 ms of CPU) through this one, the aiohttp server in front of both
-(3 December 2026, on the 2-core machine of docs/serving.md). It does what the proxy
-needs and no more:
+adds. At 200 requests/s (``python benchmarks/serve.py --skip-replay --bare --sweep ''``,
+3 December 2026, 14:00 UTC, the 2-core machine of docs/serving.md), a bare forwarder on an
+aiohttp server added 0.88 and 1.20 ms p50 (0.86 and 0.96 ms of CPU a request, two runs)
+through aiohttp's client and 0.64 and 0.65 ms (0.62 and 0.63 ms) through this one. It
+does what the proxy needs and no more:
 
 - one ``POST`` a call, written in one piece, on a kept-alive connection to the rank
   (the most recently used idle one, else a new one);
@@ -16,8 +16,8 @@ needs and no more:
   close-delimited bodies, decoded by llhttp); a reader that falls behind pauses
   the connection's reads (at :data:`HIGH_WATER` bytes buffered);
 - timeouts without a timer per request: one sweep a second at most fails the
-  answers that have waited longer than the read timeout for data, or the total
-  timeout in all;
+  answers that have waited longer than the read timeout for data (a reader that
+  takes what arrived counts as no silence), or the total timeout in all;
 - failures sorted the way the proxy treats them: :class:`ConnectFailed` (the
   request never reached the rank: place it elsewhere), :class:`ClosedBeforeAnswer`
   (the connection closed or was reset before a byte of the answer: ask once more
@@ -376,6 +376,7 @@ class Response:
                 data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
                 self._buffered = 0
+                self.active_at = time.monotonic()      # a reader behind is no silence of the rank's
                 if self._paused:
                     self._paused = False
                     self.connection.transport.resume_reading()
