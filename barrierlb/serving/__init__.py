@@ -1,6 +1,6 @@
 """``barrierlb serve``: an OpenAI-compatible BF-IO router in front of data-parallel engine ranks.
 
-Needs the ``serve`` extra (``pip install 'barrierlb[serve]'``: aiohttp and
+Needs the ``serve`` extra (``pip install 'barrierlb[serve]'``: aiohttp, httptools and
 prometheus-client), imported only when a name below is first used.
 
 - :class:`ServeConfig` and :class:`Proxy` (``barrierlb.serving.proxy``): the proxy;
