@@ -13,7 +13,10 @@ and the placements, are the same as the full decision's (the tests compare them)
 bounded survival predictions (:func:`survival_remaining`), those arrays, the
 solver's compiled greedy on them and the objective; the router takes it for
 every one-request decision (the predictions come in from the predictor for
-other predictors).
+other predictors). :func:`admit_one` goes one step further for a request that
+arrives to an empty pool (:meth:`barrierlb.router.DecodeRouter.admit`): the free
+slots counted, the online controller's pass over the slots, :func:`place_one` and
+the slot written, in one call.
 
 Imported on first use, as the solver's kernels are, so that ``import
 barrierlb.router`` does not load numba.
@@ -24,7 +27,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from barrierlb._lifetime_kernel import observe_slots
 from barrierlb.solvers import greedy_kernel
+from barrierlb.solvers._compiled import weighted_sums
 
 #: The fast solver's own compiled greedy (its public entry), called from :func:`place_one`.
 greedy = greedy_kernel()
@@ -197,7 +202,7 @@ def waiting_lookahead(kept, pool_work, pool_growth, steps, survival, model, pool
 
 @njit(cache=True, nogil=True)
 def place_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_cap, remaining, mode, model, rows, stride,
-              kept, d, alive, every_rank, work, total, capacity, active_count, peak_weight, tie_break, spread):
+              kept, d, alive, every_rank, work, capacity, active_count, peak_weight, tie_break, spread):
     """The one-request decision in one call: returns ``(rank, objective)`` (rank -1: no free slot).
 
     The running requests' remaining steps come from ``remaining`` per slot
@@ -206,8 +211,8 @@ def place_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_cap, 
     from the bounded survival prediction at each slot's prompt, age and cap
     (``mode`` 2: :func:`survival_remaining` of ``model``). Then :func:`one_request_arrays`' arrays,
     the solver's compiled greedy on them with the waiting request's lookahead
-    ``work`` and its weighted sum ``total`` (``work @ d``, computed by the
-    caller as the solver computes it), and :func:`imbalance_objective`.
+    ``work`` and its weighted sum (the solver's own
+    :func:`~barrierlb.solvers._compiled.weighted_sums`), and :func:`imbalance_objective`.
     """
     n_workers, n_slots = slot_id.shape
     if mode == 2:
@@ -232,6 +237,76 @@ def place_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_cap, 
     peak_work = np.full(1, top)
     placed_task = placed[:1]
     placed_worker = placed[1:]
+    total = weighted_sums(work, d)
     greedy(loads, peak, work, peak_work, d, total, free, unplaced, must, 1, True, False, float(n_alive * peak_weight),
            tie_break, placed_task, placed_worker, 0, score, spread)
     return placed_worker[0], imbalance_objective(loads, d, alive, every_rank, n_alive)
+
+
+#: :func:`admit_one`'s outcomes: placed; no free slot (nothing changed); ``hold`` with an alive
+#: rank full, so the full decision judges it (the slots already observed).
+PLACED, NO_FREE_SLOT, NEEDS_FULL_DECISION = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def admit_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_remaining, slot_cap, active_count,
+              capacity, alive, placed_sums, hold, observe, previous, before, life, end, head, clock, mode, model,
+              rows, stride, kept, d, peak_weight, tie_break, spread,
+              task_id, task_work, task_growth, task_steps, task_prompt, task_cap):
+    """One arriving request, alone in the pool, decided and placed: returns ``(outcome, rank, slot,
+    objective, elapsed, n_left)``.
+
+    In the order of the router's :meth:`~barrierlb.router.DecodeRouter.route`: with no free slot on an
+    alive rank, :data:`NO_FREE_SLOT` and nothing is changed. Else, with ``observe``, the online
+    controller's pass over the slots (:func:`barrierlb._lifetime_kernel.observe_slots` on its copies
+    ``previous``, ``before`` and ring buffers ``life``, ``end`` from ``head`` at ``clock``; its
+    ``(elapsed, n_left)`` returned for the caller's counters). With ``hold`` and an alive rank full,
+    :data:`NEEDS_FULL_DECISION` (the full decision judges a hold then). Else :func:`place_one` on the
+    slots (``mode`` 0: the stored predictions ``slot_remaining``; 2: the bounded survival ones) with
+    the request's lookahead (:func:`waiting_lookahead`: its ``task_steps``, or with ``mode`` 2 its
+    survival prediction under ``task_cap``), and the request written to its
+    rank's lowest empty slot as the ledger's ``_place_one`` writes it (``slot_cap`` its ``max_tokens``,
+    ``placed_sums`` the ledger's count, work and growth placed so far): :data:`PLACED`.
+    """
+    n_workers, n_slots = slot_id.shape
+    n_free = 0
+    every_rank = True
+    some_full = False
+    for g in range(n_workers):
+        if alive[g]:
+            free = capacity[g] - active_count[g]
+            n_free += free
+            if free <= 0:
+                some_full = True
+        else:
+            every_rank = False
+    if n_free <= 0:
+        return NO_FREE_SLOT, -1, -1, 0.0, 0, 0
+    elapsed, n_left = 0, 0
+    if observe:
+        elapsed, n_left = observe_slots(previous, before, slot_id, slot_age, life, end, head, clock)
+    if hold and some_full:
+        return NEEDS_FULL_DECISION, -1, -1, 0.0, elapsed, n_left
+    survival = mode == 2
+    work = waiting_lookahead(kept, task_work, task_growth, task_steps, survival, model, task_prompt,
+                             task_cap if survival else 0.0)
+    rank, objective = place_one(slot_id, slot_work, slot_growth, slot_age, slot_prompt, slot_cap,
+                                slot_remaining.reshape(-1), mode, model, rows, stride, kept, d, alive, every_rank,
+                                work, capacity, active_count, peak_weight, tie_break, spread)
+    if rank < 0:                                                  # not reached: a free slot was counted
+        return NEEDS_FULL_DECISION, -1, -1, 0.0, elapsed, n_left
+    slot = 0
+    while slot_id[rank, slot] != -1:                              # its lowest empty slot
+        slot += 1
+    slot_id[rank, slot] = task_id
+    slot_work[rank, slot] = task_work
+    slot_growth[rank, slot] = task_growth
+    slot_remaining[rank, slot] = task_steps
+    slot_prompt[rank, slot] = task_prompt
+    slot_age[rank, slot] = 0
+    slot_cap[rank, slot] = task_cap
+    active_count[rank] += 1
+    placed_sums[0] += 1.0
+    placed_sums[1] += task_work
+    placed_sums[2] += task_growth
+    return PLACED, rank, slot, objective, elapsed, n_left

@@ -376,8 +376,12 @@ class LifetimeObserver:
         # that started since has run at most the steps between (the oldest arrival, at least 1). A
         # task that left lived its last age plus those steps (at least 1). The slots are copied.
         # The ends go to the ring buffers in the same pass, from _head on.
-        elapsed, n_left = _lifetime_kernel().observe_slots(previous, before, ids, age, self._life, self._end,
-                                                           self._head, self.clock)
+        self._advanced(*_lifetime_kernel().observe_slots(previous, before, ids, age, self._life, self._end,
+                                                         self._head, self.clock))
+
+    def _advanced(self, elapsed: int, n_left: int) -> None:
+        """Count a compiled pass over the slots that found ``elapsed`` steps run and ``n_left`` tasks
+        gone (:meth:`observe`'s, or the router's own in its one-request call)."""
         self.clock += int(elapsed)
         if n_left:
             self.n_finished += int(n_left)

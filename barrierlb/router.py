@@ -141,8 +141,22 @@ class DecodeRouter:
         self._slot_cap = np.full(self.state._slot_id.shape, math.inf)
         self._outputs: list[int] = []          # finished lengths not yet given to the predictor
         self._output_prompts: list[float] = []  # and their prompt lengths
-        self.last_decision = None
+        self._last_decision: Decision | None = None
+        self._last_admitted: tuple | None = None   # (id, rank, objective, seconds) of admit's own last decision
         self._one_request = True              # the shortcut for one waiting request (off: always the full decision)
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The last decision that placed requests (:meth:`route`'s or :meth:`admit`'s)."""
+        if self._last_admitted is not None:      # admit's, made a Decision only when asked for
+            request_id, rank, objective, seconds = self._last_admitted
+            self._last_admitted = None
+            self._last_decision = Decision(
+                task_ids=np.array((request_id,), dtype=np.int64), workers=np.array((rank,), dtype=np.int64),
+                pool_index=np.zeros(1, dtype=np.int64), branch="heuristic", objective=objective, solve_time_s=seconds,
+                info={"path": "heuristic", "construction": "pairs", "one_request": True, "pool_considered": 1,
+                      "admitted": True})
+        return self._last_decision
 
     @property
     def policy(self) -> Policy:
@@ -176,6 +190,96 @@ class DecodeRouter:
             self._bounded.cap[request_id] = cap
         self._queued_at[request_id] = queued
 
+    def admit(self, request_id: int, prompt_tokens: float, *, max_output_tokens: float = math.inf,
+              queued_at: float | None = None) -> int:
+        """Queue a request and, when no other waits, decide it at once: its rank, or -1 while it waits.
+
+        The same as :meth:`add_request` followed, when the pool held nothing
+        else, by :meth:`route` (which then can place only this request); with
+        requests already waiting it only queues (-1), and a later :meth:`route`
+        decides it with them. The state afterwards is the same either way.
+
+        A serving proxy's usual decision: at a few hundred requests a second a
+        request rarely arrives while another waits. For plain ``bfio`` (and any
+        ``bfio`` that :meth:`route` decides one request for without building the
+        step problem, with the router's own predictions or the survival
+        predictor's) the request is then not entered in the pool at all: one
+        compiled call gives the online controller's pass over the slots, the
+        decision and the slot written
+        (:func:`barrierlb._router_kernels.admit_one`). Every other case, and one
+        decision in ``refresh`` of the online controller (when it re-estimates),
+        takes the general path.
+        """
+        state, policy, bounded = self.state, self._policy, self._bounded
+        if not (type(request_id) is int and 0 <= request_id <= INT64_MAX and type(prompt_tokens) in _PLAIN
+                and 0 <= prompt_tokens < math.inf and type(max_output_tokens) in _PLAIN and max_output_tokens >= 0
+                and (queued_at is None or type(queued_at) in _PLAIN and math.isfinite(queued_at))
+                and state._pool["ids"].size == 0 and request_id not in state._location and self._one_request
+                and type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
+                and not state._profiles):
+            return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at)
+        if self._outputs:
+            self._flush_outputs(all_of_them=False)
+        prompt_tokens, cap = float(prompt_tokens), float(max_output_tokens)
+        refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(bounded.cap) \
+            or cap < math.inf                  # add_request would have entered its max_tokens by now
+        if refresh and not bounded.compiled:
+            return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at)
+        tuning = getattr(policy, "tuning", None)
+        if tuning is None:
+            options = None
+            horizon, gamma, stride, peak_weight = policy.horizon, policy.gamma, policy.stride, policy.peak_weight
+            observer = previous = before = None
+        else:
+            # The options update() would set: those for placing one task, unless it re-estimates now.
+            options = tuning._derived.get(1)
+            observer = tuning.observer
+            previous, before = observer._ids, observer._age
+            if (options is None or tuning.decisions % tuning.refresh == 0 or previous is None or before is None
+                    or previous.shape != state._slot_id.shape):
+                return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at)
+            horizon, gamma, stride = options["horizon"], options["gamma"], options["stride"]
+            peak_weight = options["peak_weight"]
+        started = time.perf_counter()
+        rows, stride, d, tie_break = _one_request_constants(horizon, gamma, stride, policy.spread, policy.strict_ties)
+        kept = _kept_rows(rows, stride)
+        kernels = _router_kernels()
+        model = bounded.survival_arrays() if refresh else _NO_SURVIVAL
+        # the request as add_request enters it: work and prompt its prompt, growth 1, steps min(none, max_tokens)
+        outcome, rank, slot, objective, elapsed, n_left = kernels.admit_one(
+            state._slot_id, state._slot_work, state._slot_growth, state._slot_age, state._slot_prompt,
+            state._slot_remaining, self._slot_cap, state._active_count, state.capacity, state.alive, state._placed,
+            policy.hold is not None, observer is not None, _OR_EMPTY(previous), _OR_EMPTY(before),
+            observer._life if observer is not None else _NO_REMAINING,
+            observer._end if observer is not None else _NO_REMAINING,
+            observer._head if observer is not None else 0, observer.clock if observer is not None else 0,
+            2 if refresh else 0, model, rows, stride, kept, d, float(peak_weight), tie_break,
+            policy.spread, request_id, prompt_tokens, 1.0, cap, prompt_tokens, cap)
+        if outcome == _NO_FREE_SLOT:             # route() would have returned before tuning
+            return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at, decide=False)
+        if observer is not None:                 # the rest of the controller's update() for this decision
+            observer._advanced(elapsed, n_left)
+            tuning.decisions += 1
+            if tuning.current is not options:
+                tuning.current = options
+                policy._set_tuned(options)
+        if outcome != _PLACED:                   # the full decision judges the hold
+            self.add_request(request_id, prompt_tokens, max_output_tokens=cap, queued_at=queued_at)
+            return self._decide(state.free_slots.tolist()).get(request_id, -1)
+        state._location[request_id] = (rank, slot)
+        state.version += 2                       # entered and left the pool, as add_request and route count it
+        if cap < math.inf:
+            bounded.cap[request_id] = cap
+        self._last_admitted = (request_id, rank, objective, time.perf_counter() - started)
+        return rank
+
+    def _admit_in_general(self, request_id, prompt_tokens, max_output_tokens, queued_at, *, decide=True) -> int:
+        waiting = self.state.n_waiting
+        self.add_request(request_id, prompt_tokens, max_output_tokens=max_output_tokens, queued_at=queued_at)
+        if waiting or not decide:
+            return -1
+        return self.route().get(int(request_id), -1)
+
     def route(self) -> dict[int, int]:
         """Place queued requests in free slots; returns ``{request_id: data_parallel_rank}``.
 
@@ -192,6 +296,11 @@ class DecodeRouter:
         if not any(free):
             return {}
         policy.tune(state, sum(free))    # plain bfio's online controller sees every decision's state
+        return self._decide(free)
+
+    def _decide(self, free: list) -> dict[int, int]:
+        """:meth:`route`'s decision once the policy is tuned (``free``: the free slots per rank, a list)."""
+        state, policy = self.state, self._policy
         refresh = self.predictor is not None and getattr(self.predictor, "adaptive", False) or bool(self._bounded.cap)
         if state.n_waiting == 1 and self._one_request and _one_request_path(policy, state, self._bounded, free):
             decision = _place_one(state, policy, self._bounded if refresh else None, self._slot_cap)
@@ -221,7 +330,7 @@ class DecodeRouter:
 
     def _record_placed(self, decision: Decision) -> dict[int, int]:
         """The router's own bookkeeping of a decision the ledger has placed: ``{request_id: rank}``."""
-        self.last_decision = decision
+        self._last_decision, self._last_admitted = decision, None
         placed = decision.task_ids.tolist()
         location, cap = self.state._location, self._bounded.cap
         for request_id in placed:
@@ -338,6 +447,10 @@ class DecodeRouter:
     def is_queued(self, request_id: int) -> bool:
         return int(request_id) in self._queued_at
 
+    def is_placed(self, request_id: int) -> bool:
+        """Whether the request runs on a rank (placed, not yet finished, cancelled or lost)."""
+        return int(request_id) in self.state._location
+
     @property
     def queued(self) -> int:
         return self.state.n_waiting
@@ -427,10 +540,10 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
                                      model, float(pool["prompt"][0]), cap)
     # The running requests' projection (running_projection's arithmetic, in its order), its peaks, the
     # solver's own compiled greedy on them and the objective as imbalance_of_loads gives it, in one call;
-    # the lookahead's weighted sum as the solver computes it (work @ d), so that the scores are its own.
+    # the lookahead's weighted sum as the solver computes it, so that the scores are its own.
     worker, objective = kernels.place_one(
         slot_id, state._slot_work, state._slot_growth, state._slot_age, state._slot_prompt, slot_cap, remaining, mode,
-        model, rows, stride, kept, d, alive, every_rank, work, work @ d, state.capacity,
+        model, rows, stride, kept, d, alive, every_rank, work, state.capacity,
         state._active_count, float(policy.peak_weight), tie_break, policy.spread)
     return Decision(task_ids=pool["ids"].copy(), workers=np.array((worker,), dtype=np.int64),
                     pool_index=np.zeros(1, dtype=np.int64), branch="heuristic", objective=objective,
@@ -440,6 +553,13 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
 
 _NO_SURVIVAL = (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64), np.zeros(0), 0.0, 0.5, 1)
 _NO_REMAINING = np.zeros(0)
+_NO_SLOTS = np.zeros((0, 0), dtype=np.int64)
+_PLAIN = (float, int)                       # admit's arguments taken as they are (bool is not one)
+_PLACED, _NO_FREE_SLOT = 0, 1              # barrierlb._router_kernels.admit_one's outcomes (and 2: the full decision)
+
+
+def _OR_EMPTY(slots):
+    return _NO_SLOTS if slots is None else slots
 
 
 @functools.lru_cache(maxsize=16)

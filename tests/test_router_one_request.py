@@ -15,7 +15,7 @@ POLICIES = ("bfio:horizon=72,gamma=0.7,peak_weight=1000,max_wait=1024,stride=8",
             "bfio:horizon=16,stride=2,hold=0.05")
 
 
-def _random_router(rng, policy, *, integral):
+def _random_router(rng, policy, *, integral, last=True):
     ranks = int(rng.integers(1, 9))
     slots = int(rng.integers(1, 6))
     predictor = SurvivalPredictor(min_samples=int(rng.integers(1, 40)), strata=int(rng.choice([1, 3, 16])))
@@ -44,10 +44,15 @@ def _random_router(rng, policy, *, integral):
             running.remove(rid)
     if rng.random() < 0.3 and router.predictor is not None:         # learned, not yet given to the predictor
         router.finish(running.pop(), 7) if running else None
-    prompt = float(rng.integers(0, 300)) if integral else float(rng.uniform(0, 300))
-    router.add_request(next(ids), prompt, max_output_tokens=float(rng.integers(1, 64)) if rng.random() < 0.5
-                       else np.inf)
+    if last:
+        request_id, prompt, cap = _last_request(rng, next(ids), integral=integral)
+        router.add_request(request_id, prompt, max_output_tokens=cap)
     return router
+
+
+def _last_request(rng, request_id, *, integral):
+    prompt = float(rng.integers(0, 300)) if integral else float(rng.uniform(0, 300))
+    return request_id, prompt, float(rng.integers(1, 64)) if rng.random() < 0.5 else np.inf
 
 
 @pytest.mark.parametrize("integral", [True, False])
@@ -87,3 +92,72 @@ def test_one_request_shortcut_is_not_taken_for_other_policies_or_several_request
     router.policy = "bfio:horizon=4,refill=true"
     router.route()
     assert not router.last_decision.info.get("one_request")
+
+
+def _router_state(router):
+    """Everything admit and add_request + route may change, as plain values to compare."""
+    state = router.state
+    arrays = [state._slot_id, state._slot_work, state._slot_growth, state._slot_remaining, state._slot_prompt,
+              state._slot_age, state._active_count, state._placed, router._slot_cap]
+    out = [[a.tolist() for a in arrays], dict(state._location), {k: v.tolist() for k, v in state._pool.items()},
+           dict(router._bounded.cap), sorted(router._queued_at), router.policy.options(),
+           [getattr(router.policy, name, None) for name in ("horizon", "gamma", "stride", "peak_weight", "max_wait")]]
+    tuning = getattr(router.policy, "tuning", None)
+    if tuning is not None:
+        observer = tuning.observer
+        out.append([tuning.decisions, tuning.current, tuning.lifetime, observer.clock, observer.n_finished,
+                    observer._head, observer._life.tolist(), observer._end.tolist(),
+                    None if observer._ids is None else observer._ids.tolist(),
+                    None if observer._age is None else observer._age.tolist()])
+    return out
+
+
+@pytest.mark.parametrize("policy", ("bfio", "bfio:hold=0.05", "bfio:max_wait=64", *POLICIES[:3], POLICIES[-1],
+                                    "bfio:refill=true", "jsq-tokens"))
+def test_admit_leaves_the_state_that_add_request_and_route_leave(policy):
+    rng = np.random.default_rng(abs(hash(policy)) % 2**32)
+    admitted_fast = 0
+    for trial in range(80):
+        router = _random_router(rng, policy, integral=bool(trial % 2), last=False)
+        for _ in range(int(rng.integers(0, 40))):      # the online controller's decisions and estimate move on
+            if router.state.n_waiting or not router.state.free_slots.any():
+                break
+            router.add_request(10_000 + _, float(rng.integers(0, 300)))
+            router.route()
+            if rng.random() < 0.5:
+                router.step_report()
+        running = list(router.state._location)
+        for done in rng.permutation(running)[:int(rng.integers(0, len(running) + 1))].tolist():
+            router.finish(done, int(rng.integers(0, 60)))      # slots free up, lifetimes end
+        request_id, prompt, cap = _last_request(rng, 20_000, integral=bool(trial % 2))
+        if rng.random() < 0.2:                        # one already waiting: admit only queues
+            router.add_request(20_001, 5.0)
+        general = copy.deepcopy(router)
+        rank = router.admit(request_id, prompt, max_output_tokens=cap, queued_at=1.0)
+        general.add_request(request_id, prompt, max_output_tokens=cap, queued_at=1.0)
+        placed = general.route() if general.state.n_waiting == 1 else {}
+        assert rank == placed.get(request_id, -1)
+        assert _router_state(router) == _router_state(general)
+        if rank >= 0:
+            decision, full = router.last_decision, general.last_decision
+            admitted_fast += bool(decision.info.get("admitted"))
+            assert decision.task_ids.tolist() == full.task_ids.tolist() == [request_id]
+            assert decision.workers.tolist() == full.workers.tolist() == [rank]
+            assert decision.objective == full.objective or np.isnan(decision.objective) and np.isnan(full.objective)
+    if policy.startswith("bfio") and "refill" not in policy:
+        assert admitted_fast > 10
+    else:
+        assert admitted_fast == 0
+
+
+def test_admit_rejects_what_add_request_rejects():
+    router = DecodeRouter(2, 2, policy="bfio")
+    for bad in ({"prompt_tokens": -1.0}, {"prompt_tokens": float("nan")}, {"max_output_tokens": -2.0},
+                {"request_id": -3}, {"prompt_tokens": True}, {"queued_at": float("inf")}):
+        arguments = {"request_id": 1, "prompt_tokens": 10.0, **bad}
+        with pytest.raises((ValueError, TypeError)):
+            router.admit(arguments.pop("request_id"), arguments.pop("prompt_tokens"), **arguments)
+    assert router.state.n_waiting == 0 and not router.state._location
+    assert router.admit(1, 10.0) >= 0
+    with pytest.raises(ValueError, match="duplicate"):
+        router.admit(1, 10.0)

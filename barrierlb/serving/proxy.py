@@ -173,18 +173,40 @@ class Proxy:
     def _enqueue(self, flight: _Flight) -> None:
         if self.router.queued >= self.config.max_queue:
             raise _Unavailable(f"the proxy's queue is full ({self.config.max_queue} requests waiting)")
-        flight.task_id = next(self._ids)
+        task_id = flight.task_id = next(self._ids)
         flight.placed = None                      # a future only if it waits (_handle)
-        self.router.add_request(flight.task_id, flight.prompt_tokens, max_output_tokens=flight.max_tokens,
-                                queued_at=flight.queued_at)
         flight.released = False
+        router = self.router
+        if router.queued:
+            # Others wait: a decision of several requests is the admission loop's, when slots free up.
+            router.add_request(task_id, flight.prompt_tokens, max_output_tokens=flight.max_tokens,
+                               queued_at=flight.queued_at)
+            self._taken_in(flight)
+            self._wake.set()
+            return
+        # Alone, it is decided now, not one loop pass later (the router's admit: placed, or queued).
+        self._sync_progress()
+        started = time.perf_counter()
+        try:
+            rank = router.admit(task_id, flight.prompt_tokens, max_output_tokens=flight.max_tokens,
+                                queued_at=flight.queued_at)
+        except Exception as error:
+            if not (router.is_queued(task_id) or router.is_placed(task_id)):
+                raise                               # not taken in: the request fails, nothing else changed
+            # Taken in, its decision failed: a bug must not stop admission for everyone.
+            print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
+            rank = router.rank_of(task_id) if router.is_placed(task_id) else -1
+            self._wake.set()
+        self._taken_in(flight)
+        if rank >= 0:
+            flight.rank = rank
+            self._decided(time.perf_counter() - started)
+        self._count_waiting()     # a request left waiting (no free slot, or held) is counted now
+
+    def _taken_in(self, flight: _Flight) -> None:
         self._flights[flight.task_id] = flight
         if flight.count_args is not None:
             self._uncounted.append(flight)
-        if self.router.queued != 1 or not self._decide():
-            # Alone in the pool it was decided now, not one loop pass later; a decision of several
-            # requests is the admission loop's, when slots free up for a waiting pool.
-            self._wake.set()
 
     def _release(self, flight: _Flight, output_tokens: int | None = None, *, cancelled: bool = False) -> None:
         """Free the flight's place in the router (its slot, or its place in the queue)."""
@@ -264,11 +286,7 @@ class Proxy:
             print(f"barrierlb serve: placement failed: {type(error).__name__}: {error}", file=sys.stderr)
             return False
         if placements:
-            self.decision_s.append(time.perf_counter() - started)
-            if len(self.decision_s) > 100_000:
-                del self.decision_s[:50_000]
-            self.counters["decisions"] += 1
-            self._metrics.decision(self.decision_s[-1])
+            self._decided(time.perf_counter() - started)
             for task_id, rank in placements.items():
                 flight = self._flights[task_id]
                 flight.rank = rank
@@ -276,6 +294,14 @@ class Proxy:
                     flight.placed.set_result(rank)
         self._count_waiting()
         return True
+
+    def _decided(self, seconds: float) -> None:
+        """Count a decision that placed requests, and its time."""
+        self.decision_s.append(seconds)
+        if len(self.decision_s) > 100_000:
+            del self.decision_s[:50_000]
+        self.counters["decisions"] += 1
+        self._metrics.decision(seconds)
 
     def _count_waiting(self) -> None:
         """Start ``/tokenize`` for the requests a decision left waiting; a placed one starts it once sent."""

@@ -21,6 +21,19 @@ _kernel = njit(cache=True, nogil=True)
 
 
 @_kernel
+def weighted_sums(work, d):
+    """``total``: each task's lookahead weighted over the horizon, ``W_i = sum_h d_h w[i, h]`` in step
+    order (one definition for the solver and the router's one-request call, so both get the same sums)."""
+    total = np.empty(work.shape[0])
+    for i in range(work.shape[0]):
+        value = 0.0
+        for h in range(work.shape[1]):
+            value += d[h] * work[i, h]
+        total[i] = value
+    return total
+
+
+@_kernel
 def _score(loads, peak, work, d, total, i, g, peak_cost, tie_break):
     """``sum_h d_h (peak_cost * relu(w[i, h] - m[h, g]) - w[i, h])`` less the tie-break."""
     overflow = 0.0

@@ -352,8 +352,8 @@ class _Problem:
     # Only the greedy needs these; the enumerations of small problems never do.
     @functools.cached_property
     def total(self) -> np.ndarray:
-        """``W_i = sum_h d_h w[i, h]``, shape (N,)."""
-        return np.ascontiguousarray(self.work @ self.d)
+        """``W_i = sum_h d_h w[i, h]``, shape (N,), in step order (``_compiled.weighted_sums``)."""
+        return _kernels().weighted_sums(self.work, self.d)
 
     @functools.cached_property
     def peak_work(self) -> np.ndarray:
