@@ -241,9 +241,9 @@ class DecodeRouter:
             horizon, gamma, stride = options["horizon"], options["gamma"], options["stride"]
             peak_weight = options["peak_weight"]
         started = time.perf_counter()
-        rows, stride, d, tie_break = _one_request_constants(horizon, gamma, stride, policy.spread, policy.strict_ties)
-        kept = _kept_rows(rows, stride)
-        kernels = _router_kernels()
+        rows, stride, d, tie_break, kept = _one_request_constants(horizon, gamma, stride, policy.spread,
+                                                                  policy.strict_ties)
+        kernels = _KERNELS or _router_kernels()
         model = bounded.survival_arrays() if refresh else _NO_SURVIVAL
         # the request as add_request enters it: work and prompt its prompt, growth 1, steps min(none, max_tokens)
         outcome, rank, slot, objective, elapsed, n_left = kernels.admit_one(
@@ -514,14 +514,13 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
     """
     started = time.perf_counter()
     horizon = policy.horizon
-    rows, stride, d, tie_break = _one_request_constants(horizon, policy.gamma, policy.stride, policy.spread,
+    rows, stride, d, tie_break, kept = _one_request_constants(horizon, policy.gamma, policy.stride, policy.spread,
                                                         policy.strict_ties)
     pool = state._pool
     slot_id = state._slot_id
     alive = state.alive
     every_rank = bool(alive.all())
-    kernels = _router_kernels()
-    kept = _kept_rows(rows, stride)
+    kernels = _KERNELS or _router_kernels()
     survival = bounded is not None and bounded.compiled
     model = bounded.survival_arrays() if survival else _NO_SURVIVAL
     remaining = _NO_REMAINING
@@ -564,14 +563,20 @@ def _OR_EMPTY(slots):
 
 @functools.lru_cache(maxsize=16)
 def _one_request_constants(horizon: int, gamma: float, stride: int, spread: bool, strict_ties: bool):
-    """What :func:`_place_one` needs of a policy's options: rows, stride, kept weights, tie break."""
+    """What :func:`_place_one` needs of a policy's options: rows, stride, kept weights, tie break, kept steps."""
     stride = stride if horizon else 1
     d = _kept_weights(horizon, gamma, stride)
-    return horizon + 1, stride, d, greedy_tie_break(d, strict_ties=spread and strict_ties)
+    return horizon + 1, stride, d, greedy_tie_break(d, strict_ties=spread and strict_ties), _kept_rows(horizon + 1,
+                                                                                                       stride)
+
+
+_KERNELS = None       # barrierlb._router_kernels once imported (a module attribute: no import machinery per decision)
 
 
 def _router_kernels():
     """:mod:`barrierlb._router_kernels`, imported on the first one-request decision (numba loads
     then, not at import; :func:`barrierlb._numba.compiled`)."""
-    return compiled("_router_kernels")
+    global _KERNELS
+    _KERNELS = compiled("_router_kernels")
+    return _KERNELS
 

@@ -17,7 +17,7 @@ import aiohttp  # noqa: E402
 from barrierlb.serving.background import BackgroundLoop, start_emulator, start_proxy  # noqa: E402
 from barrierlb.serving.config import ServeConfig  # noqa: E402
 from barrierlb.serving.emulator import EmulatorConfig  # noqa: E402
-from barrierlb.serving.tokens import StreamCounter  # noqa: E402
+from barrierlb.serving.tokens import StreamCounter, completion_tokens  # noqa: E402
 
 FAST = dict(step_base_s=0.002, step_token_s=1e-6)
 
@@ -77,6 +77,24 @@ def test_stream_and_body_pass_through_unchanged(loop):
     _run(go())
     _caught_up(loop)
     assert proxy.counters["completed"] == 4
+
+
+@pytest.mark.parametrize("body, count", [
+    (b'{"choices":[{"text":"a \\"usage\\": {\\"completion_tokens\\": 99}"}],'
+     b'"usage":{"prompt_tokens":5,"total_tokens":9,"completion_tokens":4}}', 4),
+    (b'{"usage": {"completion_tokens": 7, "prompt_tokens": 3}}', 7),
+    (b'{"usage":{"prompt_tokens_details":{"cached_tokens":0},"completion_tokens":3}}', 3),
+    (b'{"usage":{"completion_tokens":4.0}}', None), (b'{"usage":{"completion_tokens":-1}}', None),
+    (b'{"usage":{"completion_tokens":true}}', None), (b'{"usage":null}', None), (b'not json', None), (b'[1]', None),
+    (b'{"choices":[{"text":"\\"usage\\""}],"usage":{"completion_tokens":12}}', 12),
+])
+def test_completion_tokens_read_from_the_answer_as_its_json_says(body, count):
+    assert completion_tokens(body) == count
+    try:                                  # the same as the parsed answer's usage.completion_tokens
+        parsed = json.loads(body)["usage"]["completion_tokens"]
+    except (ValueError, TypeError, KeyError):
+        parsed = None
+    assert count == (parsed if type(parsed) is int and parsed >= 0 else None)
 
 
 def test_tokens_counted_from_the_stream_and_learned():

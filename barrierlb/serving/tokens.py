@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 
 class BadRequest(ValueError):
@@ -143,7 +144,8 @@ class StreamCounter:
             if not isinstance(event, dict):
                 continue
             usage = event.get("usage")
-            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            if isinstance(usage, dict) and type(usage.get("completion_tokens")) is int \
+                    and usage["completion_tokens"] >= 0:
                 self.usage_tokens = usage["completion_tokens"]
             for choice in event.get("choices") or ():
                 if not isinstance(choice, dict):
@@ -160,11 +162,25 @@ class StreamCounter:
         return self.tokens
 
 
+#: A flat ``usage`` object's ``completion_tokens`` (an unescaped quote never occurs inside a JSON string,
+#: so this is a key, and the ``usage`` object's own while no brace comes between).
+_USAGE = re.compile(rb'"usage"\s*:\s*\{[^{}]*?"completion_tokens"\s*:\s*(\d+)\s*[,}]')
+
+
 def completion_tokens(body: bytes) -> int | None:
-    """``usage.completion_tokens`` of a non-streaming response body, if it has one."""
+    """``usage.completion_tokens`` of a non-streaming response body, if it has one.
+
+    Read without parsing the whole answer where the body names ``"usage"`` once and
+    that object is flat up to the count (vLLM's, SGLang's and llama.cpp's are); any
+    other body is parsed.
+    """
+    if body.count(b'"usage"') == 1:
+        found = _USAGE.search(body)
+        if found is not None:
+            return int(found.group(1))
     try:
         usage = json.loads(body).get("usage") or {}
     except (ValueError, AttributeError):
         return None
     value = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and value >= 0 else None
+    return value if type(value) is int and value >= 0 else None     # a bool is no count
