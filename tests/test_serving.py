@@ -395,6 +395,25 @@ def test_malformed_input_is_a_400_with_an_openai_error(loop, raw, path, param):
     assert sum(emulator.stats()["received"]) == 0                     # nothing reached an engine
 
 
+def test_unknown_routes_and_methods_are_answered_404_and_405(loop):
+    emulator, proxy = _cluster(loop)
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for method, path in (("GET", "/v1/nothing"), ("GET", "/v1/completions"), ("POST", "/health"),
+                                 ("HEAD", "/health"), ("DELETE", "/v1/chat/completions")):
+                async with session.request(method, proxy.url + path) as response:
+                    answers.append((response.status, response.headers.get("Allow"), await response.read()))
+            return answers
+
+    (missing, _, body), (get, allow_post, _), (post, allow_get, _), (head, _, empty), (delete, _, _) = _run(go())
+    assert missing == 404 and json.loads(body)["error"]["type"] == "not_found"
+    assert (get, allow_post, post, allow_get, delete) == (405, "POST", 405, "GET, HEAD", 405)
+    assert head == 200 and empty == b""
+    assert sum(emulator.stats()["received"]) == 0 and proxy.counters["received"] == 0
+
+
 @pytest.mark.parametrize("pin", ["vllm", "sglang"])
 def test_pinned_engine_serves_each_request_on_the_chosen_rank(loop, pin):
     emulator, proxy = _cluster(loop, ranks=3, slots=2, pin=pin)

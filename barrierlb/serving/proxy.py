@@ -138,14 +138,19 @@ class Proxy:
                                               cookie_jar=aiohttp.DummyCookieJar())
         self._upstream = Upstream(connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s,
                                   total_timeout_s=config.request_timeout_s)
-        app = web.Application(client_max_size=64 * 2**20)
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/metrics", self._metrics_handler)
-        app.router.add_get("/barrierlb/status", self._status)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        # aiohttp's low-level server with the proxy's own table of routes: an Application's router and
+        # middleware chain cost each request some 25 us and give these six paths nothing more.
+        self._routes = {"/v1/completions": ("POST", self._completions), "/v1/chat/completions": ("POST", self._chat),
+                        "/v1/models": ("GET", self._models), "/health": ("GET", self._health),
+                        "/metrics": ("GET", self._metrics_handler), "/barrierlb/status": ("GET", self._status)}
+        loop = asyncio.get_running_loop()
+
+        def request_factory(message, payload, protocol, writer, task):
+            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=_MAX_BODY)
+
+        server = web.Server(self._dispatch, request_factory=request_factory, handler_cancellation=True,
+                            access_log=None)
+        self._runner = web.ServerRunner(server)
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.host, config.port)
         await site.start()
@@ -389,6 +394,20 @@ class Proxy:
         self._wake.set()
 
     # -------------------------------------------------------------- handlers
+    async def _dispatch(self, request):
+        """The handler of the route the request names; 404 for another path, 405 for another method
+        (``HEAD`` is served as ``GET``, as aiohttp's router serves it)."""
+        route = self._routes.get(request.path)
+        if route is None:
+            return _json_error(404, f"no route {request.path} here", "not_found")
+        method, handler = route
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            allowed = "GET, HEAD" if method == "GET" else method
+            answer = _json_error(405, f"{request.path} takes {method}, not {request.method}", "method_not_allowed")
+            answer.headers["Allow"] = allowed
+            return answer
+        return await handler(request)
+
     async def _completions(self, request):
         return await self._handle(request, "/v1/completions", chat=False)
 
@@ -757,6 +776,9 @@ def _take_back(flight: _Flight) -> bool:
     # Python 3.10 counts no cancels (Task.uncancel is 3.11's): the one caught is taken back by catching
     # it; a client that left as well shows when the answer is written.
     return True if uncancel is None else uncancel() == 0
+
+
+_MAX_BODY = 64 * 2**20      # bytes of a request body at most (a longer one is answered 413)
 
 
 def _json_error(status: int, message: str, kind: str):
