@@ -5,7 +5,7 @@ child process); requests go one at a time (4-token prompts, not streamed), so no
 queues, and each stage is timed by wrapping the proxy's own functions:
 
 - ``parse``: the request's JSON checked (:func:`barrierlb.serving.tokens.parse_request`);
-- ``decide``: the router's one-request decision (``Proxy._enqueue``: ``add_request`` and ``route``);
+- ``decide``: the router's one-request decision (``Proxy._enqueue``: the router's ``admit``, its counters);
 - ``request_to``: the headers and body for the rank;
 - ``answer_end``: the answer's end sent to the client (aiohttp's ``prepare`` and ``write_eof``);
 - ``usage``: the answer's ``usage.completion_tokens`` read, after the answer;

@@ -9,6 +9,10 @@ a request. Compare two trees by running it with each on ``PYTHONPATH``:
     PYTHONPATH=. python benchmarks/router_loop.py
     PYTHONPATH=/path/to/other/tree python benchmarks/router_loop.py
     PYTHONPATH=. python benchmarks/router_loop.py --policy bfio:hold=0.05 --strata 16   # serve's default now
+    PYTHONPATH=. python benchmarks/router_loop.py --policy bfio:hold=0.05 --strata 16 --admit   # as serve calls it
+
+``--admit`` adds each request with ``DecodeRouter.admit`` (trees from 3 December, 15:00 UTC
+on), as the proxy does since, in place of ``add_request`` and ``route``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def main() -> None:
     parser.add_argument("--strata", type=int, default=1,
                         help="prompt-length groups of the survival predictor (default 1; serve's default 16)")
     parser.add_argument("--policy", default=None, help="policy spec (default decode_preset(0))")
+    parser.add_argument("--admit", action="store_true", help="add and decide with admit(), as serve does now")
     args = parser.parse_args()
     grouped = {"strata": args.strata} if args.strata > 1 else {}     # the default runs on trees before --strata
     policy = args.policy or decode_preset(0.0)
@@ -50,8 +55,12 @@ def main() -> None:
         nonlocal next_id
         started = time.perf_counter()
         for _ in range(n):
-            router.add_request(next_id, float(rng.integers(50, 800)), max_output_tokens=200.0)
-            running.extend(router.route())
+            if args.admit:
+                if router.admit(next_id, float(rng.integers(50, 800)), max_output_tokens=200.0) >= 0:
+                    running.append(next_id)
+            else:
+                router.add_request(next_id, float(rng.integers(50, 800)), max_output_tokens=200.0)
+                running.extend(router.route())
             next_id += 1
             router.progress_many(running[-3:], [5] * len(running[-3:]))
             router.finish(running.pop(0), 30)
@@ -59,7 +68,8 @@ def main() -> None:
 
     block(200)                                       # warm up: numba loads the kernels
     best = min(block(args.requests) for _ in range(5))
-    print(f"{best * 1e6:.1f} us a request (add, route, progress, finish; {args.running} running, "
+    calls = "admit" if args.admit else "add, route"
+    print(f"{best * 1e6:.1f} us a request ({calls}, progress, finish; {args.running} running, "
           f"8 ranks x 256 slots, {args.strata} prompt strata, policy {policy})")
 
 
