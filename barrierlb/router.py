@@ -249,7 +249,7 @@ class DecodeRouter:
         outcome, rank, slot, objective, elapsed, n_left = kernels.admit_one(
             state._slot_id, state._slot_work, state._slot_growth, state._slot_age, state._slot_prompt,
             state._slot_remaining, self._slot_cap, state._active_count, state.capacity, state.alive, state._placed,
-            policy.hold is not None, observer is not None, _OR_EMPTY(previous), _OR_EMPTY(before),
+            policy.hold is not None, observer is not None, _or_empty(previous), _or_empty(before),
             observer._life if observer is not None else _NO_REMAINING,
             observer._end if observer is not None else _NO_REMAINING,
             observer._head if observer is not None else 0, observer.clock if observer is not None else 0,
@@ -557,7 +557,7 @@ _PLAIN = (float, int)                       # admit's arguments taken as they ar
 _PLACED, _NO_FREE_SLOT = 0, 1              # barrierlb._router_kernels.admit_one's outcomes (and 2: the full decision)
 
 
-def _OR_EMPTY(slots):
+def _or_empty(slots):
     return _NO_SLOTS if slots is None else slots
 
 
