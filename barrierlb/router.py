@@ -215,8 +215,7 @@ class DecodeRouter:
                 and 0 <= prompt_tokens < math.inf and type(max_output_tokens) in _PLAIN and max_output_tokens >= 0
                 and (queued_at is None or type(queued_at) in _PLAIN and math.isfinite(queued_at))
                 and state._pool["ids"].size == 0 and request_id not in state._location and self._one_request
-                and type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
-                and not state._profiles):
+                and _one_request_policy(policy, state, bounded)):
             return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at)
         if self._outputs:
             self._flush_outputs(all_of_them=False)
@@ -474,15 +473,21 @@ class DecodeRouter:
 
 
 # ----------------------------------------------------------- one waiting request
+def _one_request_policy(policy: Policy, state: ClusterState, bounded: _Bounded) -> bool:
+    """Whether the one-request kernels decide as the policy would, ``hold`` aside: plain ``bfio``,
+    work-conserving, one point prediction per request (no sampled futures, no refill), affine
+    requests only (the router's own)."""
+    return (type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
+            and not state._profiles)
+
+
 def _one_request_path(policy: Policy, state: ClusterState, bounded: _Bounded, free: list) -> bool:
-    """Whether :func:`_place_one` gives this decision: plain ``bfio``, work-conserving, one point
-    prediction per request (no sampled futures, no refill), affine requests only (the router's own),
-    and without ``hold`` unless every alive rank has a free slot (``free``: the state's free slots,
-    a list; zero on a dead rank)."""
+    """Whether :func:`_place_one` gives this decision: :func:`_one_request_policy`, and without
+    ``hold`` unless every alive rank has a free slot (``free``: the state's free slots, a list; zero
+    on a dead rank)."""
     # With ``hold``, the greedy's rank is the one where the request raises the peak least
     # only when every alive rank has a free slot; else the full decision judges the hold.
-    return (type(policy) is BFIO and policy.work_conserving and not policy.refill and not bounded.draws
-            and not state._profiles
+    return (_one_request_policy(policy, state, bounded)
             and (policy.hold is None or all(f > 0 for f, up in zip(free, state.alive.tolist()) if up)))
 
 
