@@ -228,7 +228,7 @@ class DecodeRouter:
         if tuning is None:
             options = None
             horizon, gamma, stride, peak_weight = policy.horizon, policy.gamma, policy.stride, policy.peak_weight
-            observer = previous = before = None
+            observer, ring = None, _NO_OBSERVER
         else:
             # The options update() would set: those for placing one task, unless it re-estimates now.
             options = tuning._derived.get(1)
@@ -239,6 +239,7 @@ class DecodeRouter:
                 return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at)
             horizon, gamma, stride = options["horizon"], options["gamma"], options["stride"]
             peak_weight = options["peak_weight"]
+            ring = (previous, before, observer._life, observer._end, observer._head, observer.clock)
         started = time.perf_counter()
         rows, stride, d, tie_break, kept = _one_request_constants(horizon, gamma, stride, policy.spread,
                                                                   policy.strict_ties)
@@ -248,12 +249,8 @@ class DecodeRouter:
         outcome, rank, slot, objective, elapsed, n_left = kernels.admit_one(
             state._slot_id, state._slot_work, state._slot_growth, state._slot_age, state._slot_prompt,
             state._slot_remaining, self._slot_cap, state._active_count, state.capacity, state.alive, state._placed,
-            policy.hold is not None, observer is not None, _or_empty(previous), _or_empty(before),
-            observer._life if observer is not None else _NO_REMAINING,
-            observer._end if observer is not None else _NO_REMAINING,
-            observer._head if observer is not None else 0, observer.clock if observer is not None else 0,
-            2 if refresh else 0, model, rows, stride, kept, d, float(peak_weight), tie_break,
-            policy.spread, request_id, prompt_tokens, 1.0, cap, prompt_tokens, cap)
+            policy.hold is not None, observer is not None, *ring, 2 if refresh else 0, model, rows, stride, kept, d,
+            float(peak_weight), tie_break, policy.spread, request_id, prompt_tokens, 1.0, cap, prompt_tokens, cap)
         if outcome == _NO_FREE_SLOT:             # route() would have returned before tuning
             return self._admit_in_general(request_id, prompt_tokens, max_output_tokens, queued_at, decide=False)
         if observer is not None:                 # the rest of the controller's update() for this decision
@@ -557,13 +554,10 @@ def _place_one(state: ClusterState, policy: BFIO, bounded: _Bounded | None, slot
 
 _NO_SURVIVAL = (np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64), np.zeros(0), 0.0, 0.5, 1)
 _NO_REMAINING = np.zeros(0)
-_NO_SLOTS = np.zeros((0, 0), dtype=np.int64)
+# admit_one's observer arguments (slots, ring buffers, head, clock) when no online controller observes
+_NO_OBSERVER = (np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.int64), _NO_REMAINING, _NO_REMAINING, 0, 0)
 _PLAIN = (float, int)                       # admit's arguments taken as they are (bool is not one)
 _PLACED, _NO_FREE_SLOT = 0, 1              # barrierlb._router_kernels.admit_one's outcomes (and 2: the full decision)
-
-
-def _or_empty(slots):
-    return _NO_SLOTS if slots is None else slots
 
 
 @functools.lru_cache(maxsize=16)
