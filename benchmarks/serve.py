@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -157,7 +158,8 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
     """A bare forwarder, the floor of a proxy's cost on an aiohttp server: each request goes to the next
     rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting.
     ``client``: its requests to the ranks on aiohttp's client, or on ``upstream``, the proxy's own
-    (:mod:`barrierlb.serving.upstream`)."""
+    (:mod:`barrierlb.serving.upstream`); ``protocol``: the upstream client behind no aiohttp at all,
+    :class:`_ProtocolForwarder`, the floor of the server side."""
     import itertools
 
     from barrierlb.serving._deps import aiohttp, web
@@ -205,6 +207,11 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
                 await response.write_eof()
                 return response
 
+        if client == "protocol":
+            _ProtocolForwarder.upstream, _ProtocolForwarder.targets = upstream, targets
+            server = await asyncio.get_running_loop().create_server(_ProtocolForwarder, "127.0.0.1", 0)
+            print(f"listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+            await asyncio.Event().wait()
         app = web.Application()
         app.router.add_post("/v1/completions", forward if client == "aiohttp" else forward_upstream)
         runner = web.AppRunner(app, access_log=None)
@@ -215,6 +222,84 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
 
     run_loop(main(), event_loop)
     return 0
+
+
+class _ProtocolForwarder(asyncio.Protocol):
+    """The bare forwarder's server side with no HTTP framework: httptools' request parser on an
+    ``asyncio.Protocol``, answers written by hand (``Content-Length``, or chunked for a stream).
+    A benchmark floor, not a server: one request at a time a connection, ``POST`` to the
+    emulator only, a failed upstream call a 502 and the connection closed."""
+
+    upstream = targets = None
+    skip = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+
+    def connection_made(self, transport) -> None:
+        import httptools
+
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.pending: collections.deque = collections.deque()
+        self.serving = None
+
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.body = b"", [], []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() not in self.skip:
+            self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.pending.append((self.url.decode(), self.headers, b"".join(self.body)))
+        if self.serving is None:
+            self.serving = asyncio.ensure_future(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+
+    def connection_lost(self, error) -> None:
+        if self.serving is not None:
+            self.serving.cancel()
+
+    async def _serve(self) -> None:
+        try:
+            while self.pending:
+                path, headers, body = self.pending.popleft()
+                try:
+                    answer = await self.upstream.post(next(self.targets) + path, headers, body)
+                except Exception as error:            # noqa: BLE001 (a floor: any failure is a 502)
+                    message = f"upstream failed: {type(error).__name__}".encode()
+                    self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s"
+                                         % (len(message), message))
+                    self.transport.close()
+                    return
+                try:
+                    out = [(k, v) for k, v in answer.headers if k.lower().encode() not in self.skip]
+                    head = [b"HTTP/1.1 %d -\r\n" % answer.status]
+                    head += [f"{k}: {v}\r\n".encode() for k, v in out]
+                    if not any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in out):
+                        data = await answer.read()
+                        self.transport.write(b"".join([*head, b"Content-Length: %d\r\n\r\n" % len(data), data]))
+                    else:
+                        self.transport.write(b"".join([*head, b"Transfer-Encoding: chunked\r\n\r\n"]))
+                        async for data in answer.iter_any():
+                            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.transport.write(b"0\r\n\r\n")
+                    answer.release()
+                finally:
+                    answer.close()                    # a no-op once released
+        finally:
+            self.serving = None
 
 
 def proxy(urls: str, slots: int, policy: str, *extra: str, src: str | None = None) -> Process:
@@ -527,6 +612,7 @@ def _overhead(args, extra, *, sweep=True) -> dict:
         if args.bare and sweep:                  # once: they do not depend on the proxy's options
             servers["bare"] = stack.enter_context(bare_forwarder(engine.found, *loop))
             servers["bare_upstream"] = stack.enter_context(bare_forwarder(engine.found, *loop, client="upstream"))
+            servers["bare_protocol"] = stack.enter_context(bare_forwarder(engine.found, *loop, client="protocol"))
         direct_urls = engine.found.split(",")
         for warm in servers.values():
             asyncio.run(_timed_requests([warm.found], 100, 1.0, 99))           # warm up: kernels, connections
@@ -651,11 +737,13 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-policy", default=None,
                         help="the baseline proxy's --policy (default: --overhead-policy's)")
     parser.add_argument("--bare", action="store_true",
-                        help="the cost part also runs two bare forwarders on an aiohttp server (no pool, no decision, "
-                             "no counting), their blocks alternating with the others': one on aiohttp's client (keys "
-                             "bare_*), one on the proxy's own upstream client (keys bare_upstream_*)")
+                        help="the cost part also runs three bare forwarders (no pool, no decision, no counting), "
+                             "their blocks alternating with the others': on an aiohttp server with aiohttp's client "
+                             "(keys bare_*) and with the proxy's own upstream client (keys bare_upstream_*), and that "
+                             "client behind an asyncio.Protocol over httptools, no framework (keys bare_protocol_*)")
     parser.add_argument("--bare-forwarder", metavar="URLS", help=argparse.SUPPRESS)
-    parser.add_argument("--bare-client", choices=("aiohttp", "upstream"), default="aiohttp", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-client", choices=("aiohttp", "upstream", "protocol"), default="aiohttp",
+                        help=argparse.SUPPRESS)
     add_json_argument(parser, "write the records as a JSON list")
     args = parser.parse_args(argv)
     check_json_argument(parser, args)
@@ -716,6 +804,9 @@ def main(argv=None) -> int:
                                  ("bare_upstream_overhead_p50_ms", "bare upstream p50 ms", "{:.3f}"),
                                  ("bare_upstream_overhead_p99_ms", "bare upstream p99 ms", "{:.3f}"),
                                  ("bare_upstream_cpu_ms_per_request", "bare upstream CPU ms/req", "{:.2f}"),
+                                 ("bare_protocol_overhead_p50_ms", "bare protocol p50 ms", "{:.3f}"),
+                                 ("bare_protocol_overhead_p99_ms", "bare protocol p99 ms", "{:.3f}"),
+                                 ("bare_protocol_cpu_ms_per_request", "bare protocol CPU ms/req", "{:.2f}"),
                                  ("estimate_overhead_p50_ms", "p50, estimated prompts", "{:.3f}"),
                                  ("estimate_overhead_p99_ms", "p99, estimated prompts", "{:.3f}"),
                                  ("estimate_cpu_ms_per_request", "CPU ms/req, estimated", "{:.2f}"),
