@@ -154,6 +154,16 @@ def bare_forwarder(urls: str, *extra: str, client: str = "aiohttp") -> Process:
                     *extra], r"listening on (\S+)")
 
 
+#: Headers a bare forwarder does not pass on (it frames the body itself).
+_BARE_SKIP = frozenset(("host", "content-length", "transfer-encoding", "connection"))
+_BARE_SKIP_RAW = frozenset(name.encode() for name in _BARE_SKIP)
+
+
+def _event_stream(headers) -> bool:
+    """Whether an answer's headers (pairs of str) name a server-sent event stream."""
+    return any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in headers)
+
+
 def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> int:
     """A bare forwarder, the floor of a proxy's cost on an aiohttp server: each request goes to the next
     rank in turn, its body and headers passed as they are, no waiting pool, no decision, no counting.
@@ -167,20 +177,20 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
     from barrierlb.serving.upstream import Upstream
 
     targets = itertools.cycle(url.rstrip("/") for url in urls.split(","))
-    skip = {"host", "content-length", "transfer-encoding", "connection"}
-    skip_raw = {name.encode() for name in skip}
 
     async def main():
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
-        upstream = Upstream(connect_timeout_s=5.0, read_timeout_s=300.0, total_timeout_s=3600.0)
+        if client == "aiohttp":
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        else:
+            upstream = Upstream(connect_timeout_s=5.0, read_timeout_s=300.0, total_timeout_s=3600.0)
 
         async def forward_upstream(request):
             raw = await request.read()
-            headers = [(k, v) for k, v in request.raw_headers if k.lower() not in skip_raw]
+            headers = [(k, v) for k, v in request.raw_headers if k.lower() not in _BARE_SKIP_RAW]
             answer = await upstream.post(next(targets) + request.path, headers, raw)
             try:
-                out = [(k, v) for k, v in answer.headers if k.lower() not in skip]
-                if not any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in out):
+                out = [(k, v) for k, v in answer.headers if k.lower() not in _BARE_SKIP]
+                if not _event_stream(out):
                     response = web.Response(body=await answer.read(), status=answer.status, headers=out)
                 else:
                     response = web.StreamResponse(status=answer.status, headers=out)
@@ -195,9 +205,9 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
 
         async def forward(request):
             raw = await request.read()
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _BARE_SKIP}
             async with session.post(next(targets) + request.path, data=raw, headers=headers) as upstream:
-                answer = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
+                answer = {k: v for k, v in upstream.headers.items() if k.lower() not in _BARE_SKIP}
                 if upstream.content_type != "text/event-stream":
                     return web.Response(body=await upstream.read(), status=upstream.status, headers=answer)
                 response = web.StreamResponse(status=upstream.status, headers=answer)
@@ -210,14 +220,15 @@ def run_bare_forwarder(urls: str, event_loop: str, client: str = "aiohttp") -> i
         if client == "protocol":
             _ProtocolForwarder.upstream, _ProtocolForwarder.targets = upstream, targets
             server = await asyncio.get_running_loop().create_server(_ProtocolForwarder, "127.0.0.1", 0)
-            print(f"listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
-            await asyncio.Event().wait()
-        app = web.Application()
-        app.router.add_post("/v1/completions", forward if client == "aiohttp" else forward_upstream)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+            port = server.sockets[0].getsockname()[1]
+        else:
+            app = web.Application()
+            app.router.add_post("/v1/completions", forward if client == "aiohttp" else forward_upstream)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
         await asyncio.Event().wait()
 
     run_loop(main(), event_loop)
@@ -231,7 +242,6 @@ class _ProtocolForwarder(asyncio.Protocol):
     emulator only, a failed upstream call a 502 and the connection closed."""
 
     upstream = targets = None
-    skip = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
 
     def connection_made(self, transport) -> None:
         import httptools
@@ -248,7 +258,7 @@ class _ProtocolForwarder(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() not in self.skip:
+        if name.lower() not in _BARE_SKIP_RAW:
             self.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
@@ -284,10 +294,10 @@ class _ProtocolForwarder(asyncio.Protocol):
                     self.transport.close()
                     return
                 try:
-                    out = [(k, v) for k, v in answer.headers if k.lower().encode() not in self.skip]
+                    out = [(k, v) for k, v in answer.headers if k.lower() not in _BARE_SKIP]
                     head = [b"HTTP/1.1 %d -\r\n" % answer.status]
                     head += [f"{k}: {v}\r\n".encode() for k, v in out]
-                    if not any(k.lower() == "content-type" and v.startswith("text/event-stream") for k, v in out):
+                    if not _event_stream(out):
                         data = await answer.read()
                         self.transport.write(b"".join([*head, b"Content-Length: %d\r\n\r\n" % len(data), data]))
                     else:
